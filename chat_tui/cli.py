@@ -1,0 +1,78 @@
+"""The `chat-tui` command line.
+
+`chat-tui` with no arguments opens the chat app; each subcommand lives in its own module
+under `chat_tui/commands/` and is imported only when used, so `chat-tui --help` is fast and
+`chat-tui feedback ...` never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+# Subcommand name -> "module:attribute" of its click command.
+COMMANDS: dict[str, str] = {
+    "ask": "chat_tui.commands.ask:ask",
+    "models": "chat_tui.commands.models:models",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a subcommand's module only when that command runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+@click.group(cls=LazyGroup, invoke_without_command=True)
+@click.option("--model", "model", default=None, help="Model name in the store or a path (default: the active version).")
+@click.version_option(package_name="chat-tui")
+@click.pass_context
+def cli(ctx: click.Context, model: str | None) -> None:
+    """A terminal chat assistant whose local model learns from your feedback.
+
+    Run with no command to open the chat.
+    """
+    if ctx.invoked_subcommand is None:
+        from chat_tui.commands.open_chat import open_chat
+
+        open_chat(model)
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Each package's user-error base class; their messages name the offending value.
+
+    The packages' `errors` modules import nothing heavy, so this stays cheap.
+    """
+    from chat_tui.errors import UserError
+    from engine.errors import EngineError
+    from feedback.errors import FeedbackError
+    from trainer.errors import TrainerError
+
+    return (UserError, EngineError, FeedbackError, TrainerError)
+
+
+def main() -> None:
+    """Console-script entry: runs the CLI and turns user errors into one-line messages."""
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except user_error_types() as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
