@@ -1,0 +1,170 @@
+"""The model runner: the only engine code that touches tensors.
+
+It owns the paged KV cache (k and v per layer, `num_blocks x block_size` slots), per-row
+buffers for the running batch (block tables, context lengths, sampling settings, the
+tokens each row has seen for the repetition penalty), and runs three things: prefill of
+one prompt, one decode step for a whole batch, and sampling. Which rows run and which
+blocks they own is decided by the scheduler and the block manager; the runner only
+mirrors their decisions into tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from engine.sampling import SamplingParams
+from engine.sampling_ops import sample_next_tokens
+
+
+@dataclass
+class _PrefillCache:
+    """Attention for a prompt processed from scratch: write its k/v, attend causally."""
+
+    runner: "ModelRunner"
+    slots: torch.Tensor  # (T,) flat slot of each prompt token
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        r = self.runner
+        r.k_flat[layer][self.slots] = k[0].transpose(0, 1)  # (T, Hkv, D)
+        r.v_flat[layer][self.slots] = v[0].transpose(0, 1)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+
+
+@dataclass
+class _DecodeCache:
+    """Attention for one new token per row over that row's cached history."""
+
+    runner: "ModelRunner"
+    new_slots: torch.Tensor  # (B,) where each row's new token goes
+    tables: torch.Tensor  # (B, nb) block ids covering every row's history
+    mask: torch.Tensor  # (B, 1, 1, nb * block_size) True where a slot holds a real token
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        r = self.runner
+        r.k_flat[layer][self.new_slots] = k[:, :, 0]  # (B, Hkv, D)
+        r.v_flat[layer][self.new_slots] = v[:, :, 0]
+        B, nb = self.tables.shape
+        keys = r.k_cache[layer][self.tables].view(B, nb * r.block_size, r.num_kv_heads, r.head_dim)
+        values = r.v_cache[layer][self.tables].view(B, nb * r.block_size, r.num_kv_heads, r.head_dim)
+        return F.scaled_dot_product_attention(
+            q, keys.transpose(1, 2), values.transpose(1, 2), attn_mask=self.mask, enable_gqa=True
+        )  # (B, Hq, 1, D)
+
+
+class ModelRunner:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        num_blocks: int,
+        block_size: int,
+        max_rows: int,
+        max_blocks_per_seq: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        config = model.config
+        self.model = model
+        self.device = device
+        self.block_size = block_size
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.vocab_size = config.vocab_size
+        layers = config.num_hidden_layers
+        shape = (layers, num_blocks, block_size, self.num_kv_heads, self.head_dim)
+        # torch.empty: pages are committed by the OS only as blocks are first written.
+        self.k_cache = torch.empty(shape, dtype=dtype, device=device)
+        self.v_cache = torch.empty(shape, dtype=dtype, device=device)
+        self.k_flat = self.k_cache.view(layers, num_blocks * block_size, self.num_kv_heads, self.head_dim)
+        self.v_flat = self.v_cache.view(layers, num_blocks * block_size, self.num_kv_heads, self.head_dim)
+        # Per-row state of the running batch.
+        self.block_tables = torch.zeros(max_rows, max_blocks_per_seq, dtype=torch.long, device=device)
+        self.context_lens = torch.zeros(max_rows, dtype=torch.long, device=device)
+        self.seen = torch.zeros(max_rows, self.vocab_size, dtype=torch.bool, device=device)
+        self.temperature = torch.zeros(max_rows, device=device)
+        self.top_k = torch.zeros(max_rows, dtype=torch.long, device=device)
+        self.top_p = torch.ones(max_rows, device=device)
+        self.min_p = torch.zeros(max_rows, device=device)
+        self.repetition_penalty = torch.ones(max_rows, device=device)
+        self.seeds = torch.zeros(max_rows, dtype=torch.long, device=device)
+        self.steps = torch.zeros(max_rows, dtype=torch.long, device=device)
+
+    # --- row bookkeeping -------------------------------------------------------------
+
+    def init_row(self, row: int, params: SamplingParams, seed: int, block_table: list[int]) -> None:
+        self.temperature[row] = params.temperature
+        self.top_k[row] = params.top_k
+        self.top_p[row] = params.top_p
+        self.min_p[row] = params.min_p
+        self.repetition_penalty[row] = params.repetition_penalty
+        self.seeds[row] = seed
+        self.steps[row] = 0
+        self.block_tables[row, : len(block_table)] = torch.tensor(block_table, dtype=torch.long)
+
+    def set_seen(self, row: int, token_ids: list[int]) -> None:
+        self.seen[row] = False
+        if token_ids:
+            self.seen[row, torch.tensor(token_ids, device=self.device)] = True
+
+    def copy_row_seen(self, src: int, dst: int) -> None:
+        self.seen[dst] = self.seen[src]
+
+    def set_block(self, row: int, index: int, block: int) -> None:
+        self.block_tables[row, index] = block
+
+    def set_context_len(self, row: int, length: int) -> None:
+        self.context_lens[row] = length
+
+    def copy_block(self, src: int, dst: int) -> None:
+        self.k_cache[:, dst] = self.k_cache[:, src]
+        self.v_cache[:, dst] = self.v_cache[:, src]
+
+    # --- forward passes ----------------------------------------------------------------
+
+    @torch.inference_mode()
+    def prefill(self, prompt_ids: list[int], block_table: list[int]) -> torch.Tensor:
+        """Run a whole prompt, filling its cache blocks; returns last-position logits (1, V)."""
+        T = len(prompt_ids)
+        ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)  # (1, T)
+        positions = torch.arange(T, device=self.device)
+        table = torch.tensor(block_table, dtype=torch.long, device=self.device)
+        slots = table[positions // self.block_size] * self.block_size + positions % self.block_size
+        hidden = self.model.hidden_states(ids, positions[None], cache=_PrefillCache(self, slots))
+        return self.model.lm_head(hidden[:, -1]).float()  # (1, V)
+
+    @torch.inference_mode()
+    def decode(self, rows: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+        """One step for every row in `rows` (B,), feeding `token_ids` (B,); returns logits (B, V)."""
+        positions = self.context_lens[rows]  # (B,) position of the fed token
+        block_index = positions // self.block_size
+        new_blocks = self.block_tables[rows, block_index]
+        new_slots = new_blocks * self.block_size + positions % self.block_size
+        num_blocks = int(block_index.max()) + 1
+        tables = self.block_tables[rows, :num_blocks]  # (B, nb)
+        span = torch.arange(num_blocks * self.block_size, device=self.device)
+        mask = (span[None] <= positions[:, None])[:, None, None]  # (B, 1, 1, S)
+        cache = _DecodeCache(self, new_slots, tables, mask)
+        hidden = self.model.hidden_states(token_ids[:, None], positions[:, None], cache=cache)
+        self.context_lens[rows] += 1
+        return self.model.lm_head(hidden[:, -1]).float()  # (B, V)
+
+    @torch.inference_mode()
+    def sample(self, logits: torch.Tensor, rows: torch.Tensor, want_logprobs: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Next token per row (B,), and its log-probability when asked; marks it seen."""
+        tokens, logprobs = sample_next_tokens(
+            logits,
+            temperature=self.temperature[rows],
+            top_k=self.top_k[rows],
+            top_p=self.top_p[rows],
+            min_p=self.min_p[rows],
+            repetition_penalty=self.repetition_penalty[rows],
+            seen=self.seen[rows],
+            seeds=self.seeds[rows],
+            steps=self.steps[rows],
+            want_logprobs=want_logprobs,
+        )
+        self.seen[rows, tokens] = True
+        self.steps[rows] += 1
+        return tokens, logprobs
