@@ -1,0 +1,178 @@
+"""Opening the feedback database and running transactions on it.
+
+`open_database` makes the file (mode 0600), refuses a database written by a newer schema
+without touching it, turns on WAL, foreign keys, a busy timeout and full sync, and applies
+pending migrations under a write lock. `StoreBase` gives the store its two kinds of
+transaction: `_writing()` (BEGIN IMMEDIATE, so a writer waits for the lock up front instead
+of failing half way) and `_reading()` (one read transaction, hence one consistent WAL
+snapshot). Table-level logic lives in the store modules, not here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from sqlite_utils import Database
+
+from feedback import schema
+from feedback.errors import DatabaseFileError
+
+DEFAULT_BUSY_TIMEOUT_S = 30.0
+FILE_MODE = 0o600
+
+
+def utc_now() -> str:
+    """The current time as an ISO 8601 UTC string with microseconds (sorts as text)."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
+
+
+def _check_existing_file(path: Path) -> None:
+    """Read-only look at an existing file: is it SQLite, and not from a newer schema?
+
+    Uses a read-only connection so that a file we refuse is left byte-for-byte as it was.
+    """
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=DEFAULT_BUSY_TIMEOUT_S)
+    except sqlite3.Error as exc:
+        raise DatabaseFileError(f"cannot open feedback database {str(path)!r}: {exc}") from exc
+    try:
+        schema.check_is_sqlite(conn, str(path))
+        schema.refuse_newer_schema(conn, str(path))
+    finally:
+        conn.close()
+
+
+def _create_private_file(path: Path) -> None:
+    """Create an empty file readable only by its owner (feedback may be personal)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, FILE_MODE)
+    os.close(fd)
+
+
+def open_database(path: Path, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> tuple[sqlite3.Connection, Database]:
+    """Open (creating if needed) and migrate the feedback database at `path`.
+
+    Returns the raw connection (autocommit mode: transactions are explicit) and the
+    sqlite-utils `Database` wrapping it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DatabaseFileError(f"feedback database path {str(path)!r} is a directory")
+    if path.exists() and path.stat().st_size > 0:
+        _check_existing_file(path)
+    else:
+        _create_private_file(path)
+    if path.stat().st_mode & 0o777 != FILE_MODE:
+        os.chmod(path, FILE_MODE)
+
+    # isolation_level=None: the sqlite3 module opens no implicit transactions; every
+    # transaction below is an explicit BEGIN, so we know exactly what is atomic.
+    conn = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise DatabaseFileError(f"cannot switch {str(path)!r} to WAL journaling (got {mode!r})")
+        # FULL: a committed action survives a power cut, not only a crash of the process.
+        conn.execute("PRAGMA synchronous = FULL")
+        db = Database(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Checked again under the write lock: another process may have migrated meanwhile.
+            schema.refuse_newer_schema(conn, str(path))
+            schema.apply_pending(db)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise DatabaseFileError(f"cannot open feedback database {str(path)!r}: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn, db
+
+
+class StoreBase:
+    """The connection, its lock, and the transaction helpers every store module uses.
+
+    One connection per Store, shared by the threads of one process under a lock (the UI
+    calls from worker threads). Other processes open their own Store.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
+        self.path = Path(path)
+        self._conn, self.db = open_database(self.path, busy_timeout_s)
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        """Close the connection. The store cannot be used afterwards."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> "StoreBase":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: all of the block commits, or none of it."""
+        with self._lock:
+            if self._conn.in_transaction:  # nested inside another transaction of ours
+                yield self._conn
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: every query in the block sees the same committed state."""
+        with self._lock:
+            if self._conn.in_transaction:
+                yield self._conn
+                return
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            finally:
+                if self._conn.in_transaction:
+                    self._conn.execute("COMMIT")
+
+    @staticmethod
+    def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        cursor = conn.cursor()
+        cursor.row_factory = sqlite3.Row
+        return cursor.execute(sql, params).fetchall()
+
+    @staticmethod
+    def _row(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        cursor = conn.cursor()
+        cursor.row_factory = sqlite3.Row
+        return cursor.execute(sql, params).fetchone()
+
+    @staticmethod
+    def _log_action(conn: sqlite3.Connection, kind: str, conversation_id: int | None, now: str) -> int:
+        """Record one user action; its id stamps every feedback row the action writes."""
+        cursor = conn.execute(
+            "INSERT INTO actions (kind, conversation_id, created_at) VALUES (?, ?, ?)", [kind, conversation_id, now]
+        )
+        return int(cursor.lastrowid)

@@ -1,0 +1,116 @@
+"""Exports of the feedback as JSONL rows.
+
+- pairs: `{"prompt", "chosen", "rejected"}` (the common RLHF dataset shape, texts) plus
+  `context` (the chat up to and including the user turn, as role/content messages),
+  `group` (one key per prompt), `source` and the message ids. `feedback import` reads this
+  back unchanged.
+- sft: `{"prompt", "completion"}` plus `context`, `source` ("human" or "upvoted") and ids.
+- trees: one whole conversation per row: every message with its current rating, the
+  current rankings, and the shown path.
+
+pairs and sft are read at one snapshot; trees in one read transaction. Files are written to
+a temporary name beside the target and renamed, so a failed export leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from feedback.errors import FeedbackError
+
+if TYPE_CHECKING:
+    from feedback.store import Store
+
+EXPORT_FORMATS = ("pairs", "sft", "trees")
+
+
+def pair_rows(store: "Store") -> Iterator[dict[str, Any]]:
+    for pair in store.preference_pairs():
+        yield {
+            "prompt": pair.prompt,
+            "chosen": pair.chosen,
+            "rejected": pair.rejected,
+            "context": pair.context,
+            "group": pair.group_key,
+            "source": pair.source,
+            "conversation_id": pair.conversation_id,
+            "parent_id": pair.parent_id,
+            "chosen_id": pair.chosen_id,
+            "rejected_id": pair.rejected_id,
+        }
+
+
+def sft_rows(store: "Store") -> Iterator[dict[str, Any]]:
+    for demo in store.demonstrations():
+        yield {
+            "prompt": demo.prompt,
+            "completion": demo.completion,
+            "context": demo.context,
+            "source": demo.source,
+            "conversation_id": demo.conversation_id,
+            "parent_id": demo.parent_id,
+            "message_id": demo.message_id,
+        }
+
+
+def tree_rows(store: "Store", include_imported: bool = True) -> Iterator[dict[str, Any]]:
+    with store._reading():
+        for conversation in store.list_conversations(include_imported=include_imported):
+            tree = store.load_conversation(conversation.id)
+            messages = []
+            for message in tree.messages.values():
+                row = asdict(message)
+                rating = tree.ratings.get(message.id)
+                row["rating"] = None if rating is None else {
+                    "value": rating.value, "tags": rating.tags, "comment": rating.comment, "created_at": rating.created_at,
+                }
+                messages.append(row)
+            yield {
+                **asdict(tree.conversation),
+                "shown_path": [message.id for message in tree.shown_path],
+                "messages": messages,
+                "rankings": [asdict(ranking) for ranking in tree.rankings.values()],
+            }
+
+
+def export_rows(store: "Store", kind: str) -> Iterator[dict[str, Any]]:
+    """The rows of export `kind` ("pairs", "sft" or "trees")."""
+    if kind == "pairs":
+        return pair_rows(store)
+    if kind == "sft":
+        return sft_rows(store)
+    if kind == "trees":
+        return tree_rows(store)
+    raise FeedbackError(f"export format {kind!r} is not one of {', '.join(EXPORT_FORMATS)}")
+
+
+def write_jsonl(rows: Iterator[dict[str, Any]], out: IO[str]) -> int:
+    """Write rows as JSON lines; returns how many."""
+    count = 0
+    for row in rows:
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        count += 1
+    return count
+
+
+def export_to_file(store: "Store", kind: str, path: str | os.PathLike[str]) -> int:
+    """Write export `kind` to `path` atomically; returns the number of rows."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise FeedbackError(f"cannot write export to {str(target)!r}: folder {str(target.parent)!r} does not exist")
+    rows = export_rows(store, kind)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            count = write_jsonl(rows, out)
+        os.replace(temp_name, target)
+    except BaseException:
+        os.unlink(temp_name)
+        raise
+    return count

@@ -1,0 +1,160 @@
+"""The trainer's views of the feedback, as of a snapshot: preference pairs, demonstrations,
+prompts. Pure reads; the caller runs them inside one read transaction.
+
+A snapshot is an action id N: the views see messages, ratings and rankings written by
+actions 1..N and nothing later, so calling them twice with the same N gives the same
+answer however much the chat has written since (deleted conversations excepted: they
+leave every view). Contexts use each conversation's current system prompt.
+
+Which pairs come out, per user turn (the "prompt"), in this order, each (chosen, rejected)
+pair at most once in either direction:
+1. its current ranking, when rankable: every (better, worse) pair, so k replies give
+   k*(k-1)/2 pairs (4 -> 6);
+2. thumbs: every up-voted reply against every down-voted sibling;
+3. demonstrations: every human-written reply against every down-voted sibling (the
+   user wrote it because the model's reply was bad). A human-written reply is not paired
+   against unrated model replies: nothing says the user found those worse.
+Demonstrations are human-written replies, plus model replies voted up.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from feedback.queries import current_rankings, current_ratings
+from feedback.records import ChatMessage, Demonstration, PreferencePair, Prompt
+
+
+@dataclass(frozen=True)
+class _Node:
+    id: int
+    conversation_id: int
+    parent_id: int | None
+    role: str
+    content: str
+    is_human: bool
+
+
+class SnapshotReader:
+    """Loads the message trees as of action `as_of` and derives the training views from them."""
+
+    def __init__(self, conn: sqlite3.Connection, as_of: int) -> None:
+        self.as_of = as_of
+        rows = conn.execute(
+            """SELECT id, conversation_id, parent_id, role, content, is_human FROM messages
+               WHERE action_id <= ? ORDER BY id""",
+            [as_of],
+        ).fetchall()
+        self.nodes = {row[0]: _Node(row[0], row[1], row[2], row[3], row[4], bool(row[5])) for row in rows}
+        self.system_prompts = dict(
+            conn.execute("SELECT id, system_prompt FROM conversations WHERE system_prompt IS NOT NULL").fetchall()
+        )
+        self.children: dict[int, list[_Node]] = {}
+        for node in self.nodes.values():
+            if node.parent_id is not None:
+                self.children.setdefault(node.parent_id, []).append(node)
+        self.ratings = {mid: r.value for mid, r in current_ratings(conn, as_of=as_of).items() if mid in self.nodes}
+        self.rankings = {pid: r for pid, r in current_rankings(conn, as_of=as_of).items() if pid in self.nodes}
+        self._contexts: dict[int, list[ChatMessage]] = {}
+
+    def context(self, message_id: int) -> list[ChatMessage]:
+        """The chat from the start to `message_id` inclusive, system prompt first if any."""
+        cached = self._contexts.get(message_id)
+        if cached is not None:
+            return cached
+        chain: list[_Node] = []
+        node: _Node | None = self.nodes[message_id]
+        while node is not None:
+            chain.append(node)
+            node = self.nodes.get(node.parent_id) if node.parent_id is not None else None
+        chain.reverse()
+        messages: list[ChatMessage] = []
+        system_prompt = self.system_prompts.get(chain[0].conversation_id)
+        if system_prompt:
+            messages.append({"role": "system", "content": system_prompt})
+        messages.extend({"role": n.role, "content": n.content} for n in chain)
+        self._contexts[message_id] = messages
+        return messages
+
+    def user_turns(self) -> list[_Node]:
+        return [node for node in self.nodes.values() if node.role == "user"]
+
+    def preference_pairs(self) -> list[PreferencePair]:
+        pairs: list[PreferencePair] = []
+        for prompt in self.user_turns():
+            replies = [child for child in self.children.get(prompt.id, []) if child.role == "assistant"]
+            if len(replies) < 2:
+                continue
+            ordered = self._ordered_pairs(prompt.id, replies)
+            if not ordered:
+                continue
+            context = self.context(prompt.id)
+            for chosen_id, rejected_id, source in ordered:
+                pairs.append(
+                    PreferencePair(
+                        group_key=prompt.id,
+                        conversation_id=prompt.conversation_id,
+                        parent_id=prompt.id,
+                        context=context,
+                        chosen=self.nodes[chosen_id].content,
+                        rejected=self.nodes[rejected_id].content,
+                        chosen_id=chosen_id,
+                        rejected_id=rejected_id,
+                        source=source,
+                    )
+                )
+        return pairs
+
+    def _ordered_pairs(self, prompt_id: int, replies: list[_Node]) -> list[tuple[int, int, str]]:
+        found: list[tuple[int, int, str]] = []
+        seen: set[frozenset[int]] = set()
+
+        def add(chosen: int, rejected: int, source: str) -> None:
+            key = frozenset((chosen, rejected))
+            if chosen != rejected and key not in seen:
+                seen.add(key)
+                found.append((chosen, rejected, source))
+
+        ranking = self.rankings.get(prompt_id)
+        if ranking is not None and ranking.is_rankable:
+            ranked = [mid for mid in ranking.ranked_ids if mid in self.nodes]
+            for i, better in enumerate(ranked):
+                for worse in ranked[i + 1 :]:
+                    add(better, worse, "ranking")
+        up = [r.id for r in replies if self.ratings.get(r.id) == 1]
+        down = [r.id for r in replies if self.ratings.get(r.id) == -1]
+        for chosen in up:
+            for rejected in down:
+                add(chosen, rejected, "thumbs")
+        human = [r.id for r in replies if r.is_human and self.ratings.get(r.id) != -1]
+        for chosen in human:
+            for rejected in down:
+                add(chosen, rejected, "demonstration")
+        return found
+
+    def demonstrations(self) -> list[Demonstration]:
+        demos: list[Demonstration] = []
+        for node in self.nodes.values():
+            if node.role != "assistant" or node.parent_id is None:
+                continue
+            if node.is_human and self.ratings.get(node.id) != -1:
+                source = "human"
+            elif self.ratings.get(node.id) == 1:
+                source = "upvoted"
+            else:
+                continue
+            demos.append(
+                Demonstration(
+                    conversation_id=node.conversation_id,
+                    parent_id=node.parent_id,
+                    message_id=node.id,
+                    context=self.context(node.parent_id),
+                    completion=node.content,
+                    source=source,
+                )
+            )
+        return demos
+
+    def prompts(self) -> list[Prompt]:
+        return [Prompt(node.conversation_id, node.id, self.context(node.id)) for node in self.user_turns()]
