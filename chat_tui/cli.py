@@ -16,6 +16,8 @@ import click
 COMMANDS: dict[str, str] = {
     "ask": "chat_tui.commands.ask:ask",
     "models": "chat_tui.commands.models:models",
+    "feedback": "chat_tui.commands.feedback:feedback",
+    "pretrain": "chat_tui.commands.pretrain:pretrain",
 }
 
 
