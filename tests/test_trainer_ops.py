@@ -245,6 +245,9 @@ def test_bradley_terry_loss_and_accuracy():
     # margins [2, -1]: ln(1 + e^-2) = 0.126928, ln(1 + e^1) = 1.313262; mean 0.720095
     close(loss, (math.log1p(math.exp(-2)) + math.log1p(math.e)) / 2)
     close(acc, 0.5)
+    # Weights 3 and 1: (3 * 0.126928 + 1.313262) / 4 = 0.423012
+    weighted, _ = ops.bradley_terry_loss(torch.tensor([2.0, 0.0]), torch.tensor([0.0, 1.0]), torch.tensor([3.0, 1.0]))
+    close(weighted, (3 * math.log1p(math.exp(-2)) + math.log1p(math.e)) / 4)
 
 
 def test_dpo_loss():

@@ -3,3 +3,15 @@
 
 class TrainerError(Exception):
     """Base class of the trainer's user-facing errors."""
+
+
+class NotEnoughFeedbackError(TrainerError):
+    """The snapshot holds too little data to train; the message says how much is needed."""
+
+
+class TrainingDivergedError(TrainerError):
+    """A loss became NaN or infinite; the run stops and nothing is activated."""
+
+
+class ModelTooLargeError(TrainerError):
+    """The estimated memory of a run exceeds what the device has."""

@@ -248,10 +248,19 @@ def clipped_value_loss(
 # Preference losses
 
 
-def bradley_terry_loss(chosen_scores: torch.Tensor, rejected_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """-log sigmoid(r_chosen - r_rejected), averaged; also the pair accuracy (r_c > r_r)."""
+def bradley_terry_loss(
+    chosen_scores: torch.Tensor, rejected_scores: torch.Tensor, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """-log sigmoid(r_chosen - r_rejected), averaged; also the pair accuracy (r_c > r_r).
+
+    `weights` (one per pair) makes it a weighted mean: giving each pair of a k-way ranking
+    weight 1 / (its number of pairs) counts every prompt once, however many replies it has.
+    """
     margin = chosen_scores.float() - rejected_scores.float()
-    loss = -F.logsigmoid(margin).mean()
+    if weights is None:
+        weights = torch.ones_like(margin)
+    weights = weights.float()
+    loss = -(weights * F.logsigmoid(margin)).sum() / weights.sum()
     accuracy = (margin > 0).float().mean()
     return loss, accuracy
 

@@ -1,0 +1,256 @@
+"""Token-level training sets from a feedback-store snapshot, split by conversation.
+
+The store hands over chat-message lists (`feedback.records.TrainingData`); this module
+renders them with the model's own chat template and cuts them into what the trainers eat:
+
+* `ComparisonGroup`: one prompt, its distinct replies, and which reply beat which. All
+  pairs of a k-way ranking stay together, so every reply is scored once per step and a
+  ranking lands wholly on one side of the train / held-out split.
+* `SFTExample`: a prompt and a reply worth imitating.
+* `PromptExample`: a prompt for PPO rollouts or evaluation.
+
+A reply's tokens are what the engine would have generated: the template's rendering of
+the assistant turn up to and including its end-of-turn token (e.g. ChatML's
+`<|im_end|>`), without what the template puts after it. Held-out splits are by
+conversation (a conversation's turns share context, so splitting inside one leaks).
+
+Nothing here touches torch, the database or the model weights.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from feedback.records import ChatMessage, PreferenceGroup, TrainingData
+from trainer.errors import TrainerError
+
+T = TypeVar("T")
+
+
+class ChatEncoder(Protocol):
+    """What the datasets need from a loaded model (engine.bundle.LoadedModel has it)."""
+
+    def encode_chat(self, messages: list[ChatMessage], add_generation_prompt: bool = True) -> list[int]: ...
+
+    @property
+    def stop_token_ids(self) -> list[int]: ...
+
+
+@dataclass
+class ComparisonGroup:
+    group_key: int
+    conversation_id: int
+    prompt_ids: list[int]
+    replies: list[list[int]]  # token ids of each distinct reply, ending at end-of-turn
+    pairs: list[tuple[int, int]]  # (preferred, other) indices into `replies`
+
+    @property
+    def num_pairs(self) -> int:
+        return len(self.pairs)
+
+
+@dataclass
+class SFTExample:
+    conversation_id: int
+    prompt_ids: list[int]
+    reply_ids: list[int]
+
+
+@dataclass
+class PromptExample:
+    conversation_id: int
+    prompt_ids: list[int]
+    context: list[ChatMessage] = field(default_factory=list)
+
+
+@dataclass
+class DatasetLimits:
+    """Token budgets: prompts keep their end (the latest turns), replies their start."""
+
+    max_prompt_tokens: int = 384
+    max_reply_tokens: int = 128
+
+
+@dataclass
+class TrainingSets:
+    """Everything one run trains and evaluates on, already tokenized and split."""
+
+    train_groups: list[ComparisonGroup]
+    eval_groups: list[ComparisonGroup]
+    train_demos: list[SFTExample]
+    eval_demos: list[SFTExample]
+    train_prompts: list[PromptExample]
+    eval_prompts: list[PromptExample]
+    split: str  # "conversation" or "prompt" (fallback when there is one conversation)
+    snapshot_action_id: int = 0
+
+    @property
+    def num_train_pairs(self) -> int:
+        return sum(g.num_pairs for g in self.train_groups)
+
+    @property
+    def num_eval_pairs(self) -> int:
+        return sum(g.num_pairs for g in self.eval_groups)
+
+    def summary(self) -> dict[str, int | str]:
+        return {
+            "snapshot_action_id": self.snapshot_action_id,
+            "split": self.split,
+            "train_pairs": self.num_train_pairs,
+            "eval_pairs": self.num_eval_pairs,
+            "train_prompt_groups": len(self.train_groups),
+            "eval_prompt_groups": len(self.eval_groups),
+            "train_demonstrations": len(self.train_demos),
+            "eval_demonstrations": len(self.eval_demos),
+            "train_prompts": len(self.train_prompts),
+            "eval_prompts": len(self.eval_prompts),
+        }
+
+
+# ---------------------------------------------------------------------------------------
+# Tokenizing one exchange
+
+
+def encode_exchange(encoder: ChatEncoder, context: list[ChatMessage], reply: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, reply ids) of `context` answered by `reply`, as the engine sees them.
+
+    The prompt is the template's rendering with the generation prompt; the reply is the
+    rest of the full rendering, cut after its first end-of-turn token. A template that
+    renders the prompt differently once the reply is there (so the prompt is not a prefix)
+    falls back to the reply rendered alone.
+    """
+    prompt = encoder.encode_chat(context, add_generation_prompt=True)
+    full = encoder.encode_chat(list(context) + [{"role": "assistant", "content": reply}], add_generation_prompt=False)
+    stops = set(encoder.stop_token_ids)
+    if full[: len(prompt)] == prompt:
+        tail = full[len(prompt) :]
+    else:
+        tail = full[len(encoder.encode_chat(list(context), add_generation_prompt=False)) :]
+    for i, token in enumerate(tail):
+        if token in stops:
+            return prompt, tail[: i + 1]
+    # No end-of-turn marker in the template: end the reply the way generation would.
+    stop = next(iter(encoder.stop_token_ids), None)
+    return prompt, tail + ([stop] if stop is not None else [])
+
+
+def clip_tokens(prompt: list[int], reply: list[int], limits: DatasetLimits) -> tuple[list[int], list[int]]:
+    return prompt[-limits.max_prompt_tokens :], reply[: limits.max_reply_tokens]
+
+
+# ---------------------------------------------------------------------------------------
+# Building the sets
+
+
+def comparison_group(encoder: ChatEncoder, group: PreferenceGroup, limits: DatasetLimits) -> ComparisonGroup | None:
+    """Tokenize one prompt's pairs; replies shared by several pairs are kept once."""
+    index_of: dict[int, int] = {}
+    texts: list[str] = []
+    pairs: list[tuple[int, int]] = []
+    for pair in group.pairs:
+        for message_id, text in ((pair.chosen_id, pair.chosen), (pair.rejected_id, pair.rejected)):
+            if message_id not in index_of:
+                index_of[message_id] = len(texts)
+                texts.append(text)
+        chosen, rejected = index_of[pair.chosen_id], index_of[pair.rejected_id]
+        if chosen != rejected and (chosen, rejected) not in pairs:
+            pairs.append((chosen, rejected))
+    if not pairs:
+        return None
+    replies = []
+    prompt_ids: list[int] = []
+    for text in texts:
+        prompt_ids, reply = clip_tokens(*encode_exchange(encoder, group.context, text), limits)
+        replies.append(reply)
+    return ComparisonGroup(group.group_key, group.conversation_id, prompt_ids, replies, pairs)
+
+
+def split_by_key(items: Sequence[T], key: Callable[[T], int], eval_fraction: float, seed: int) -> tuple[list[T], list[T]]:
+    """Items whose key falls in a seeded random `eval_fraction` of the keys go to eval."""
+    keys = sorted({key(item) for item in items})
+    if len(keys) < 2 or eval_fraction <= 0:
+        return list(items), []
+    random.Random(seed).shuffle(keys)
+    num_eval = min(len(keys) - 1, max(1, math.ceil(eval_fraction * len(keys))))
+    held_out = set(keys[:num_eval])
+    return [i for i in items if key(i) not in held_out], [i for i in items if key(i) in held_out]
+
+
+def build_training_sets(
+    encoder: ChatEncoder,
+    data: TrainingData,
+    limits: DatasetLimits | None = None,
+    eval_fraction: float = 0.1,
+    seed: int = 0,
+) -> TrainingSets:
+    """Tokenize a snapshot's pairs, demonstrations and prompts and split them.
+
+    Held-out conversations are chosen once and apply to all three kinds. When the whole
+    snapshot is one conversation, prompts (user turns) are held out instead.
+    """
+    limits = limits or DatasetLimits()
+    if not 0 <= eval_fraction < 1:
+        raise TrainerError(f"eval fraction must be in [0, 1), got {eval_fraction}")
+    groups = [g for g in (comparison_group(encoder, pg, limits) for pg in data.pair_groups()) if g is not None]
+    demos = []
+    for demo in data.demonstrations:
+        prompt, reply = clip_tokens(*encode_exchange(encoder, demo.context, demo.completion), limits)
+        demos.append((demo.parent_id, SFTExample(demo.conversation_id, prompt, reply)))
+    prompts = []
+    for p in data.prompts:
+        ids = encoder.encode_chat(p.context, add_generation_prompt=True)[-limits.max_prompt_tokens :]
+        prompts.append((p.message_id, PromptExample(p.conversation_id, ids, list(p.context))))
+
+    conversations = {g.conversation_id for g in groups} | {d.conversation_id for _, d in demos}
+    conversations |= {p.conversation_id for _, p in prompts}
+    if len(conversations) >= 2:
+        split = "conversation"
+        _, held = split_by_key(sorted(conversations), lambda c: c, eval_fraction, seed)
+        is_held = lambda conversation_id, turn_id: conversation_id in held  # noqa: E731
+    else:
+        # One conversation: hold out user turns (the group key of a pair is its user turn).
+        split = "prompt"
+        turns = sorted({g.group_key for g in groups} | {t for t, _ in demos} | {t for t, _ in prompts})
+        _, held_turns = split_by_key(turns, lambda t: t, eval_fraction, seed)
+        is_held = lambda conversation_id, turn_id: turn_id in held_turns  # noqa: E731
+
+    def divide(items: list[tuple[int, T]], conversation: Callable[[T], int]) -> tuple[list[T], list[T]]:
+        train = [x for turn, x in items if not is_held(conversation(x), turn)]
+        held_out = [x for turn, x in items if is_held(conversation(x), turn)]
+        return train, held_out
+
+    train_groups, eval_groups = divide([(g.group_key, g) for g in groups], lambda g: g.conversation_id)
+    train_demos, eval_demos = divide(demos, lambda d: d.conversation_id)
+    train_prompts, eval_prompts = divide(prompts, lambda p: p.conversation_id)
+    return TrainingSets(
+        train_groups, eval_groups, train_demos, eval_demos, train_prompts, eval_prompts, split,
+        snapshot_action_id=data.snapshot.action_id,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Sharding for data-parallel runs
+
+
+def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:
+    """This process's share: every world_size-th item, padded by wrapping around so that
+    every process gets the same count (unequal counts would hang gradient averaging)."""
+    if world_size <= 1 or not items:
+        return list(items)
+    per_process = math.ceil(len(items) / world_size)
+    padded = list(items) + list(items)[: per_process * world_size - len(items)]
+    while len(padded) < per_process * world_size:  # fewer items than processes
+        padded += list(items)
+    return padded[rank : per_process * world_size : world_size]
+
+
+def batches(items: Sequence[T], batch_size: int, rng: random.Random | None = None) -> list[list[T]]:
+    """Consecutive batches, after a shuffle when `rng` is given."""
+    order = list(items)
+    if rng is not None:
+        rng.shuffle(order)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

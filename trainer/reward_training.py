@@ -1,0 +1,149 @@
+"""Training and evaluating the reward model on comparison groups (Bradley-Terry).
+
+One step takes a few prompts' groups, scores every distinct reply once, and applies
+-log sigmoid(r_preferred - r_other) to each pair, each prompt weighted equally however many
+pairs its ranking has. Held-out pair accuracy is the share of held-out pairs the model
+orders like the user did.
+
+Runs under accelerate: groups are sharded over processes, gradients averaged by the
+prepared (DDP-wrapped) model. The model itself is built in reward_model.py.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from trainer import ops
+from trainer.batch import make_batch
+from trainer.datasets import ComparisonGroup, batches, shard
+from trainer.progress import Progress, SilentProgress
+from trainer.runtime import check_finite, gather_mean, make_optimizer
+
+
+@dataclass
+class RewardTrainingConfig:
+    epochs: int = 2
+    lr: float = 2e-5
+    groups_per_batch: int = 8
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    seed: int = 0
+    eval_rows_per_batch: int = 16
+
+
+@dataclass
+class RewardTrainingResult:
+    metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def flatten_groups(groups: list[ComparisonGroup]) -> tuple[list[list[int]], list[list[int]], list[tuple[int, int]], list[float]]:
+    """Rows (prompt, reply) of every reply, and the pairs as row indices with their weights."""
+    prompts, replies, pairs, weights = [], [], [], []
+    for group in groups:
+        offset = len(replies)
+        for reply in group.replies:
+            prompts.append(group.prompt_ids)
+            replies.append(reply)
+        for preferred, other in group.pairs:
+            pairs.append((offset + preferred, offset + other))
+            weights.append(1.0 / group.num_pairs)
+    return prompts, replies, pairs, weights
+
+
+def groups_loss(
+    model: nn.Module, groups: list[ComparisonGroup], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bradley-Terry loss and pair accuracy of one batch of groups."""
+    prompts, replies, pairs, weights = flatten_groups(groups)
+    batch = make_batch(prompts, replies, pad_id, device)
+    scores = model(batch.input_ids, batch.lengths)  # (rows,)
+    index = torch.tensor(pairs, dtype=torch.long, device=device)  # (P, 2)
+    return ops.bradley_terry_loss(scores[index[:, 0]], scores[index[:, 1]], torch.tensor(weights, device=device))
+
+
+@torch.no_grad()
+def score_rows(
+    model: nn.Module, prompts: list[list[int]], replies: list[list[int]], pad_id: int, device: torch.device, rows_per_batch: int = 16
+) -> torch.Tensor:
+    """Reward of each (prompt, reply) row, (N,) float32 on the CPU."""
+    out = []
+    # Sorting by length keeps padding low; the result is put back in the input order.
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(replies[i]))
+    for start in range(0, len(order), rows_per_batch):
+        chunk = order[start : start + rows_per_batch]
+        batch = make_batch([prompts[i] for i in chunk], [replies[i] for i in chunk], pad_id, device)
+        out.append(model(batch.input_ids, batch.lengths).float().cpu())
+    scores = torch.empty(len(prompts))
+    if out:
+        scores[torch.tensor(order)] = torch.cat(out)
+    return scores
+
+
+@torch.no_grad()
+def pair_accuracy(
+    model: nn.Module, groups: list[ComparisonGroup], pad_id: int, device: torch.device, rows_per_batch: int = 16
+) -> dict[str, float]:
+    """Held-out pair accuracy, mean margin and loss over every pair of `groups`."""
+    if not groups:
+        return {}
+    prompts, replies, pairs, weights = flatten_groups(groups)
+    scores = score_rows(model, prompts, replies, pad_id, device, rows_per_batch)
+    index = torch.tensor(pairs, dtype=torch.long)
+    margin = scores[index[:, 0]] - scores[index[:, 1]]
+    loss, accuracy = ops.bradley_terry_loss(scores[index[:, 0]], scores[index[:, 1]], torch.tensor(weights))
+    return {"accuracy": float(accuracy), "margin": float(margin.mean()), "loss": float(loss), "pairs": float(len(pairs))}
+
+
+def train_reward_model(
+    model: nn.Module,
+    train_groups: list[ComparisonGroup],
+    eval_groups: list[ComparisonGroup],
+    config: RewardTrainingConfig,
+    accelerator: Accelerator,
+    pad_id: int,
+    progress: Progress | None = None,
+) -> RewardTrainingResult:
+    """Train `model` (a ScalarHeadModel, its trainable parameters already chosen) in place."""
+    progress = progress or SilentProgress()
+    optimizer = make_optimizer(model, config.lr, config.weight_decay)
+    prepared, optimizer = accelerator.prepare(model, optimizer)
+    prepared.eval()  # no dropout anywhere: scores must be deterministic functions of the text
+    rng = random.Random(config.seed)
+    steps_per_epoch = len(batches(shard(train_groups, accelerator.process_index, accelerator.num_processes), config.groups_per_batch))
+    phase = progress.phase("reward", steps_per_epoch * config.epochs)
+    history: list[dict[str, float]] = []
+    step = 0
+    try:
+        for _ in range(config.epochs):
+            # Same shuffle on every process (same seed), then each takes its shard.
+            order = list(train_groups)
+            rng.shuffle(order)
+            mine = shard(order, accelerator.process_index, accelerator.num_processes)
+            for chunk in batches(mine, config.groups_per_batch):
+                with accelerator.accumulate(prepared):
+                    with accelerator.autocast():
+                        loss, accuracy = groups_loss(prepared, chunk, pad_id, accelerator.device)
+                    loss_value = check_finite(loss, "reward model loss", step)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and config.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(prepared.parameters(), config.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                step += 1
+                metrics = gather_mean(accelerator, {"loss": loss_value, "accuracy": float(accuracy)})
+                history.append(metrics)
+                phase.advance(1, metrics)
+    finally:
+        phase.close()
+    unwrapped = accelerator.unwrap_model(prepared)
+    metrics = {"train_loss": history[-1]["loss"] if history else float("nan"), "steps": float(step)}
+    with accelerator.autocast():
+        held = pair_accuracy(unwrapped, eval_groups, pad_id, accelerator.device, config.eval_rows_per_batch)
+    metrics.update({f"eval_{k}": v for k, v in held.items()})
+    return RewardTrainingResult(metrics, history)
