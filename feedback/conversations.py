@@ -345,9 +345,11 @@ class ConversationsMixin(StoreBase):
                     f"message {parent_id} belongs to conversation {parent.conversation_id}, not {conversation_id}"
                 )
             if parent.role == role:
-                expected = "an assistant" if role == "user" else "a user"
+                article = {"user": "a user", "assistant": "an assistant"}
+                expected = "assistant" if role == "user" else "user"
                 raise InvalidFeedbackError(
-                    f"a {role} message must follow {expected} message; message {parent_id} is a {parent.role} message"
+                    f"{article[role]} message must follow {article[expected]} message; "
+                    f"message {parent_id} is {article[parent.role]} message"
                 )
         if model_version_id is not None and conn.execute(
             "SELECT 1 FROM model_versions WHERE id = ?", [model_version_id]

@@ -1,0 +1,212 @@
+"""The trainer's views: preference pairs, demonstrations and prompts, with their context,
+as of a snapshot."""
+
+from __future__ import annotations
+
+import pytest
+
+from feedback import ReplyDraft, Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "feedback.db") as opened:
+        yield opened
+
+
+def _two_turns(store: Store):
+    """system + user1 -> (a1 shown, a1b) ; user2 under a1 -> four replies."""
+    conversation = store.create_conversation(system_prompt="You are terse.")
+    user1 = store.add_user_message(conversation.id, "Hi")
+    a1, a1b = store.add_assistant_replies(user1.id, [ReplyDraft("Hello."), ReplyDraft("Hey.")], show_index=0)
+    user2 = store.add_user_message(conversation.id, "List three colours.")
+    replies = store.add_assistant_replies(user2.id, [ReplyDraft(f"colours {i}") for i in range(4)])
+    return conversation, user1, a1, a1b, user2, replies
+
+
+def _pair_ids(pairs):
+    return [(p.chosen_id, p.rejected_id) for p in pairs]
+
+
+def test_four_way_ranking_gives_six_ordered_pairs_with_context(store):
+    conversation, user1, a1, _, user2, replies = _two_turns(store)
+    r = [m.id for m in replies]
+    store.rank(user2.id, [r[2], r[0], r[3], r[1]])
+    pairs = store.preference_pairs()
+    assert _pair_ids(pairs) == [
+        (r[2], r[0]), (r[2], r[3]), (r[2], r[1]),
+        (r[0], r[3]), (r[0], r[1]),
+        (r[3], r[1]),
+    ]
+    expected_context = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "List three colours."},
+    ]
+    for pair in pairs:
+        assert pair.context == expected_context
+        assert pair.prompt == "List three colours."
+        assert pair.chosen == store.get_message(pair.chosen_id).content
+        assert pair.rejected == store.get_message(pair.rejected_id).content
+        assert (pair.group_key, pair.parent_id, pair.conversation_id, pair.source) == (
+            user2.id, user2.id, conversation.id, "ranking")
+    groups = store.preference_groups()
+    assert len(groups) == 1 and groups[0].group_key == user2.id and len(groups[0].pairs) == 6
+
+
+def test_context_follows_the_branch_not_the_shown_path(store):
+    conversation, user1, a1, a1b, _, _ = _two_turns(store)
+    # A second branch: user turn under the other first reply.
+    store.switch_path(a1b.id)
+    user2b = store.add_user_message(conversation.id, "Bye")
+    x, y = store.add_assistant_replies(user2b.id, [ReplyDraft("Bye!"), ReplyDraft("Later.")])
+    store.rank(user2b.id, [y.id, x.id])
+    store.switch_path(a1.id)  # the shown path no longer goes through this branch
+    (pair,) = store.preference_pairs()
+    assert [m["content"] for m in pair.context] == ["You are terse.", "Hi", "Hey.", "Bye"]
+
+
+def test_thumbs_on_siblings_give_up_versus_down_pairs(store):
+    _, _, _, _, user2, replies = _two_turns(store)
+    up, down1, down2, unrated = (m.id for m in replies)
+    store.rate(up, 1)
+    store.rate(down1, -1, tags=["wrong"])
+    store.rate(down2, -1)
+    pairs = store.preference_pairs()
+    assert _pair_ids(pairs) == [(up, down1), (up, down2)]
+    assert {p.source for p in pairs} == {"thumbs"}
+
+
+def test_single_thumb_gives_no_pair(store):
+    _, _, _, _, _, replies = _two_turns(store)
+    store.rate(replies[0].id, 1)
+    store.rate(replies[1].id, 1)
+    assert store.preference_pairs() == []
+
+
+def test_demonstration_is_preferred_over_down_voted_siblings_only(store):
+    _, _, _, _, user2, replies = _two_turns(store)
+    up, down, unrated, _ = (m.id for m in replies)
+    store.rate(up, 1)
+    store.rate(down, -1)
+    human = store.save_demonstration(user2.id, "Red, green, blue.")
+    pairs = store.preference_pairs()
+    assert _pair_ids(pairs) == [(up, down), (human.id, down)]
+    assert [p.source for p in pairs] == ["thumbs", "demonstration"]
+    assert pairs[1].chosen == "Red, green, blue."
+
+
+def test_ranking_wins_over_thumbs_that_disagree(store):
+    _, _, _, _, user2, replies = _two_turns(store)
+    a, b = replies[0].id, replies[1].id
+    store.rank(user2.id, [b, a])
+    store.rate(a, 1)
+    store.rate(b, -1)
+    assert [(p.chosen_id, p.rejected_id, p.source) for p in store.preference_pairs()] == [(b, a, "ranking")]
+
+
+def test_not_rankable_gives_no_ranking_pairs(store):
+    _, _, _, _, user2, replies = _two_turns(store)
+    store.rank(user2.id, [m.id for m in replies])
+    store.mark_not_rankable(user2.id)
+    assert store.preference_pairs() == []
+    store.rate(replies[0].id, 1)
+    store.rate(replies[1].id, -1)
+    assert _pair_ids(store.preference_pairs()) == [(replies[0].id, replies[1].id)]
+
+
+def test_demonstrations_and_prompts_carry_their_context(store):
+    conversation, user1, a1, a1b, user2, replies = _two_turns(store)
+    store.rate(a1b.id, 1)
+    human = store.save_demonstration(user2.id, "Red, green, blue.")
+    store.rate(replies[3].id, -1)
+    demos = store.demonstrations()
+    assert [(d.message_id, d.source) for d in demos] == [(a1b.id, "upvoted"), (human.id, "human")]
+    assert demos[0].context == [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi"}]
+    assert demos[0].completion == "Hey." and demos[0].prompt == "Hi"
+    assert [m["content"] for m in demos[1].context] == ["You are terse.", "Hi", "Hello.", "List three colours."]
+    assert demos[1].parent_id == user2.id and demos[1].conversation_id == conversation.id
+
+    prompts = store.prompts()
+    assert [p.message_id for p in prompts] == [user1.id, user2.id]
+    assert prompts[0].context == [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi"}]
+    assert [m["role"] for m in prompts[1].context] == ["system", "user", "assistant", "user"]
+    assert prompts[1].context[-1]["content"] == "List three colours."
+
+
+def test_no_system_prompt_means_no_system_message(store):
+    conversation = store.create_conversation()
+    user = store.add_user_message(conversation.id, "Hi")
+    assert store.prompts()[0].context == [{"role": "user", "content": "Hi"}]
+    assert store.prompts()[0].message_id == user.id
+
+
+def test_views_as_of_a_snapshot_stay_fixed(store):
+    _, _, _, _, user2, replies = _two_turns(store)
+    r = [m.id for m in replies]
+    store.rank(user2.id, [r[0], r[1]])
+    store.rate(r[2], 1)
+    store.rate(r[3], -1)
+    run = store.start_training_run("dpo")
+    before = store.training_data(run.snapshot_action_id)
+    assert _pair_ids(before.pairs) == [(r[0], r[1]), (r[2], r[3])]
+
+    # The chat goes on: a re-ranking, a changed thumb, a demonstration, a new turn.
+    store.rank(user2.id, [r[1], r[0]])
+    store.rate(r[2], -1)
+    store.save_demonstration(user2.id, "Cyan.")
+    conversation_id = replies[0].conversation_id
+    store.add_user_message(conversation_id, "More?")
+
+    after_at_snapshot = store.training_data(run.snapshot_action_id)
+    assert after_at_snapshot.pairs == before.pairs
+    assert after_at_snapshot.demonstrations == before.demonstrations
+    assert after_at_snapshot.prompts == before.prompts
+    assert store.preference_pairs(run.snapshot_action_id) == before.pairs
+    now = store.training_data()
+    assert now.snapshot.action_id > run.snapshot_action_id
+    assert _pair_ids(now.pairs) != _pair_ids(before.pairs)
+    assert len(now.prompts) == len(before.prompts) + 1
+
+
+def test_counts_since_the_last_training_run(store):
+    _, _, _, _, user2, replies = _two_turns(store)
+    store.rank(user2.id, [replies[0].id, replies[1].id])
+    counts = store.counts_since_last_training()
+    assert (counts.since_action_id, counts.num_user_messages, counts.num_replies, counts.num_rankings) == (0, 2, 6, 1)
+    assert counts.num_new_pairs == 1
+
+    run = store.start_training_run("reward")
+    store.finish_training_run(run.id, "succeeded")
+    store.rate(replies[2].id, 1)
+    store.rate(replies[3].id, -1)
+    store.save_demonstration(user2.id, "Cyan.")
+    counts = store.counts_since_last_training()
+    assert counts.since_action_id == run.snapshot_action_id
+    assert (counts.num_user_messages, counts.num_replies, counts.num_demonstrations) == (0, 0, 1)
+    assert (counts.num_ratings, counts.num_rankings) == (2, 0)
+    # thumbs (r2 over r3) and demonstration (Cyan over r3)
+    assert counts.num_new_pairs == 2
+
+
+def test_stats_counts_per_kind_and_model_version(store):
+    base = store.register_model_version("base", "/m/base", activate=True)
+    tuned = store.register_model_version("tuned", "/m/tuned", source="train", parent_id=base.id)
+    conversation = store.create_conversation()
+    user = store.add_user_message(conversation.id, "Hi")
+    a = store.add_assistant_reply(user.id, "Hello", model_version_id=base.id)
+    b = store.add_assistant_reply(user.id, "Yo", model_version_id=tuned.id)
+    c = store.add_assistant_reply(user.id, "Greetings", model_version_id=tuned.id)
+    store.rate(a.id, -1)
+    store.rate(b.id, 1)
+    store.rate(c.id, 1)
+    store.save_demonstration(user.id, "Hello there!")
+    stats = store.stats()
+    assert stats.counts["conversations"] == 1
+    assert stats.counts["model_replies"] == 3 and stats.counts["human_replies"] == 1
+    assert (stats.counts["ratings_up"], stats.counts["ratings_down"]) == (2, 1)
+    assert stats.counts["preference_pairs"] == 3  # b>a, c>a, human>a
+    assert stats.counts["demonstrations"] == 3 and stats.counts["prompts"] == 1
+    per_version = {v.name: (v.is_active, v.num_replies, v.num_up, v.num_down) for v in stats.per_version}
+    assert per_version == {"base": (True, 1, 0, 1), "tuned": (False, 2, 2, 0)}
