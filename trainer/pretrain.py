@@ -63,11 +63,12 @@ SIZES: dict[str, ModelShape] = {
     "medium": ModelShape(768, 12, 12, 1024, 16, 6e-4),
 }
 
-# The chat template written into tokenizer_config.json. Its markers are single
-# sentencepiece pieces (pretrain_data.CHAT_MARKERS); `<|end|>` closes every turn and is
-# one of the model's end-of-sequence ids, so generation stops there.
+# The chat template written into tokenizer_config.json. A conversation starts with <s>
+# like every training document; the markers are single sentencepiece pieces
+# (pretrain_data.CHAT_MARKERS); `<|end|>` closes every turn and is one of the model's
+# end-of-sequence ids, so generation stops there.
 CHAT_TEMPLATE = (
-    "{% for message in messages %}"
+    "{{ bos_token }}{% for message in messages %}"
     "<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"

@@ -135,6 +135,12 @@ def train_tokenizer(docs: list[Document], vocab_size: int, model_type: str = "bp
                 f"vocabulary size {vocab_size} is larger than this corpus supports "
                 f"(at most {too_high.group(2)} with model type {model_type!r})"
             ) from None
+        too_low = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", message)
+        if too_low:
+            raise TrainerError(
+                f"vocabulary size {vocab_size} is too small for this corpus (at least {too_low.group(2)}: "
+                "256 byte pieces, the special and chat pieces, and one per distinct character)"
+            ) from None
         raise TrainerError(f"sentencepiece could not train on this corpus: {message.splitlines()[-1]}") from None
     return model.getvalue()
 
