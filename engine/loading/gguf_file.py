@@ -1,0 +1,234 @@
+"""Read a llama-architecture GGUF file into a `Checkpoint`.
+
+The config comes from the `llama.*` keys, the tensors are dequantized to float32 with the
+gguf package (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) and renamed to
+HF parameter names, and llama.cpp's reordering of the query/key rows is undone. The
+tokenizer is rebuilt from metadata (engine/loading/gguf_tokenizer.py) and the chat template
+kept. Other architectures and quantization types are refused with a message naming them.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gguf import GGMLQuantizationType, GGUFReader
+from gguf import quants as gguf_quants
+
+from engine.config import ModelConfig, rope_inverse_frequencies
+from engine.errors import ModelLoadError
+from engine.loading.checkpoint import Checkpoint
+from engine.loading.gguf_tokenizer import tokenizer_from_gguf
+from engine.loading.hf_dir import check_vocabulary
+
+SUPPORTED_ARCHITECTURES = ("llama",)
+SUPPORTED_TYPES = {
+    GGMLQuantizationType[name]
+    for name in ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")
+}
+
+_LAYER_TENSORS = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight",
+    "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_v.weight": "self_attn.v_proj.weight",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "attn_q.bias": "self_attn.q_proj.bias",
+    "attn_k.bias": "self_attn.k_proj.bias",
+    "attn_v.bias": "self_attn.v_proj.bias",
+    "attn_output.bias": "self_attn.o_proj.bias",
+    "ffn_gate.weight": "mlp.gate_proj.weight",
+    "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+}
+_GLOBAL_TENSORS = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+_LAYER_NAME = re.compile(r"^blk\.(\d+)\.(.+)$")
+ROPE_FREQS = "rope_freqs.weight"
+
+
+# -- llama.cpp's query/key row order ---------------------------------------------------
+
+
+def permute_qk(weight: np.ndarray, num_heads: int) -> np.ndarray:
+    """llama.cpp's converter order: within each head, rows (pairs interleaved) for its rope."""
+    shape = weight.shape
+    return weight.reshape(num_heads, 2, shape[0] // num_heads // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
+
+
+def unpermute_qk(weight: np.ndarray, num_heads: int) -> np.ndarray:
+    """The inverse of `permute_qk`: back to HF's half-split rotary order."""
+    shape = weight.shape
+    return weight.reshape(num_heads, shape[0] // num_heads // 2, 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+def open_gguf(path: Path) -> GGUFReader:
+    """A reader over the file; ModelLoadError if it is not a complete GGUF file."""
+    try:
+        reader = GGUFReader(path)
+    except (ValueError, IndexError, KeyError, struct.error, OSError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{path}: not a valid GGUF file ({exc})") from None
+    size = path.stat().st_size
+    for tensor in reader.tensors:
+        end = int(tensor.data_offset) + int(tensor.n_bytes)
+        if end > size:
+            raise ModelLoadError(
+                f"{path}: truncated GGUF file (tensor {tensor.name} ends at byte {end}, file has {size})"
+            )
+    return reader
+
+
+def metadata(reader: GGUFReader, path: Path) -> dict[str, Any]:
+    """Every key/value of the file as plain Python values."""
+    out: dict[str, Any] = {}
+    for key, field in reader.fields.items():
+        try:
+            out[key] = field.contents()
+        except (ValueError, IndexError, UnicodeDecodeError) as exc:
+            raise ModelLoadError(f"{path}: corrupt GGUF metadata {key!r} ({exc})") from None
+    return out
+
+
+def config_from_gguf(fields: dict[str, Any], tensor_names: set[str], path: Path, rope_freqs: np.ndarray | None) -> ModelConfig:
+    arch = fields.get("general.architecture")
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ModelLoadError(
+            f"{path}: unsupported architecture {arch!r} (supported: {', '.join(SUPPORTED_ARCHITECTURES)})"
+        )
+
+    def key(name: str, default: Any = ModelLoadError) -> Any:
+        value = fields.get(f"{arch}.{name}", default)
+        if value is ModelLoadError:
+            raise ModelLoadError(f"{path}: missing GGUF key {arch}.{name}")
+        if isinstance(value, list):
+            raise ModelLoadError(f"{path}: per-layer {arch}.{name} is not supported")
+        return value
+
+    hidden = int(key("embedding_length"))
+    heads = int(key("attention.head_count"))
+    head_dim = int(key("attention.key_length", hidden // heads))
+    rotary_dim = int(key("rope.dimension_count", head_dim))
+    if rotary_dim != head_dim:
+        raise ModelLoadError(f"{path}: partial rotary embeddings ({rotary_dim} of {head_dim}) are not supported")
+    tokens = fields.get("tokenizer.ggml.tokens") or []
+    config = ModelConfig(
+        model_type="llama",
+        vocab_size=int(key("vocab_size", len(tokens))),
+        hidden_size=hidden,
+        intermediate_size=int(key("feed_forward_length")),
+        num_hidden_layers=int(key("block_count")),
+        num_attention_heads=heads,
+        num_key_value_heads=int(key("attention.head_count_kv", heads)),
+        head_dim=head_dim,
+        max_position_embeddings=int(key("context_length", 2048)),
+        rms_norm_eps=float(key("attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_theta=float(key("rope.freq_base", 10000.0)),
+        tie_word_embeddings="output.weight" not in tensor_names,
+        qkv_bias="blk.0.attn_q.bias" in tensor_names,
+        o_bias="blk.0.attn_output.bias" in tensor_names,
+        bos_token_id=fields.get("tokenizer.ggml.bos_token_id"),
+        eos_token_id=fields.get("tokenizer.ggml.eos_token_id"),
+        pad_token_id=fields.get("tokenizer.ggml.padding_token_id"),
+    )
+    config.rope_scaling = _rope_scaling(fields, arch, config, rope_freqs, path)
+    return config
+
+
+def _rope_scaling(fields: dict[str, Any], arch: str, config: ModelConfig, rope_freqs: np.ndarray | None,
+                  path: Path) -> dict[str, Any] | None:
+    kind = fields.get(f"{arch}.rope.scaling.type", "none")
+    factor = float(fields.get(f"{arch}.rope.scaling.factor", 1.0))
+    if rope_freqs is not None:
+        return _llama3_scaling(rope_freqs, fields, arch, config, path)
+    if kind == "none" or factor == 1.0:
+        return None
+    if kind == "linear":
+        return {"rope_type": "linear", "factor": factor}
+    raise ModelLoadError(f"{path}: unsupported rope scaling type {kind!r}")
+
+
+def _llama3_scaling(rope_freqs: np.ndarray, fields: dict[str, Any], arch: str, config: ModelConfig,
+                    path: Path) -> dict[str, Any]:
+    """Llama 3.1-style scaling, stored by llama.cpp as per-frequency divisors (rope_freqs).
+
+    The divisors are matched against the llama3 formula with the factor they imply; the
+    usual low/high frequency factors are tried, and anything else is refused.
+    """
+    factors = np.asarray(rope_freqs, dtype=np.float64).reshape(-1)
+    factor = float(factors.max())
+    original = int(fields.get(f"{arch}.rope.scaling.original_context_length", 8192))
+    plain = ModelConfig(**{**config.__dict__, "rope_scaling": None})
+    base = np.array(rope_inverse_frequencies(plain))
+    for low, high in ((1.0, 4.0), (1.0, 2.0), (2.0, 4.0)):
+        candidate = {"rope_type": "llama3", "factor": factor, "low_freq_factor": low, "high_freq_factor": high,
+                     "original_max_position_embeddings": original}
+        plain.rope_scaling = candidate
+        scaled = np.array(rope_inverse_frequencies(plain))
+        if len(scaled) == len(factors) and np.allclose(base / scaled, factors, rtol=1e-3):
+            return candidate
+    raise ModelLoadError(f"{path}: rope_freqs do not match llama3 rope scaling; not supported")
+
+
+def dequantize(tensor: Any, path: Path) -> np.ndarray:
+    """One tensor as float32, in numpy's (rows, columns) order."""
+    qtype = GGMLQuantizationType(int(tensor.tensor_type))
+    if qtype not in SUPPORTED_TYPES:
+        supported = ", ".join(sorted(t.name for t in SUPPORTED_TYPES))
+        raise ModelLoadError(
+            f"{path}: tensor {tensor.name} uses quantization type {qtype.name}, which is not supported "
+            f"(supported: {supported})"
+        )
+    shape = tuple(int(n) for n in reversed(tensor.shape))  # GGUF lists the fastest dimension first
+    try:
+        values = gguf_quants.dequantize(tensor.data, qtype)
+    except (ValueError, AssertionError) as exc:
+        raise ModelLoadError(f"{path}: tensor {tensor.name} cannot be dequantized ({exc})") from None
+    return np.array(values, dtype=np.float32).reshape(shape)  # a copy: the reader's memory map stays read-only
+
+
+def hf_name(name: str) -> str | None:
+    """The HF parameter name of a GGUF tensor, or None when there is none."""
+    if name in _GLOBAL_TENSORS:
+        return _GLOBAL_TENSORS[name]
+    match = _LAYER_NAME.match(name)
+    if match and match.group(2) in _LAYER_TENSORS:
+        return f"model.layers.{match.group(1)}.{_LAYER_TENSORS[match.group(2)]}"
+    return None
+
+
+def read_gguf(path: Path) -> Checkpoint:
+    """Config, float32 tensors under HF names, tokenizer and chat template of a GGUF file."""
+    reader = open_gguf(path)
+    fields = metadata(reader, path)
+    by_name = {t.name: t for t in reader.tensors}
+    rope_freqs = dequantize(by_name[ROPE_FREQS], path) if ROPE_FREQS in by_name else None
+    config = config_from_gguf(fields, set(by_name), path, rope_freqs)
+    tokenizer = tokenizer_from_gguf(fields, path)
+    check_vocabulary(tokenizer, config, path)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, tensor in by_name.items():
+        if name == ROPE_FREQS:
+            continue
+        target = hf_name(name)
+        if target is None:
+            raise ModelLoadError(f"{path}: unexpected tensor {name!r} for a llama model")
+        values = dequantize(tensor, path)
+        if name.startswith("blk.") and ".attn_q." in name:
+            values = unpermute_qk(values, config.num_attention_heads)
+        elif name.startswith("blk.") and ".attn_k." in name:
+            values = unpermute_qk(values, config.num_key_value_heads)
+        tensors[target] = torch.from_numpy(values)
+    template = fields.get("tokenizer.chat_template")
+    info = {"format": "gguf", "gguf_name": fields.get("general.name"), "file_type": fields.get("general.file_type")}
+    return Checkpoint(config, tensors, tokenizer, template if isinstance(template, str) else None, path, info)

@@ -1,0 +1,69 @@
+"""Read a Hugging Face-layout model directory into a `Checkpoint`.
+
+A directory holds `config.json`, `model.safetensors` (or shards with
+`model.safetensors.index.json`), a tokenizer (`tokenizer.json` or `tokenizer.model`) with
+`tokenizer_config.json`, optionally `chat_template.jinja` and `generation_config.json`
+(whose eos ids win over config.json's, as in transformers' generate). The model store's
+directories are of this same layout. Other weight formats (.bin, .pt) are refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from engine.config import ModelConfig
+from engine.errors import ModelLoadError
+from engine.loading.checkpoint import Checkpoint
+from engine.loading.safetensors_files import read_tensors, weight_files
+from engine.loading.tokenizer_files import read_json, read_tokenizer
+from engine.tokenizer import Tokenizer
+
+STORE_INFO_FILE = "chat_tui_model.json"
+
+
+def read_hf_config(directory: Path) -> ModelConfig:
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise ModelLoadError(f"{directory}: no config.json, so this is not a model directory")
+    config = ModelConfig.from_hf_dict(read_json(config_file), source=str(config_file))
+    generation_file = directory / "generation_config.json"
+    if generation_file.is_file():
+        eos = read_json(generation_file).get("eos_token_id")
+        if eos is not None:
+            config.eos_token_id = eos
+    return config
+
+
+def _fill_special_tokens(tokenizer: Tokenizer, config: ModelConfig) -> None:
+    """Take bos/eos strings from the model config's ids when the tokenizer config lacks them."""
+    if tokenizer.bos_token is None and isinstance(config.bos_token_id, int):
+        tokenizer.bos_token = tokenizer.id_to_token(config.bos_token_id)
+    if tokenizer.eos_token is None and config.eos_token_ids:
+        tokenizer.eos_token = tokenizer.id_to_token(config.eos_token_ids[0])
+
+
+def check_vocabulary(tokenizer: Tokenizer, config: ModelConfig, source: Path) -> None:
+    """The tokenizer must not produce ids past the embedding table."""
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ModelLoadError(
+            f"{source}: tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is {config.vocab_size}"
+        )
+
+
+def read_hf_directory(directory: Path, device: str = "cpu", dtype: torch.dtype | None = None) -> Checkpoint:
+    """Config, weights (cast to `dtype` while reading, if given), tokenizer and template."""
+    config = read_hf_config(directory)
+    files = weight_files(directory)
+    tokenizer, template = read_tokenizer(directory)
+    _fill_special_tokens(tokenizer, config)
+    check_vocabulary(tokenizer, config, directory)
+    tensors = read_tensors(files, device=device, dtype=dtype)
+    for name in [n for n in tensors if n.endswith("rotary_emb.inv_freq")]:
+        del tensors[name]  # older checkpoints saved this derived buffer; it is recomputed
+    info_file = directory / STORE_INFO_FILE
+    metadata = {"format": "hf"}
+    if info_file.is_file():
+        metadata["store"] = read_json(info_file)
+    return Checkpoint(config, tensors, tokenizer, template, directory, metadata)
