@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from feedback.conversations import TITLE_LENGTH, ConversationsMixin, title_from
+from feedback.conversations import ConversationsMixin, title_from
 from feedback.database import utc_now
 from feedback.errors import ImportFormatError
 from feedback.records import ChatMessage
@@ -160,7 +160,7 @@ class ImportMixin(ConversationsMixin):
                 cursor = conn.execute(
                     """INSERT INTO conversations (title, system_prompt, source, created_at, updated_at)
                        VALUES (?, ?, 'import', ?, ?)""",
-                    [title_from(turns[-1]["content"])[:TITLE_LENGTH], system_prompt, now, now],
+                    [title_from(turns[-1]["content"]), system_prompt, now, now],
                 )
                 conversation_id = int(cursor.lastrowid)
                 parent_id = None

@@ -261,3 +261,31 @@ def test_every_user_action_is_one_logged_transaction(store):
 def test_errors_are_feedback_errors():
     for error in (NotFoundError, InvalidFeedbackError):
         assert issubclass(error, FeedbackError)
+
+
+def test_one_store_shared_by_threads(store):
+    import threading
+
+    errors: list[BaseException] = []
+
+    def chat(n: int) -> None:
+        try:
+            conversation = store.create_conversation(f"thread {n}")
+            for turn in range(15):
+                user = store.add_user_message(conversation.id, f"turn {turn}")
+                reply = store.add_assistant_reply(user.id, f"reply {turn}")
+                store.rate(reply.id, 1 if turn % 2 else -1)
+                store.load_conversation(conversation.id)
+        except BaseException as exc:  # reported to the main thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=chat, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for conversation in store.list_conversations():
+        path = store.shown_path(conversation.id)
+        assert len(path) == 30 and [m.role for m in path[:2]] == ["user", "assistant"]
+    assert store.stats().counts["ratings_up"] == 4 * 7
