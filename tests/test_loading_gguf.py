@@ -1,0 +1,189 @@
+"""GGUF loading: tiny models written with gguf's writer load back to the source's logits.
+
+The source is a random transformers Llama; the GGUF is laid out as llama.cpp's converter
+does (Q/K rows permuted, llama.cpp tensor names, F32 norms), with a byte-level BPE or a
+sentencepiece-style tokenizer in the metadata.
+"""
+
+from __future__ import annotations
+
+import copy
+import numpy as np
+import pytest
+import torch
+from gguf import GGMLQuantizationType as Q
+from gguf import quants as gguf_quants
+
+from engine.loading import load_model
+from engine.loading.gguf_file import dequantize, open_gguf, permute_qk, read_gguf, unpermute_qk
+from loading_helpers import (
+    MIXED_TEXT,
+    gpt2_tokenizer_fields,
+    llama_tokenizer_fields,
+    tiny_hf_config,
+    tiny_hf_model,
+    train_byte_level_bpe,
+    train_sentencepiece,
+    write_gguf,
+)
+
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    return train_byte_level_bpe(vocab_size=400)
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        out = model(torch.tensor([ids]))
+    return (out.logits if hasattr(out, "logits") else out)[0]
+
+
+@pytest.mark.parametrize("num_heads", [1, 2, 4, 9])
+def test_unpermute_inverts_llama_cpp_permutation(num_heads):
+    rng = np.random.default_rng(num_heads)
+    head_dim = 8
+    weight = rng.standard_normal((num_heads * head_dim, 24)).astype(np.float32)
+    assert np.array_equal(unpermute_qk(permute_qk(weight, num_heads), num_heads), weight)
+    assert np.array_equal(permute_qk(unpermute_qk(weight, num_heads), num_heads), weight)
+    assert not np.array_equal(permute_qk(weight, num_heads), weight)  # it really reorders rows
+    bias = rng.standard_normal(num_heads * head_dim).astype(np.float32)
+    assert np.array_equal(unpermute_qk(permute_qk(bias, num_heads), num_heads), bias)
+
+
+def _quantization_round_trip(model, qtype):
+    """The source model with every matrix quantized and dequantized by gguf itself."""
+    copy_ = copy.deepcopy(model)
+    with torch.no_grad():
+        for param in copy_.parameters():
+            if param.dim() == 2:
+                values = param.numpy()
+                if qtype == Q.F32:
+                    continue
+                if qtype == Q.F16:
+                    values = values.astype(np.float16).astype(np.float32)
+                else:
+                    values = gguf_quants.dequantize(gguf_quants.quantize(values, qtype), qtype)
+                param.copy_(torch.from_numpy(values))
+    return copy_
+
+
+# (quantization, tied embeddings, allowed max |logit difference| from the unquantized
+# source, as a fraction of the logits' standard deviation)
+CASES = [
+    (Q.F32, True, 1e-4),
+    (Q.F32, False, 1e-4),
+    (Q.F16, False, 0.02),
+    (Q.Q8_0, True, 0.15),
+    (Q.Q8_0, False, 0.15),
+    (Q.Q4_0, False, 2.0),
+    (Q.Q4_1, False, 2.0),
+    (Q.Q5_0, False, 1.0),
+]
+
+
+@pytest.mark.parametrize("qtype,tied,tolerance", CASES, ids=[f"{c[0].name}-{'tied' if c[1] else 'untied'}" for c in CASES])
+def test_gguf_model_matches_source_logits(tmp_path, bpe, qtype, tied, tolerance):
+    source = tiny_hf_model(tiny_hf_config(vocab_size=bpe.get_vocab_size(), tie=tied), seed=1)
+    path = write_gguf(tmp_path / "tiny.gguf", source, qtype, gpt2_tokenizer_fields(bpe), CHATML)
+    loaded = load_model(path)
+    assert loaded.config.tie_word_embeddings is tied
+    assert (loaded.model.lm_head.weight is loaded.model.model.embed_tokens.weight) is tied
+    ids = loaded.tokenizer.encode("Hello world! def add(a, b): return a + b 你好 😀")
+    expected, actual = _logits(source, ids), _logits(loaded.model, ids)
+    # Exactly the quantized source: permutation, names and dequantization are all right.
+    exact = _logits(_quantization_round_trip(source, qtype), ids)
+    assert (exact - actual).abs().max().item() < 1e-4
+    # And within quantization error of the original weights.
+    diff = (expected - actual).abs().max().item()
+    assert diff < tolerance * expected.std().item(), f"{qtype.name}: max abs logit difference {diff}"
+    if qtype in (Q.F32, Q.F16):
+        assert torch.equal(expected.argmax(-1), actual.argmax(-1))
+
+
+def test_gguf_config_and_metadata(tmp_path, bpe):
+    source = tiny_hf_model(tiny_hf_config(vocab_size=bpe.get_vocab_size(), tie=True))
+    path = write_gguf(tmp_path / "tiny.gguf", source, Q.Q8_0, gpt2_tokenizer_fields(bpe), CHATML)
+    checkpoint = read_gguf(path)
+    c = checkpoint.config
+    assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads) == (2, 64, 4, 2)
+    assert (c.intermediate_size, c.vocab_size, c.max_position_embeddings) == (128, bpe.get_vocab_size(), 256)
+    assert c.rope_theta == source.config.rope_parameters["rope_theta"]
+    assert abs(c.rms_norm_eps - 1e-5) < 1e-9
+    assert checkpoint.chat_template == CHATML
+    assert c.eos_token_id == bpe.token_to_id("<|im_end|>")
+    assert "lm_head.weight" not in checkpoint.tensors
+
+
+def test_gguf_byte_level_tokenizer_matches_the_source_tokenizer(tmp_path, bpe):
+    source = tiny_hf_model(tiny_hf_config(vocab_size=bpe.get_vocab_size(), tie=True))
+    path = write_gguf(tmp_path / "tiny.gguf", source, Q.F32, gpt2_tokenizer_fields(bpe), CHATML)
+    tokenizer = read_gguf(path).tokenizer
+    chat = "<|im_start|>user\n" + MIXED_TEXT + "<|im_end|>\n<|im_start|>assistant\n"
+    for text in (MIXED_TEXT, chat):
+        assert tokenizer.encode(text) == bpe.encode(text).ids
+        assert tokenizer.decode(tokenizer.encode(text)) == text
+    assert tokenizer.special_tokens == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+
+
+def test_gguf_sentencepiece_tokenizer_matches_sentencepiece(tmp_path):
+    import sentencepiece
+
+    model_file = train_sentencepiece(tmp_path / "sp")
+    reference = sentencepiece.SentencePieceProcessor(model_file=str(model_file))
+    source = tiny_hf_model(tiny_hf_config(vocab_size=reference.get_piece_size(), tie=False), seed=3)
+    path = write_gguf(tmp_path / "sp.gguf", source, Q.F32, llama_tokenizer_fields(model_file))
+    loaded = load_model(path)
+    tokenizer = loaded.tokenizer
+    assert tokenizer.kind == "sentencepiece"
+    assert tokenizer.encode(MIXED_TEXT) == reference.encode(MIXED_TEXT)
+    assert tokenizer.encode(MIXED_TEXT, add_special_tokens=True) == [1] + reference.encode(MIXED_TEXT)
+    assert tokenizer.decode(tokenizer.encode(MIXED_TEXT)) == MIXED_TEXT
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.unk_token) == ("<s>", "</s>", "<unk>")
+    # no template in the file: ChatML fallback
+    assert loaded.chat_template.is_fallback
+    ids = tokenizer.encode("hello world 你好")
+    assert (_logits(source, ids) - _logits(loaded.model, ids)).abs().max().item() < 1e-4
+
+
+def test_k_quant_tensors_dequantize_like_gguf(tmp_path, bpe):
+    """Q4_K/Q5_K/Q6_K cannot be written by gguf-py; raw blocks check our reading of them."""
+    rng = np.random.default_rng(0)
+    source = tiny_hf_model(tiny_hf_config(vocab_size=bpe.get_vocab_size(), tie=True))
+    extra = {}
+    for qtype in (Q.Q4_K, Q.Q5_K, Q.Q6_K):
+        block_elems, block_bytes = gguf_quants.GGML_QUANT_SIZES[qtype]
+        raw = rng.integers(0, 256, size=(3, 512 // block_elems * block_bytes), dtype=np.uint8)
+        extra[f"extra_{qtype.name}.weight"] = (raw, qtype)
+    path = write_gguf(tmp_path / "k.gguf", source, Q.F32, gpt2_tokenizer_fields(bpe), extra_tensors=extra)
+    reader = open_gguf(path)
+    for tensor in reader.tensors:
+        if tensor.name.startswith("extra_"):
+            ours = dequantize(tensor, path)
+            assert ours.shape == (3, 512)
+            np.testing.assert_array_equal(ours, gguf_quants.dequantize(np.array(tensor.data), tensor.tensor_type))
+
+
+def test_gguf_import_into_store_loads_the_same(tmp_path, bpe):
+    from engine.loading import import_model
+
+    source = tiny_hf_model(tiny_hf_config(vocab_size=bpe.get_vocab_size(), tie=True), seed=5)
+    path = write_gguf(tmp_path / "tiny.gguf", source, Q.Q8_0, gpt2_tokenizer_fields(bpe), CHATML)
+    root = tmp_path / "store"
+    stored = import_model(path, name="tiny", store_root=root)
+    assert sorted(p.name for p in stored.iterdir()) == [
+        "chat_template.jinja", "chat_tui_model.json", "config.json", "model.safetensors",
+        "tokenizer.json", "tokenizer_config.json",
+    ]
+    direct = load_model(path)
+    from_store = load_model("tiny", store_root=root)
+    ids = direct.tokenizer.encode(MIXED_TEXT)
+    assert from_store.tokenizer.encode(MIXED_TEXT) == ids
+    assert torch.equal(_logits(direct.model, ids), _logits(from_store.model, ids))
+    assert from_store.chat_template.source == CHATML
