@@ -19,7 +19,7 @@ from engine.bundle import LoadedModel
 from engine.chat_template import ChatTemplate
 from engine.config import ModelConfig
 from engine.errors import ModelLoadError
-from engine.models.llama import LlamaForCausalLM
+from engine.models.registry import build_model as build_network
 from engine.tokenizer import Tokenizer
 
 TIED_HEAD = "lm_head.weight"
@@ -57,7 +57,7 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: str | torch.device) -
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """The parameter names and shapes a checkpoint must provide for `config`."""
     with torch.device("meta"):
-        model = LlamaForCausalLM(config)
+        model = build_network(config)
     shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     if config.tie_word_embeddings:
         shapes.pop(TIED_HEAD)
@@ -96,7 +96,7 @@ def build_model(checkpoint: Checkpoint, device: str | torch.device = "cpu", dtyp
         tensors.pop(TIED_HEAD, None)
     check_tensors(config, tensors, checkpoint.source)
     with init_empty_weights(include_buffers=False):
-        model = LlamaForCausalLM(config)
+        model = build_network(config)
     for key in list(tensors):
         tensor = tensors.pop(key)  # release as we go, so weights exist once
         _assign(model, key, tensor.to(device=device, dtype=target))

@@ -18,6 +18,7 @@ from engine.errors import ModelLoadError
 from engine.loading.checkpoint import Checkpoint
 from engine.loading.safetensors_files import read_tensors, weight_files
 from engine.loading.tokenizer_files import read_json, read_tokenizer
+from engine.models.registry import config_from_dict
 from engine.tokenizer import Tokenizer
 
 STORE_INFO_FILE = "chat_tui_model.json"
@@ -27,7 +28,7 @@ def read_hf_config(directory: Path) -> ModelConfig:
     config_file = directory / "config.json"
     if not config_file.is_file():
         raise ModelLoadError(f"{directory}: no config.json, so this is not a model directory")
-    config = ModelConfig.from_hf_dict(read_json(config_file), source=str(config_file))
+    config = config_from_dict(read_json(config_file), source=str(config_file))
     generation_file = directory / "generation_config.json"
     if generation_file.is_file():
         eos = read_json(generation_file).get("eos_token_id")

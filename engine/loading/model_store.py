@@ -28,6 +28,7 @@ from engine.loading.checkpoint import Checkpoint, check_tensors, state_dict_for_
 from engine.loading.gguf_file import read_gguf
 from engine.loading.hf_dir import STORE_INFO_FILE, read_hf_directory
 from engine.loading.safetensors_files import SINGLE_FILE, write_tensors
+from engine.models.registry import config_to_dict
 
 if TYPE_CHECKING:
     from engine.bundle import LoadedModel
@@ -168,7 +169,7 @@ class ModelStore:
 
     @staticmethod
     def _write_files(checkpoint: Checkpoint, directory: Path, info: dict[str, Any]) -> None:
-        config = checkpoint.config.to_hf_dict()
+        config = config_to_dict(checkpoint.config)
         (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         write_tensors(checkpoint.tensors, directory / SINGLE_FILE)
         template = checkpoint.chat_template
