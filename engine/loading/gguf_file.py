@@ -78,7 +78,8 @@ def open_gguf(path: Path) -> GGUFReader:
     try:
         reader = GGUFReader(path)
     except (ValueError, IndexError, KeyError, struct.error, OSError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{path}: not a valid GGUF file ({exc})") from None
+        # The reader fails this way on a bad header and on data cut short alike.
+        raise ModelLoadError(f"{path}: not a valid GGUF file, truncated or corrupt ({exc})") from None
     size = path.stat().st_size
     for tensor in reader.tensors:
         end = int(tensor.data_offset) + int(tensor.n_bytes)
@@ -180,15 +181,24 @@ def _llama3_scaling(rope_freqs: np.ndarray, fields: dict[str, Any], arch: str, c
     raise ModelLoadError(f"{path}: rope_freqs do not match llama3 rope scaling; not supported")
 
 
-def dequantize(tensor: Any, path: Path) -> np.ndarray:
-    """One tensor as float32, in numpy's (rows, columns) order."""
-    qtype = GGMLQuantizationType(int(tensor.tensor_type))
+def check_tensor_type(tensor: Any, path: Path) -> GGMLQuantizationType:
+    """The tensor's type; ModelLoadError if this loader cannot dequantize it."""
+    try:
+        qtype = GGMLQuantizationType(int(tensor.tensor_type))
+    except ValueError:
+        raise ModelLoadError(f"{path}: tensor {tensor.name} has unknown type number {int(tensor.tensor_type)}") from None
     if qtype not in SUPPORTED_TYPES:
         supported = ", ".join(sorted(t.name for t in SUPPORTED_TYPES))
         raise ModelLoadError(
             f"{path}: tensor {tensor.name} uses quantization type {qtype.name}, which is not supported "
             f"(supported: {supported})"
         )
+    return qtype
+
+
+def dequantize(tensor: Any, path: Path) -> np.ndarray:
+    """One tensor as float32, in numpy's (rows, columns) order."""
+    qtype = check_tensor_type(tensor, path)
     shape = tuple(int(n) for n in reversed(tensor.shape))  # GGUF lists the fastest dimension first
     try:
         values = gguf_quants.dequantize(tensor.data, qtype)
@@ -212,6 +222,8 @@ def read_gguf(path: Path) -> Checkpoint:
     reader = open_gguf(path)
     fields = metadata(reader, path)
     by_name = {t.name: t for t in reader.tensors}
+    for tensor in reader.tensors:
+        check_tensor_type(tensor, path)  # refuse before any slow work
     rope_freqs = dequantize(by_name[ROPE_FREQS], path) if ROPE_FREQS in by_name else None
     config = config_from_gguf(fields, set(by_name), path, rope_freqs)
     tokenizer = tokenizer_from_gguf(fields, path)
