@@ -12,6 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from chat_tui.paths import models_dir
+from chat_tui.services.model_service import ModelService, load_serving_model
+from engine.engine import LLMEngine
+from engine.loading import ModelStore, load_model
+from engine.sampling import SamplingParams
 from trainer.errors import TrainerError
 from trainer.pretrain import BatchOrder, PretrainSettings, lr_factor, pretrain, run_dir
 from trainer.pretrain_data import (
@@ -53,15 +57,42 @@ def test_short_run_on_shakespeare_beats_unigram_baseline():
 
     directory = models_dir() / "hamlet-lm"
     assert result.model_dir == directory
-    assert sorted(p.name for p in directory.iterdir()) == [
-        "config.json", "model.safetensors", "pretrain.json", "tokenizer.model", "tokenizer_config.json",
-    ]
+    names = {p.name for p in directory.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json"} <= names
     config = json.loads((directory / "config.json").read_text())
     assert config["model_type"] == "palm" and config["num_key_value_heads"] == 1
     assert "lm_head.weight" not in load_file(directory / "model.safetensors")  # tied to the embedding
     template = json.loads((directory / "tokenizer_config.json").read_text())["chat_template"]
     assert "<|assistant|>" in template
     assert not run_dir("hamlet-lm").exists()  # a finished run leaves only the model
+    info = ModelStore(models_dir()).list_models()[0].info
+    assert info["source"] == "pretrained" and info["held_out_loss"] == pytest.approx(result.held_out_loss)
+
+    # The store entry is an ordinary model: it loads, and the engine's greedy output
+    # (paged KV cache, one KV head) is the plain recompute-everything loop's.
+    loaded = load_model("hamlet-lm")
+    assert type(loaded.model).__name__ == "PalmForCausalLM"
+    prompt = loaded.tokenizer.encode("**HAMLET**  \nTo be, or not", add_special_tokens=True)
+    assert prompt[0] == loaded.config.bos_token_id
+    params = SamplingParams(temperature=0, max_new_tokens=12, ignore_eos=True)
+    engine_ids = LLMEngine(loaded).generate([prompt], params)[0].completions[0].token_ids
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(12):
+            ids.append(int(loaded.model(torch.tensor([ids]))[0, -1].argmax()))
+    assert engine_ids == ids[len(prompt):]
+
+    # And the chat's model service serves it through its chat template.
+    service = ModelService()
+    service.install(load_serving_model(directory, None, "hamlet-lm"))
+    try:
+        chat_prompt = service.encode([{"role": "user", "content": "Who is there?"}])
+        assert chat_prompt[0] == 1 and loaded.tokenizer.token_to_id("<|assistant|>") in chat_prompt
+        stream = service.submit(chat_prompt, SamplingParams(temperature=0.8, max_new_tokens=16, seed=1))
+        reply = stream.result()
+        assert reply.completions[0].token_ids and reply.completions[0].text.strip()
+    finally:
+        service.close()
 
 
 class StopAt(Exception):
@@ -162,7 +193,7 @@ def test_existing_names_and_missing_runs(tmp_path):
     (models_dir() / "taken").mkdir(parents=True)
     with pytest.raises(TrainerError, match="model 'taken' already exists"):
         pretrain(tiny_settings("taken", hamlet()))
-    with pytest.raises(TrainerError, match="not a plain name"):
+    with pytest.raises(TrainerError, match="not a valid model name"):
         pretrain(tiny_settings("../escape", hamlet()))
     with pytest.raises(TrainerError, match="model size 'huge'"):
         pretrain(tiny_settings("huge", hamlet(), size="huge"))

@@ -25,11 +25,13 @@ from typing import Callable
 import sentencepiece as spm
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 
 from chat_tui.paths import data_dir, models_dir
 from engine.config import ModelConfig
-from engine.models.palm import PalmForCausalLM, palm_config, palm_config_to_dict
+from engine.loading.checkpoint import Checkpoint, state_dict_for_saving
+from engine.loading.model_store import VALID_NAME, ModelStore
+from engine.tokenizer import Tokenizer
+from engine.models.palm import PalmForCausalLM, palm_config
 from trainer.errors import TrainerError
 from trainer.runtime import check_finite, make_accelerator
 from trainer.pretrain_data import (
@@ -144,15 +146,13 @@ def run_dir(name: str) -> Path:
     return data_dir() / "pretrain" / name
 
 
-def _check_name(name: str) -> None:
-    if not name or "/" in name or "\\" in name or name.startswith("."):
-        raise TrainerError(f"model name {name!r} is not a plain name (no slashes, no leading dot)")
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def _check_name(store: ModelStore, name: str) -> None:
+    if not VALID_NAME.match(name):
+        raise TrainerError(
+            f"{name!r} is not a valid model name (letters, digits, '.', '_', '+', '-'; not starting with '.')"
+        )
+    if store.path_of(name).exists():
+        raise TrainerError(f"model {name!r} already exists in the store; choose another --out")
 
 
 def _prepare_run(settings: PretrainSettings, resume: bool, log: Callable[[str], None]) -> PretrainSettings:
@@ -304,40 +304,24 @@ def model_config_for(shape: ModelShape, tokenizer: spm.SentencePieceProcessor) -
     )
 
 
-def write_model_dir(
-    destination: Path,
-    model: PalmForCausalLM,
-    tokenizer_bytes: bytes,
-    metrics: dict,
-) -> None:
-    """An ordinary model directory at `destination`, built beside it and renamed into place."""
-    if destination.exists():
-        raise TrainerError(f"model {destination.name!r} already exists in the store ({destination})")
-    config = model.config
-    tmp = destination.with_name(f".{destination.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    # The LM head is the embedding matrix; like HF checkpoints with tied weights, only
-    # the embedding is stored.
-    weights = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    (tmp / "config.json").write_text(json.dumps(palm_config_to_dict(config), indent=2))
-    (tmp / "tokenizer.model").write_bytes(tokenizer_bytes)
-    tokenizer_config = {
-        "tokenizer_class": "LlamaTokenizer",
-        "bos_token": "<s>",
-        "eos_token": "</s>",
-        "unk_token": "<unk>",
-        "add_bos_token": True,
-        "add_eos_token": False,
-        "additional_special_tokens": list(CHAT_MARKERS),
-        "model_max_length": config.max_position_embeddings,
-        "chat_template": CHAT_TEMPLATE,
-    }
-    (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
-    (tmp / "pretrain.json").write_text(json.dumps(metrics, indent=2))
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, destination)
+def save_to_store(store: ModelStore, name: str, model: PalmForCausalLM, tokenizer_bytes: bytes, info: dict) -> Path:
+    """Write the model into the store as an ordinary model directory (atomically, by the store)."""
+    tokenizer = Tokenizer.from_sentencepiece(
+        tokenizer_bytes,
+        special_tokens=list(CHAT_MARKERS),
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        add_bos_token=True,
+    )
+    checkpoint = Checkpoint(
+        config=model.config,
+        tensors={k: v.detach().float().cpu().contiguous() for k, v in state_dict_for_saving(model, model.config).items()},
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
+        source=run_dir(name),
+    )
+    return store.write(checkpoint, name, {"source": "pretrained", **info})
 
 
 def pretrain(
@@ -347,10 +331,8 @@ def pretrain(
     log: Callable[[str], None] = lambda message: None,
 ) -> PretrainResult:
     """Run (or resume) a pretraining run and write its model into the store."""
-    _check_name(settings.out)
-    destination = models_dir() / settings.out
-    if destination.exists():
-        raise TrainerError(f"model {settings.out!r} already exists in the store; choose another --out")
+    store = ModelStore(models_dir())
+    _check_name(store, settings.out)
     if settings.steps < 1:
         raise TrainerError(f"--steps must be at least 1, got {settings.steps}")
     accelerator = make_accelerator(settings.device)
@@ -442,7 +424,7 @@ def pretrain(
         final = held_out_loss(model, held_rows, accelerator, shape.batch_size)
     history.append({"step": step, "held_out_loss": final})
     result = PretrainResult(
-        model_dir=destination,
+        model_dir=store.path_of(settings.out),
         held_out_loss=final,
         unigram_baseline=baseline,
         steps=step,
@@ -452,8 +434,8 @@ def pretrain(
         history=history,
     )
     if accelerator.is_main_process:
-        metrics = {
-            "corpus": settings.data,
+        info = {
+            "corpus": str(Path(settings.data).resolve()),
             "settings": asdict(settings),
             "held_out_loss": final,
             "unigram_baseline": baseline,
@@ -462,7 +444,7 @@ def pretrain(
             "num_parameters": num_parameters,
             "history": history,
         }
-        write_model_dir(destination, accelerator.unwrap_model(model), tokenizer_bytes, metrics)
+        save_to_store(store, settings.out, accelerator.unwrap_model(model), tokenizer_bytes, info)
         shutil.rmtree(directory, ignore_errors=True)  # finished: the model is in the store
     accelerator.wait_for_everyone()
     emit(PretrainEvent("done", step, total, held_out_loss=final, unigram_baseline=baseline))
