@@ -196,3 +196,47 @@ def test_default_model_round_trip(tmp_path):
     fields = fields_of(out)
     assert fields["tokenizer.ggml.pre"] == "smollm"
     assert np.isclose(fields["llama.rope.freq_base"], 100000.0)
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    import sys
+
+    from chat_tui.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["chat-tui", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_exports_a_recorded_version_and_refuses_palm(tmp_path, monkeypatch, capsys):
+    from feedback import Store
+
+    from chat_tui.paths import database_path, ensure_data_dir
+
+    ensure_data_dir()
+    source = make_tiny_model_dir(tmp_path / "tiny")
+    Store(database_path()).register_model_version("tuned-1", str(source), source="train")
+    out = tmp_path / "tuned.gguf"
+    code, stdout, err = run_cli(monkeypatch, capsys, "models", "export", "tuned-1", "--type", "q8_0", "-o", str(out))
+    assert code == 0, err
+    assert f"Wrote {out} (q8_0" in stdout
+    assert fields_of(out)["general.file_type"] == 7  # llama.cpp's MOSTLY_Q8_0
+
+    palm_dir = tmp_path / "palm-model"
+    palm_dir.mkdir()
+    from engine.models.palm import palm_config, palm_config_to_dict
+
+    config = palm_config(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=4)
+    (palm_dir / "config.json").write_text(json.dumps(palm_config_to_dict(config)))
+    code, _, err = run_cli(monkeypatch, capsys, "models", "export", str(palm_dir), "-o", str(tmp_path / "p.gguf"))
+    assert code == 1
+    assert err.count("\n") == 1 and err.startswith("Error: palm-model: a 'palm' model cannot be exported to GGUF")
+    assert not (tmp_path / "p.gguf").exists()
+
+    code, _, err = run_cli(monkeypatch, capsys, "models", "export", "no-such-model", "-o", str(tmp_path / "n.gguf"))
+    assert code == 1 and "'no-such-model' is not a model in the store" in err

@@ -52,3 +52,8 @@ def list_command() -> None:
         size_mb = model.size_bytes / 1e6
         line = f"{model.name:<{width}}  {source:<8} {size_mb:8.1f} MB  {model.info.get('created_at', '')}"
         click.echo(f"{line}  {origin}".rstrip())
+
+
+from chat_tui.commands.export import export_command  # noqa: E402  (kept in its own module)
+
+models.add_command(export_command)
