@@ -1,0 +1,540 @@
+"""The main screen: conversations on the left, the chat on the right, status and keys below.
+
+What happens here: sending a message and streaming the reply into the chat log (in a
+thread worker that reads the engine's token stream and posts deltas; Esc cancels the
+stream), the feedback keys on a focused reply (each written to the store at once and
+acknowledged with a notification), and opening the other screens. The store writes
+themselves are ChatSession's; loading the model is the ModelService's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+from textual.widgets.markdown import MarkdownStream
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from chat_tui.screens.compare_screen import CompareScreen
+from chat_tui.screens.confirm_screen import ConfirmScreen
+from chat_tui.screens.models_screen import ModelsScreen
+from chat_tui.screens.reasons_screen import ReasonsScreen
+from chat_tui.screens.settings_screen import SettingsScreen
+from chat_tui.screens.teach_screen import TeachScreen
+from chat_tui.screens.text_prompt_screen import TextPromptScreen
+from chat_tui.screens.training_screen import TrainingScreen
+from chat_tui.services.app_services import AppServices, describe_error
+from chat_tui.services.bootstrap import ModelChoice, register_loaded
+from chat_tui.services.chat_session import GeneratedReply
+from chat_tui.services.code_blocks import code_blocks
+from chat_tui.services.model_service import ServingModel, load_serving_model
+from chat_tui.services.turns import Turn
+from chat_tui.widgets.chat_log import ChatLog
+from chat_tui.widgets.conversation_list import ConversationList
+from chat_tui.widgets.message_view import MessageView
+from chat_tui.widgets.prompt_input import PromptInput
+from chat_tui.widgets.status_line import StatusLine
+
+
+@dataclass
+class ReplyJob:
+    """One reply being written: where it streams, what it answers, how it samples."""
+
+    parent_id: int
+    view: MessageView
+    context: list[dict[str, str]]
+    params: Any  # engine.sampling.SamplingParams
+    started_at: float = 0.0
+    num_events: int = 0
+    stream: Any = None  # engine.streaming.RequestStream, set by the worker
+    markdown: MarkdownStream | None = field(default=None, repr=False)
+    is_stop_requested: bool = False
+
+
+class ChatScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "stop", "Stop", id="chat.stop", priority=True, tooltip="Stop the reply being written"),
+        Binding("ctrl+n", "new_conversation", "New chat", id="chat.new"),
+        Binding("ctrl+f", "search", "Search", id="chat.search", tooltip="Search every conversation"),
+        Binding("f2", "settings", "Settings", id="chat.settings", tooltip="Sampling settings and compare k"),
+        Binding("f3", "system_prompt", "System prompt", id="chat.system_prompt", show=False),
+        Binding("f4", "models", "Models", id="chat.models", tooltip="Model versions: lineage, metrics, switch"),
+        Binding("f5", "training", "Train", id="chat.training", tooltip="Train on your feedback"),
+    ]
+
+    class ReplyDelta(Message):
+        def __init__(self, job: ReplyJob, text: str) -> None:
+            super().__init__()
+            self.job = job
+            self.text = text
+
+    def __init__(self, services: AppServices) -> None:
+        super().__init__()
+        self.services = services
+        self.session = services.session
+        self.job: ReplyJob | None = None  # the reply being written, if any
+        self.queued: ReplyJob | None = None  # a reply waiting for the model to load
+        self.is_loading = False
+        self.code_block_index: dict[int, int] = {}
+
+    # ---- layout -------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="main"):
+            yield ConversationList(id="sidebar")
+            with Vertical(id="chat"):
+                yield Static("New conversation", id="chat-title")
+                yield ChatLog(id="log")
+                yield PromptInput(id="prompt")
+                yield StatusLine(id="status")
+        yield Footer()
+
+    @property
+    def log_view(self) -> ChatLog:
+        return self.query_one("#log", ChatLog)
+
+    @property
+    def prompt(self) -> PromptInput:
+        return self.query_one("#prompt", PromptInput)
+
+    @property
+    def status(self) -> StatusLine:
+        return self.query_one("#status", StatusLine)
+
+    async def on_mount(self) -> None:
+        self.refresh_sidebar()
+        self.prompt.focus()
+        if self.services.should_load_model:
+            self.load_model(self.services.requested_model)
+        else:
+            self.status.state = "none"
+
+    # ---- model loading --------------------------------------------------------------------
+
+    def load_model(self, requested: str | None = None, version_id: int | None = None) -> None:
+        """Load a model version in the background; the window stays usable meanwhile."""
+        if self.job is not None:
+            self.notify("Wait for the reply to finish (or Esc) before switching models.", severity="warning")
+            return
+        self.is_loading = True
+        self.status.state = "loading"
+        self.status.detail = ""
+        self.status.model_label = requested or ""
+        self._load_worker(requested, version_id)
+
+    @work(thread=True, group="load", exit_on_error=False)
+    def _load_worker(self, requested: str | None, version_id: int | None) -> ServingModel:
+        def progress(label: str, detail: str) -> None:
+            self.app.call_from_thread(self._show_loading, label, detail)
+
+        choice: ModelChoice = self.services.choose_model(requested, version_id, progress)
+        progress(choice.label, "")
+        serving = load_serving_model(choice.path, choice.version_id, choice.label)
+        if serving.version_id is None:
+            serving.version_id = register_loaded(self.services.store, choice, str(serving.loaded.path))
+        return serving
+
+    def _show_loading(self, label: str, detail: str) -> None:
+        self.status.model_label = label
+        self.status.detail = detail
+
+    def _model_loaded(self, serving: ServingModel) -> None:
+        self.is_loading = False
+        self.services.model.install(serving)
+        self.status.model_label = serving.label
+        self.status.state = "ready"
+        self.status.tokens_per_s = None
+        self.notify(f"{serving.label} is ready.", timeout=3)
+        if self.queued is not None:
+            job, self.queued = self.queued, None
+            self._run_job(job)
+
+    def _model_failed(self, error: BaseException) -> None:
+        self.is_loading = False
+        self.status.state = "failed"
+        self.status.detail = describe_error(error)
+        self.notify(f"Could not load the model: {describe_error(error)}", severity="error", timeout=10)
+        if self.queued is not None:
+            job, self.queued = self.queued, None
+            self.call_later(self._drop_job, job, "no model to answer with")
+
+    # ---- sending and streaming ------------------------------------------------------------
+
+    @on(PromptInput.Submitted)
+    async def _send(self, event: PromptInput.Submitted) -> None:
+        if self.job is not None or self.queued is not None:
+            self.notify("A reply is still being written: wait, or press Esc to stop it.", severity="warning")
+            return
+        if not self.services.model.is_ready and not self.is_loading:
+            self.notify("No model is loaded (F4 picks one); the message was not sent.", severity="error")
+            return
+        message = self.session.send(event.text)
+        self.prompt.clear()
+        if self.session.tree is None or self.session.tree.conversation.id != message.conversation_id:
+            self.refresh_sidebar()
+        self._set_title()
+        log = self.log_view
+        await log.mount(MessageView(Turn(role="user", content=message.content, message_id=message.id)))
+        await self._start_reply(message.id)
+
+    async def _start_reply(self, parent_id: int) -> None:
+        view = MessageView(Turn(role="assistant", content="", parent_id=parent_id), is_streaming=True)
+        log = self.log_view
+        await log.mount(view)
+        log.anchor()
+        settings = self.services.settings.load()
+        job = ReplyJob(parent_id, view, self.session.context_for(parent_id), settings.sampling_params())
+        if self.services.model.is_ready:
+            self._run_job(job)
+        else:
+            self.queued = job
+            view.query_one(".message-header", Static).update("Assistant · waiting for the model to load…")
+
+    def _run_job(self, job: ReplyJob) -> None:
+        self.job = job
+        job.started_at = perf_counter()
+        job.markdown = job.view.start_stream()
+        self.status.state = "generating"
+        self.status.tokens_per_s = None
+        self._reply_worker(job)
+
+    @work(thread=True, group="reply", exit_on_error=False)
+    def _reply_worker(self, job: ReplyJob) -> Any:
+        model = self.services.model
+        prompt_ids = model.encode(job.context)
+        job.stream = model.submit(prompt_ids, job.params)
+        if job.is_stop_requested:  # Esc arrived before the stream existed
+            job.stream.cancel()
+        worker = get_current_worker()
+        for event in job.stream:
+            if worker.is_cancelled and not job.is_stop_requested:
+                job.is_stop_requested = True
+                job.stream.cancel()
+            if event.text_delta:
+                self.post_message(self.ReplyDelta(job, event.text_delta))
+        return job.stream.result()
+
+    @on(ReplyDelta)
+    async def _delta(self, event: ReplyDelta) -> None:
+        job = event.job
+        job.num_events += 1
+        if job.markdown is not None:
+            await job.markdown.write(event.text)
+        elapsed = perf_counter() - job.started_at
+        if elapsed > 0.5:
+            self.status.tokens_per_s = job.num_events / elapsed
+            self.status.num_tokens = job.num_events
+
+    async def _reply_done(self, job: ReplyJob, output: Any) -> None:
+        self.job = None
+        if job.markdown is not None:
+            await job.markdown.stop()
+        completion = output.completions[0]
+        await job.view.set_content(completion.text)
+        sampling = {k: v for k, v in vars(job.params).items() if k in ("temperature", "top_p", "max_new_tokens", "repetition_penalty")}
+        saved = self.session.save_replies(
+            job.parent_id,
+            [GeneratedReply(completion.text, completion.finish_reason, sampling)],
+            self.services.model.require().version_id,
+        )[0]
+        turn = next((t for t in self.session.turns() if t.message_id == saved.id), None)
+        if turn is not None:
+            job.view.set_turn(turn)
+        self.status.state = "ready"
+        self.status.tokens_per_s = output.tokens_per_s
+        self.status.num_tokens = output.num_generated_tokens
+        if completion.finish_reason == "abort":
+            self.notify("Stopped. What was written is kept and marked as stopped.", timeout=3)
+        self.refresh_sidebar()
+
+    async def _reply_failed(self, job: ReplyJob, error: BaseException) -> None:
+        self.job = None
+        if job.markdown is not None:
+            await job.markdown.stop()
+        self.status.state = "ready" if self.services.model.is_ready else "failed"
+        await self._drop_job(job, describe_error(error))
+
+    async def _drop_job(self, job: ReplyJob, reason: str) -> None:
+        await job.view.remove()
+        self.notify(f"No reply: {reason}. Your message is kept; send again to retry.", severity="error", timeout=10)
+
+    def action_stop(self) -> None:
+        job = self.job
+        if job is None:
+            return
+        job.is_stop_requested = True
+        if job.stream is not None:
+            job.stream.cancel()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop":
+            # Only while a reply is written: otherwise Esc belongs to the focused widget.
+            return self.job is not None
+        return True
+
+    @on(Worker.StateChanged)
+    async def _worker_changed(self, event: Worker.StateChanged) -> None:
+        worker, state = event.worker, event.state
+        if worker.group == "load":
+            if state == WorkerState.SUCCESS:
+                self._model_loaded(worker.result)
+            elif state == WorkerState.ERROR:
+                self._model_failed(worker.error)
+        elif worker.group == "reply" and self.job is not None:
+            if state == WorkerState.SUCCESS:
+                await self._reply_done(self.job, worker.result)
+            elif state == WorkerState.ERROR:
+                await self._reply_failed(self.job, worker.error)
+
+    # ---- the chat log ----------------------------------------------------------------------
+
+    async def show_conversation(self, focus_id: int | None = None) -> None:
+        """Render the shown path of the open conversation; focus a reply if asked."""
+        log = self.log_view
+        turns = self.session.turns()
+        await log.remove_children()
+        await log.mount_all([MessageView(turn) for turn in turns])
+        self._set_title()
+        if focus_id is not None:
+            for view in log.replies:
+                if view.turn.message_id == focus_id:
+                    view.focus()
+                    view.scroll_visible(animate=False)
+                    break
+        else:
+            log.scroll_end(animate=False)
+
+    def refresh_headers(self) -> None:
+        """Show fresh ratings and sibling counts on every reply, keeping the text."""
+        fresh = {turn.message_id: turn for turn in self.session.turns()}
+        for view in self.log_view.query(MessageView):
+            turn = fresh.get(view.turn.message_id)
+            if turn is not None:
+                view.set_turn(turn)
+
+    def _set_title(self) -> None:
+        title = self.session.title
+        if self.session.system_prompt:
+            title += "  [dim](system prompt set)[/dim]"
+        self.query_one("#chat-title", Static).update(title)
+
+    @on(PromptInput.LeaveUp)
+    def _to_replies(self) -> None:
+        if not self.log_view.focus_latest_reply():
+            self.notify("No reply yet to act on.", timeout=2)
+
+    @on(ChatLog.BackToPrompt)
+    def _to_prompt(self) -> None:
+        self.prompt.focus()
+
+    # ---- feedback on a reply -----------------------------------------------------------
+
+    @on(ChatLog.ReplyCommand)
+    async def _reply_command(self, event: ChatLog.ReplyCommand) -> None:
+        await self.run_reply_command(event.command, event.turn)
+
+    def latest_reply(self) -> Turn | None:
+        view = self.log_view.latest_reply
+        return view.turn if view is not None and view.turn.message_id is not None else None
+
+    async def run_reply_command(self, command: str, turn: Turn) -> None:
+        """Do what a feedback key asks for on `turn` (also reached from the command palette)."""
+        message_id = turn.message_id
+        assert message_id is not None
+        busy = self.job is not None or self.queued is not None
+        if busy and command in ("regenerate", "compare", "teach", "previous_sibling", "next_sibling"):
+            self.notify("A reply is still being written: wait, or press Esc.", severity="warning")
+            return
+        if command in ("rate_up", "rate_down"):
+            value = 1 if command == "rate_up" else -1
+            self.session.rate(message_id, value)
+            self.refresh_headers()
+            verdict = "👍" if value > 0 else "👎"
+            self.notify(f"{verdict} saved. Press t to add reasons.", timeout=3)
+        elif command == "reasons":
+            self._ask_reasons(turn)
+        elif command == "regenerate":
+            await self._regenerate(turn)
+        elif command in ("previous_sibling", "next_sibling"):
+            await self._move_sibling(turn, -1 if command == "previous_sibling" else 1)
+        elif command == "compare":
+            self._compare(turn)
+        elif command == "teach":
+            self._teach(turn)
+        elif command == "copy_reply":
+            self.app.copy_to_clipboard(turn.content)
+            self.notify(f"Copied the reply ({len(turn.content)} characters).", timeout=2)
+        elif command == "copy_code":
+            self._copy_code(turn)
+
+    def _ask_reasons(self, turn: Turn) -> None:
+        if turn.rating is None:
+            self.notify("Rate the reply first: + or -.", severity="warning")
+            return
+
+        def save(reasons: Any) -> None:
+            if reasons is None:
+                return
+            self.session.rate(turn.message_id, turn.rating, reasons.tags, reasons.comment)
+            self.refresh_headers()
+            self.notify(f"Reasons saved: {', '.join(reasons.tags) or 'none'}.", timeout=3)
+
+        self.app.push_screen(ReasonsScreen(turn.rating, list(turn.rating_tags)), save)
+
+    async def _regenerate(self, turn: Turn) -> None:
+        if not self.services.model.is_ready:
+            self.notify("The model is not ready yet.", severity="warning")
+            return
+        log = self.log_view
+        views = list(log.query(MessageView))
+        index = next(i for i, v in enumerate(views) if v.turn.message_id == turn.message_id)
+        await log.remove_children(views[index:])
+        await self._start_reply(turn.parent_id)
+        self.prompt.focus()
+
+    async def _move_sibling(self, turn: Turn, step: int) -> None:
+        sibling = self.session.sibling_of(turn.message_id, step)
+        if sibling is None:
+            self.notify("No more replies that way.", timeout=2)
+            return
+        self.session.show(sibling)
+        await self.show_conversation(focus_id=sibling)
+
+    def _compare(self, turn: Turn) -> None:
+        if not self.services.model.is_ready:
+            self.notify("The model is not ready yet.", severity="warning")
+            return
+        settings = self.services.settings.load()
+        screen = CompareScreen(self.services, turn.parent_id, self.session.context_for(turn.parent_id), settings)
+
+        async def done(shown_id: int | None) -> None:
+            await self.show_conversation(focus_id=shown_id)
+
+        self.app.push_screen(screen, done)
+
+    def _teach(self, turn: Turn) -> None:
+        prompt = self.session.context_for(turn.parent_id)[-1]["content"]
+
+        async def save(text: str | None) -> None:
+            if text is None:
+                return
+            message = self.session.teach(turn.message_id, text)
+            await self.show_conversation(focus_id=message.id)
+            self.notify("Saved your reply as a demonstration.", timeout=3)
+
+        self.app.push_screen(TeachScreen(prompt, turn.content), save)
+
+    def _copy_code(self, turn: Turn) -> None:
+        blocks = code_blocks(turn.content)
+        if not blocks:
+            self.notify("This reply has no code block.", timeout=2)
+            return
+        index = self.code_block_index.get(turn.message_id, 0) % len(blocks)
+        self.code_block_index[turn.message_id] = index + 1
+        self.app.copy_to_clipboard(blocks[index].code)
+        language = f" ({blocks[index].language})" if blocks[index].language else ""
+        self.notify(f"Copied code block {index + 1} of {len(blocks)}{language}.", timeout=2)
+
+    # ---- conversations ---------------------------------------------------------------------
+
+    def refresh_sidebar(self) -> None:
+        sidebar = self.query_one(ConversationList)
+        sidebar.show(self.session.sidebar_items(sidebar.search_query), self.session.conversation_id)
+
+    @on(ConversationList.SearchChanged)
+    def _search(self) -> None:
+        self.refresh_sidebar()
+
+    @on(ConversationList.Opened)
+    async def _open(self, event: ConversationList.Opened) -> None:
+        if self.job is not None or self.queued is not None:
+            self.notify("A reply is still being written: wait, or press Esc.", severity="warning")
+            return
+        self.session.open(event.conversation_id)
+        await self.show_conversation()
+        self.prompt.focus()
+
+    @on(ConversationList.RenameRequested)
+    def _rename(self, event: ConversationList.RenameRequested) -> None:
+        current = self.session.store.get_conversation(event.conversation_id).title
+
+        def save(title: str | None) -> None:
+            if title:
+                self.session.rename(event.conversation_id, title)
+                self.refresh_sidebar()
+                self._set_title()
+                self.notify(f"Renamed to “{title}”.", timeout=2)
+
+        self.app.push_screen(TextPromptScreen("Rename conversation", current), save)
+
+    @on(ConversationList.DeleteRequested)
+    def _delete(self, event: ConversationList.DeleteRequested) -> None:
+        title = self.session.store.get_conversation(event.conversation_id).title
+
+        async def answer(yes: bool | None) -> None:
+            if not yes:
+                return
+            was_open = event.conversation_id == self.session.conversation_id
+            self.session.delete(event.conversation_id)
+            self.refresh_sidebar()
+            if was_open:
+                await self.show_conversation()
+            self.notify(f"Deleted “{title}”.", timeout=2)
+
+        self.app.push_screen(ConfirmScreen(f"Delete “{title}” and all its feedback?", "Delete"), answer)
+
+    async def action_new_conversation(self) -> None:
+        if self.job is not None:
+            self.notify("A reply is still being written: wait, or press Esc.", severity="warning")
+            return
+        self.session.new()
+        await self.show_conversation()
+        self.refresh_sidebar()
+        self.prompt.focus()
+
+    def action_search(self) -> None:
+        self.query_one(ConversationList).focus_search()
+
+    def action_system_prompt(self) -> None:
+        def save(text: str | None) -> None:
+            if text is None:
+                return
+            self.session.set_system_prompt(text)
+            self._set_title()
+            self.notify("System prompt saved." if text else "System prompt cleared.", timeout=2)
+
+        hint = "Sent before the conversation on every reply. Empty clears it."
+        self.app.push_screen(
+            TextPromptScreen("System prompt", self.session.system_prompt or "", multiline=True, hint=hint), save
+        )
+
+    def action_settings(self) -> None:
+        def save(settings: Any) -> None:
+            if settings is not None:
+                self.services.settings.save(settings)
+                self.notify("Settings saved.", timeout=2)
+
+        self.app.push_screen(SettingsScreen(self.services.settings.load()), save)
+
+    def action_models(self) -> None:
+        def switch(version_id: int | None) -> None:
+            if version_id is not None:
+                self.load_model(version_id=version_id)
+
+        self.app.push_screen(ModelsScreen(self.services.store), switch)
+
+    def action_training(self) -> None:
+        def switch(version_id: int | None) -> None:
+            if version_id is not None:
+                self.services.store.activate_model_version(version_id)
+                self.load_model(version_id=version_id)
+
+        self.app.push_screen(TrainingScreen(self.services), switch)

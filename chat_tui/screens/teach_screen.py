@@ -1,0 +1,58 @@
+"""Teach: edit a reply into the one you wanted.
+
+Opens with the reply's text; ctrl+s saves the edited text (the chat screen stores it as a
+human-written sibling, a demonstration), Esc cancels. Dismisses with the text or None.
+"""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Label, TextArea
+
+
+class TeachScreen(ModalScreen[str | None]):
+    BINDINGS = [
+        Binding("ctrl+s", "save", "Save as demonstration", id="teach.save"),
+        Binding("escape", "cancel", "Cancel", id="teach.cancel"),
+    ]
+
+    def __init__(self, prompt: str, reply: str) -> None:
+        super().__init__(classes="dialog-screen")
+        self.prompt = prompt
+        self.reply = reply
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            yield Label("Teach: write the reply you wanted", classes="dialog-title")
+            yield Label(f"To: {self.prompt[:200]}", classes="dialog-hint")
+            yield TextArea(self.reply, id="reply", soft_wrap=True, tab_behavior="focus")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Save (ctrl+s)", variant="primary", id="save")
+                yield Button("Cancel (esc)", id="cancel")
+
+    def on_mount(self) -> None:
+        area = self.query_one("#reply", TextArea)
+        area.focus()
+        area.move_cursor(area.document.end)
+
+    def action_save(self) -> None:
+        text = self.query_one("#reply", TextArea).text.strip()
+        if not text:
+            self.notify("A demonstration cannot be empty.", severity="warning")
+            return
+        self.dismiss(text)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed, "#save")
+    def _save(self) -> None:
+        self.action_save()
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.action_cancel()

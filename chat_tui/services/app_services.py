@@ -1,0 +1,73 @@
+"""What the app's screens share: the store, the open chat session, the model, settings.
+
+Built once by `open_chat` (or a test) and handed down to screens; screens never open the
+store or load a model by themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from chat_tui.errors import UserError
+from chat_tui.services.bootstrap import ModelChoice, Progress, choose_model
+from chat_tui.services.chat_session import ChatSession
+from chat_tui.services.model_service import ModelService
+from chat_tui.services.settings_store import SettingsStore
+from chat_tui.services.training_process import TrainingProcess, TrainingProgress
+
+
+@dataclass
+class AppServices:
+    store: Any  # feedback.Store
+    requested_model: str | None = None
+    should_load_model: bool = True  # False in UI-only tests
+    session: ChatSession = field(init=False)
+    model: ModelService = field(init=False)
+    settings: SettingsStore = field(init=False)
+    training: TrainingProcess | None = field(init=False, default=None)
+    training_announced: bool = field(init=False, default=False)  # its end was shown to the user
+    runs_before_training: set[int] = field(init=False, default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.session = ChatSession(self.store)
+        self.model = ModelService()
+        self.settings = SettingsStore(self.store)
+
+    def start_training(self, args: list[str]) -> TrainingProcess:
+        """Start `chat-tui train ARGS` in the background (one run at a time)."""
+        if self.training is not None and self.training.returncode is None:
+            raise UserError("a training run is already in progress")
+        self.runs_before_training = {run.id for run in self.store.list_training_runs()}
+        self.training = TrainingProcess(args)
+        self.training_announced = False
+        return self.training
+
+    def trained_version_id(self, progress: TrainingProgress) -> int | None:
+        """The model version the finished run produced: as it reported, else from the store."""
+        if progress.result_version_id is not None:
+            return int(progress.result_version_id)
+        new_runs = [run for run in self.store.list_training_runs() if run.id not in self.runs_before_training]
+        for run in sorted(new_runs, key=lambda r: r.id, reverse=True):
+            if run.status == "succeeded" and run.result_version_id is not None:
+                return run.result_version_id
+        return None
+
+    def choose_model(self, requested: str | None, version_id: int | None, progress: Progress) -> ModelChoice:
+        return choose_model(self.store, requested, version_id, progress)
+
+    def close(self) -> None:
+        """Stop serving; a training run keeps going (it records its result in the store)."""
+        self.model.close()
+        self.store.close()
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for the user: the message of a user error, the type too for anything else."""
+    from engine.errors import EngineError
+    from feedback.errors import FeedbackError
+    from trainer.errors import TrainerError
+
+    if isinstance(error, (UserError, EngineError, FeedbackError, TrainerError)):
+        return str(error)
+    return f"{type(error).__name__}: {error}"

@@ -1,0 +1,186 @@
+"""`chat-tui train` as a background process, and its progress read from its output.
+
+The trainer runs in its own process so the chat stays responsive (and a crash there
+cannot take the chat down). A reader thread parses each output line into a
+`TrainingProgress` the training screen polls. Two line shapes are understood:
+
+- JSON lines (`--progress-json`), one object each:
+  {"event": "phase", "phase": "ppo", "total": 40}
+  {"event": "step", "phase": "ppo", "step": 3, "total": 40, "metrics": {"reward": 0.1, "kl": 0.004}}
+  {"event": "message", "text": "..."}
+  {"event": "done", "run_id": 3, "version_id": 7, "version": "smollm2-ppo-1"}
+- the trainer's console bars (trainer/progress.py), e.g.
+  "ppo      [######..................] 12/40 eta 0:31  reward 0.12  kl 0.004"
+Anything else is kept as a log line. What the run produced is read back from the store
+(the trainer records the run and its new model version there).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+MAX_LOG_LINES = 300
+MAX_POINTS = 400
+_BAR_LINE = re.compile(r"^(?P<phase>\S+)\s+\[[#.]+\]\s+(?P<step>\d+)/(?P<total>\d+)\s+(?:eta\s+)?[\d:]+(?P<metrics>.*)$")
+_METRIC = re.compile(r"([A-Za-z_][\w/.-]*)\s+(-?[\d.]+(?:e[-+]?\d+)?|nan|inf|-inf)")
+REWARD_KEYS = ("reward", "rm_score", "score", "reward_mean")
+KL_KEYS = ("kl", "kl_mean", "approx_kl")
+
+
+@dataclass
+class TrainingProgress:
+    phase: str = ""
+    step: int = 0
+    total: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    rewards: list[float] = field(default_factory=list)  # one point per step that reported a reward
+    kls: list[float] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    result_version_id: int | None = None
+    result_version: str | None = None
+
+    @property
+    def reward(self) -> float | None:
+        return _first(self.metrics, REWARD_KEYS)
+
+    @property
+    def kl(self) -> float | None:
+        return _first(self.metrics, KL_KEYS)
+
+
+def _first(metrics: dict[str, float], keys: Sequence[str]) -> float | None:
+    for key in keys:
+        if key in metrics:
+            return metrics[key]
+    return None
+
+
+def apply_line(progress: TrainingProgress, line: str) -> None:
+    """Update `progress` from one line of the trainer's output."""
+    line = line.rstrip("\r\n").split("\r")[-1].replace("\x1b[2K", "")
+    if not line.strip():
+        return
+    event = _parse_json(line)
+    if event is not None:
+        _apply_event(progress, event)
+        return
+    match = _BAR_LINE.match(line.strip())
+    if match is not None:
+        metrics = {name: float(value) for name, value in _METRIC.findall(match["metrics"])}
+        _apply_step(progress, match["phase"], int(match["step"]), int(match["total"]), metrics)
+    _append_log(progress, line)
+
+
+def _parse_json(line: str) -> dict | None:
+    if not line.lstrip().startswith("{"):
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) and "event" in event else None
+
+
+def _apply_event(progress: TrainingProgress, event: dict) -> None:
+    kind = event.get("event")
+    if kind == "phase":
+        progress.phase = str(event.get("phase", ""))
+        progress.step, progress.total = 0, int(event.get("total") or 0)
+        progress.metrics = {}
+        _append_log(progress, f"phase {progress.phase} ({progress.total} steps)")
+    elif kind == "step":
+        metrics = {k: float(v) for k, v in (event.get("metrics") or {}).items() if isinstance(v, (int, float))}
+        _apply_step(
+            progress, str(event.get("phase", progress.phase)), int(event.get("step", progress.step + 1)),
+            int(event.get("total") or progress.total), metrics,
+        )
+    elif kind == "message":
+        _append_log(progress, str(event.get("text", "")))
+    elif kind == "done":
+        progress.result_version_id = event.get("version_id")
+        progress.result_version = event.get("version")
+        _append_log(progress, f"done: {progress.result_version or 'no new version'}")
+
+
+def _apply_step(progress: TrainingProgress, phase: str, step: int, total: int, metrics: dict[str, float]) -> None:
+    if phase != progress.phase:
+        progress.phase, progress.metrics = phase, {}
+    progress.step, progress.total = step, total
+    progress.metrics.update(metrics)
+    reward, kl = _first(metrics, REWARD_KEYS), _first(metrics, KL_KEYS)
+    if reward is not None:
+        progress.rewards = (progress.rewards + [reward])[-MAX_POINTS:]
+    if kl is not None:
+        progress.kls = (progress.kls + [kl])[-MAX_POINTS:]
+
+
+def _append_log(progress: TrainingProgress, text: str) -> None:
+    progress.log = (progress.log + [text])[-MAX_LOG_LINES:]
+
+
+def train_command(args: Sequence[str]) -> list[str]:
+    """`chat-tui train ARGS` run by this same Python, so it sees the same installation."""
+    return [sys.executable, "-c", "from chat_tui.cli import main; main()", "train", *args]
+
+
+class TrainingProcess:
+    """One `chat-tui train` subprocess and what its output has said so far."""
+
+    def __init__(self, args: Sequence[str]) -> None:
+        self.args = list(args)
+        self.progress = TrainingProgress()
+        self._lock = threading.Lock()
+        self.process = subprocess.Popen(
+            train_command(self.args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+        )
+        self._reader = threading.Thread(target=self._read, name="training-output", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._lock:
+                apply_line(self.progress, line)
+
+    def snapshot(self) -> TrainingProgress:
+        """A copy of the progress so far, safe to render while the reader keeps going."""
+        with self._lock:
+            p = self.progress
+            return TrainingProgress(
+                p.phase, p.step, p.total, dict(p.metrics), list(p.rewards), list(p.kls), list(p.log),
+                p.result_version_id, p.result_version,
+            )
+
+    @property
+    def returncode(self) -> int | None:
+        """None while running; once it has exited, also waits for the last output lines."""
+        code = self.process.poll()
+        if code is not None:
+            self._reader.join(timeout=2)
+        return code
+
+    def cancel(self) -> None:
+        """Ask the trainer to stop (SIGTERM, so it can record the run as cancelled); kill it
+        if it has not exited 10 s later. Returns at once."""
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+
+        def kill_if_stuck() -> None:
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+        threading.Thread(target=kill_if_stuck, name="training-cancel", daemon=True).start()

@@ -1,0 +1,110 @@
+"""The sidebar: a search box over every conversation, and the list, newest first.
+
+The screen gives it conversations to show (`show`); it posts `Opened` when one is picked,
+`SearchChanged` as the query is typed, and `RenameRequested` / `DeleteRequested` from the
+list's keys. It never reads the store itself.
+"""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import Input, OptionList, Static
+from textual.widgets.option_list import Option, OptionDoesNotExist
+
+
+class ConversationOptions(OptionList):
+    BINDINGS = [
+        Binding("r", "request('rename')", "Rename", id="conversations.rename"),
+        Binding("delete,d", "request('delete')", "Delete", id="conversations.delete", key_display="del"),
+    ]
+
+    class Requested(Message):
+        def __init__(self, what: str, conversation_id: int) -> None:
+            super().__init__()
+            self.what = what
+            self.conversation_id = conversation_id
+
+    def action_request(self, what: str) -> None:
+        option = self.highlighted_option
+        if option is not None and option.id is not None:
+            self.post_message(self.Requested(what, int(option.id)))
+
+
+class ConversationList(Vertical):
+    class Opened(Message):
+        def __init__(self, conversation_id: int) -> None:
+            super().__init__()
+            self.conversation_id = conversation_id
+
+    class SearchChanged(Message):
+        def __init__(self, query: str) -> None:
+            super().__init__()
+            self.query = query
+
+    class RenameRequested(Message):
+        def __init__(self, conversation_id: int) -> None:
+            super().__init__()
+            self.conversation_id = conversation_id
+
+    class DeleteRequested(Message):
+        def __init__(self, conversation_id: int) -> None:
+            super().__init__()
+            self.conversation_id = conversation_id
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="Search (ctrl+f)", id="search")
+        yield Static("Conversations", id="conversations-title")
+        yield ConversationOptions(id="conversations")
+
+    @property
+    def options(self) -> ConversationOptions:
+        return self.query_one(ConversationOptions)
+
+    @property
+    def search_query(self) -> str:
+        return self.query_one("#search", Input).value.strip()
+
+    def show(self, items: list[tuple[int, str, str]], current_id: int | None = None) -> None:
+        """Show (conversation id, title, second line) rows; highlight the current one."""
+        options = self.options
+        options.clear_options()
+        options.add_options(
+            [Option(f"{title}\n[dim]{detail}[/dim]" if detail else title, id=str(cid)) for cid, title, detail in items]
+        )
+        self.query_one("#conversations-title", Static).update(
+            f"Matches for “{self.search_query}”" if self.search_query else "Conversations"
+        )
+        if options.option_count:
+            try:
+                options.highlighted = options.get_option_index(str(current_id))
+            except OptionDoesNotExist:
+                options.highlighted = 0
+
+    def focus_search(self) -> None:
+        self.query_one("#search", Input).focus()
+
+    @on(Input.Changed, "#search")
+    def _search_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.post_message(self.SearchChanged(event.value.strip()))
+
+    @on(Input.Submitted, "#search")
+    def _search_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.options.focus()
+
+    @on(OptionList.OptionSelected, "#conversations")
+    def _selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        if event.option.id is not None:
+            self.post_message(self.Opened(int(event.option.id)))
+
+    @on(ConversationOptions.Requested)
+    def _requested(self, event: ConversationOptions.Requested) -> None:
+        event.stop()
+        message = self.RenameRequested if event.what == "rename" else self.DeleteRequested
+        self.post_message(message(event.conversation_id))

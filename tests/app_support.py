@@ -1,0 +1,153 @@
+"""Helpers for the app's tests: a tiny real model on disk, an app wired to a real store,
+and waiting on a condition (never a fixed sleep).
+
+The tiny model is a randomly initialised Llama (2 layers, hidden 48) with a byte-level
+BPE tokenizer trained here on a few sentences and a ChatML template, written in the HF
+layout and loaded with the real `engine.loading.load_model`. Its replies are gibberish
+but real: they come token by token from the real engine.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+from chat_tui import paths
+
+CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "How do I sort a list in Python? Use sorted(items) or items.sort().",
+    "Hello! I am a small assistant. Ask me anything about code, words or numbers.",
+    "def add(a, b):\n    return a + b\n",
+    "Rust, Go and Python are programming languages; tea and coffee are drinks.",
+]
+
+
+def make_tiny_model(directory: Path, seed: int = 0, vocab_size: int = 320) -> Path:
+    """Write a tiny random Llama chat model (HF layout) into `directory` and return it."""
+    import torch
+    from safetensors.torch import save_file
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from engine.config import ModelConfig
+    from engine.models.llama import LlamaForCausalLM
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    # Only the corpus's own (ASCII) characters, not all 256 bytes: every token then decodes
+    # to visible text, so a random model's reply is never a run of half characters.
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
+    tokenizer.train_from_iterator(CORPUS * 4, trainer=trainer)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    vocab_size = tokenizer.get_vocab_size()
+    eos_id = tokenizer.token_to_id("<|im_end|>")
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": vocab_size,
+        "hidden_size": 48,
+        "intermediate_size": 96,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 1024,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": False,
+        "bos_token_id": tokenizer.token_to_id("<|endoftext|>"),
+        "eos_token_id": eos_id,
+        "torch_dtype": "float32",
+    }
+    (directory / "config.json").write_text(json.dumps(config, indent=1))
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps({"chat_template": CHATML, "eos_token": "<|im_end|>", "bos_token": None})
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(ModelConfig.from_hf_dict(config))
+    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, str(directory / "model.safetensors"))
+    return directory
+
+
+def open_store():
+    from feedback import Store
+
+    paths.ensure_data_dir()
+    return Store(paths.database_path())
+
+
+def register_tiny_model(store, model_dir: Path, name: str = "tiny-v1", activate: bool = True) -> int:
+    return store.register_model_version(name, str(model_dir), source="import", activate=activate).id
+
+
+def save_test_settings(store, **overrides) -> None:
+    """Short, reproducible replies so the tests stay fast on two cores."""
+    from chat_tui.services.chat_settings import ChatSettings
+    from chat_tui.services.settings_store import SettingsStore
+
+    values = {"max_new_tokens": 12, "seed": 1234, "temperature": 1.0, "top_p": 1.0, "repetition_penalty": 1.0}
+    values.update(overrides)
+    SettingsStore(store).save(ChatSettings(**values))
+
+
+async def wait_for(pilot, condition: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    """Let the app run until `condition()` holds; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await pilot.pause(0.02)
+
+
+def make_app(store, *, load_model: bool = True, requested_model: str | None = None):
+    """The real ChatApp on a real store; it also keeps every notification it showed."""
+    from chat_tui.app import ChatApp
+    from chat_tui.services.app_services import AppServices
+
+    class RecordingChatApp(ChatApp):
+        def __init__(self, services):
+            super().__init__(services)
+            self.notices: list[tuple[str, str]] = []
+
+        def notify(self, message, *, title="", severity="information", timeout=None, markup=True):
+            self.notices.append((str(message), severity))
+            return super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    services = AppServices(store, requested_model=requested_model, should_load_model=load_model)
+    return RecordingChatApp(services)
+
+
+def noticed(app, text: str) -> bool:
+    """Whether the app showed a notification containing `text`."""
+    return any(text in message for message, _ in app.notices)
+
+
+def seed_conversation(store, user: str, replies: list[str], version_id: int | None = None):
+    """A stored conversation: one user turn and its replies (the last one shown)."""
+    conversation = store.create_conversation()
+    message = store.add_user_message(conversation.id, user)
+    stored = [store.add_assistant_reply(message.id, reply, model_version_id=version_id) for reply in replies]
+    return conversation, message, stored
+
+
+def async_test(fn):
+    """Run an async test function with asyncio.run (no pytest async plugin needed)."""
+    import asyncio
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
