@@ -166,6 +166,7 @@ class LLMEngine:
         params = request.params
         prompt = request.prompt_token_ids
         table = self.block_manager.allocate(len(prompt))
+        self.runner.zero_blocks(table)
         logits = self.runner.prefill(prompt, table)  # (1, V)
         base_seed = params.seed if params.seed is not None else random.SystemRandom().randrange(1 << 62)
         seqs = []
@@ -202,6 +203,7 @@ class LLMEngine:
             # The token fed this step is written at position num_tokens - 1.
             if self.block_manager.needs_block(seq.num_tokens - 1):
                 block = self.block_manager.append_block(seq.block_table)
+                self.runner.zero_blocks([block])
                 self.runner.set_block(seq.row, len(seq.block_table) - 1, block)
         if self._rows_tensor is None:
             self._rows_tensor = torch.tensor([s.row for s in running], device=self.runner.device)

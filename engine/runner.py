@@ -74,7 +74,10 @@ class ModelRunner:
         self.vocab_size = config.vocab_size
         layers = config.num_hidden_layers
         shape = (layers, num_blocks, block_size, self.num_kv_heads, self.head_dim)
-        # torch.empty: pages are committed by the OS only as blocks are first written.
+        # torch.empty: pages are committed by the OS only as blocks are first used. Unused
+        # slots must never hold NaN (masked attention still multiplies them by zero), so
+        # blocks are zeroed when allocated and a row's unused table entries point at its
+        # own first block.
         self.k_cache = torch.empty(shape, dtype=dtype, device=device)
         self.v_cache = torch.empty(shape, dtype=dtype, device=device)
         self.k_flat = self.k_cache.view(layers, num_blocks * block_size, self.num_kv_heads, self.head_dim)
@@ -101,6 +104,7 @@ class ModelRunner:
         self.repetition_penalty[row] = params.repetition_penalty
         self.seeds[row] = seed
         self.steps[row] = 0
+        self.block_tables[row] = block_table[0]
         self.block_tables[row, : len(block_table)] = torch.tensor(block_table, dtype=torch.long)
 
     def set_seen(self, row: int, token_ids: list[int]) -> None:
@@ -116,6 +120,11 @@ class ModelRunner:
 
     def set_context_len(self, row: int, length: int) -> None:
         self.context_lens[row] = length
+
+    def zero_blocks(self, blocks: list[int]) -> None:
+        index = torch.tensor(blocks, dtype=torch.long, device=self.device)
+        self.k_cache[:, index] = 0
+        self.v_cache[:, index] = 0
 
     def copy_block(self, src: int, dst: int) -> None:
         self.k_cache[:, dst] = self.k_cache[:, src]

@@ -1,8 +1,19 @@
-"""Shared pytest fixtures. Every test gets its own data directory."""
+"""Shared pytest fixtures. Every test gets its own data directory.
+
+Tests run tiny models, whose matmuls are too small to gain from threads; with several
+threads per process and other processes busy, OpenMP's spinning makes them far slower.
+So in-process torch work uses one thread. Subprocesses (the CLI, accelerate) keep the
+default.
+"""
 
 from __future__ import annotations
 
 import pytest
+import torch
+
+
+def pytest_configure(config):
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
