@@ -1,8 +1,8 @@
 """The reward model: the policy's backbone with a scalar head, and how it is saved.
 
-`ScalarHeadModel` is a LlamaForCausalLM body (its LM head dropped) plus a linear d -> 1
-head. As a reward model it reads the head at each row's last real token (the reply's
-final token; rows are right-padded). PPO's value model is the same class initialised
+`ScalarHeadModel` is a causal LM from engine/models (Llama or PaLM), its LM head dropped,
+plus a linear d -> 1 head. As a reward model it reads the head at each row's last real
+token (the reply's final token; rows are right-padded). PPO's value model is the same class initialised
 from the reward model, reading the head at every position (`forward` without lengths).
 
 Saved as a versioned artifact: a directory holding config.json (the backbone's HF config
@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from engine.config import ModelConfig
-from engine.models.llama import LlamaForCausalLM
+from engine.models.registry import build_model, config_from_dict, config_to_dict
 from trainer.errors import TrainerError
 from trainer.lora import has_lora, merged_state_dict
 
@@ -37,7 +37,7 @@ ARTIFACT_FORMAT = 1
 class ScalarHeadModel(nn.Module):
     """A transformer body with a scalar head: a reward model or a value model."""
 
-    def __init__(self, body: LlamaForCausalLM) -> None:
+    def __init__(self, body: nn.Module) -> None:
         super().__init__()
         self.config: ModelConfig = body.config
         self.body = body
@@ -52,7 +52,7 @@ class ScalarHeadModel(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     @classmethod
-    def from_policy(cls, policy: LlamaForCausalLM) -> "ScalarHeadModel":
+    def from_policy(cls, policy: nn.Module) -> "ScalarHeadModel":
         """A new head model on a deep copy of the policy's weights (the policy is untouched)."""
         if has_lora(policy):
             raise TrainerError("build the reward model from the policy before adding LoRA adapters")
@@ -97,7 +97,7 @@ def save_reward_model(model: ScalarHeadModel, directory: Path, metadata: dict[st
         # safetensors refuses aliased tensors; clone makes every entry its own storage.
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        config = model.config.to_hf_dict()
+        config = config_to_dict(model.config)
         config[ARTIFACT_KEY] = {"format": ARTIFACT_FORMAT, **(metadata or {})}
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
         os.replace(tmp, directory)
@@ -117,9 +117,9 @@ def load_reward_model(directory: Path, device: str | torch.device = "cpu", dtype
     raw = json.loads(config_path.read_text())
     if ARTIFACT_KEY not in raw:
         raise TrainerError(f"{str(config_path)!r} has no {ARTIFACT_KEY!r} block: not a reward model")
-    config = ModelConfig.from_hf_dict(raw, source=str(config_path))
+    config = config_from_dict(raw, source=str(config_path))
     with torch.device("meta"):
-        body = LlamaForCausalLM(config)
+        body = build_model(config)
     model = ScalarHeadModel(body)
     state = load_file(str(weights_path), device=str(device))
     if dtype is not None:

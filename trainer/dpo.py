@@ -1,0 +1,180 @@
+"""Direct preference optimisation on comparison groups: the offline alternative to PPO.
+
+The reference is the policy as it stands when DPO starts (after SFT, if SFT ran): its
+reply log-probs are computed once up front, so no second copy of the model is kept. With
+LoRA they are computed with the adapters disabled, which is the same model. Each step
+scores every distinct reply of a few prompts once and applies the DPO loss (trainer/ops.py)
+to every pair of those prompts.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from trainer import lora, ops
+from trainer.batch import make_batch
+from trainer.datasets import ComparisonGroup, batches, shard
+from trainer.logprobs import ReplyScorer, reply_logprobs
+from trainer.progress import Progress, SilentProgress
+from trainer.reward_training import flatten_groups
+from trainer.runtime import check_finite, gather_mean, make_optimizer
+
+
+@dataclass
+class DPOConfig:
+    epochs: int = 2
+    lr: float = 1e-5
+    beta: float = 0.1
+    label_smoothing: float = 0.0
+    groups_per_batch: int = 4
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    seed: int = 0
+    max_steps: int | None = None  # stop early after this many optimizer steps
+
+
+@dataclass
+class DPOResult:
+    metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def summed_reply_logprobs(
+    scorer: nn.Module, groups: list[ComparisonGroup], pad_id: int, device: torch.device, rows_per_batch: int = 8
+) -> dict[int, torch.Tensor]:
+    """group_key -> (num_replies,) summed reply log-probs, on the CPU."""
+    out = {}
+    for group in groups:
+        sums = []
+        for start in range(0, len(group.replies), rows_per_batch):
+            replies = group.replies[start : start + rows_per_batch]
+            batch = make_batch([group.prompt_ids] * len(replies), replies, pad_id, device)
+            sums.append(reply_logprobs(scorer, batch).sums().float().cpu())
+        out[group.group_key] = torch.cat(sums)
+    return out
+
+
+def reference_logprobs(policy: nn.Module, groups: list[ComparisonGroup], pad_id: int, device: torch.device) -> dict[int, torch.Tensor]:
+    """The reference model's summed reply log-probs: the policy now, adapters off."""
+    with lora.disabled(policy):
+        return summed_reply_logprobs(ReplyScorer(policy), groups, pad_id, device)
+
+
+def pair_tensors(groups: list[ComparisonGroup], reference: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Row indices (P, 2) of preferred/other replies in the flattened batch and their
+    reference log-probs (P,), (P,)."""
+    _, _, pairs, _ = flatten_groups(groups)
+    ref = torch.cat([reference[g.group_key] for g in groups])
+    index = torch.tensor(pairs, dtype=torch.long)
+    return index, ref[index[:, 0]], ref[index[:, 1]]
+
+
+def dpo_batch_loss(
+    scorer: nn.Module, groups: list[ComparisonGroup], reference: dict[int, torch.Tensor], config: DPOConfig, pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    prompts, replies, _, _ = flatten_groups(groups)
+    batch = make_batch(prompts, replies, pad_id, device)
+    sums = reply_logprobs(scorer, batch).sums()  # (rows,)
+    index, ref_chosen, ref_rejected = pair_tensors(groups, reference)
+    index = index.to(device)
+    return ops.dpo_loss(
+        sums[index[:, 0]], sums[index[:, 1]], ref_chosen.to(device), ref_rejected.to(device), config.beta, config.label_smoothing
+    )
+
+
+@torch.no_grad()
+def evaluate_dpo(
+    policy: nn.Module, groups: list[ComparisonGroup], reference: dict[int, torch.Tensor], config: DPOConfig, pad_id: int, device: torch.device
+) -> dict[str, float]:
+    """Held-out implicit-reward accuracy and margin, and the mean change of reply log-prob."""
+    if not groups:
+        return {}
+    current = summed_reply_logprobs(ReplyScorer(policy), groups, pad_id, device)
+    index, ref_chosen, ref_rejected = pair_tensors(groups, reference)
+    now = torch.cat([current[g.group_key] for g in groups])
+    loss, metrics = ops.dpo_loss(now[index[:, 0]], now[index[:, 1]], ref_chosen, ref_rejected, config.beta, config.label_smoothing)
+    ref_all = torch.cat([reference[g.group_key] for g in groups])
+    return {
+        "loss": float(loss),
+        "accuracy": float(metrics["accuracy"]),
+        "reward_margin": float(metrics["reward_margin"]),
+        "logprob_change": float((now - ref_all).mean()),
+    }
+
+
+def train_dpo(
+    policy: nn.Module,
+    train: list[ComparisonGroup],
+    held_out: list[ComparisonGroup],
+    config: DPOConfig,
+    accelerator: Accelerator,
+    pad_id: int,
+    progress: Progress | None = None,
+    start_step: int = 0,
+    on_step: Callable[[int, torch.optim.Optimizer], None] | None = None,
+    reference: dict[int, torch.Tensor] | None = None,
+    optimizer_state: dict | None = None,
+) -> DPOResult:
+    """Train `policy` (trainable parameters already chosen) in place with DPO.
+
+    `reference` (from `reference_logprobs`) must be passed when resuming, since the policy
+    has moved by then, with the saved `optimizer_state`; `on_step(step, optimizer)` runs
+    after each optimizer step (that is where checkpoints are written).
+    """
+    progress = progress or SilentProgress()
+    if reference is None:
+        reference = reference_logprobs(policy, train + held_out, pad_id, accelerator.device)
+    scorer = ReplyScorer(policy)
+    optimizer = make_optimizer(scorer, config.lr, config.weight_decay)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    prepared, optimizer = accelerator.prepare(scorer, optimizer)
+    prepared.eval()  # dropout off
+    rng = random.Random(config.seed)
+    per_epoch = len(batches(shard(train, accelerator.process_index, accelerator.num_processes), config.groups_per_batch))
+    total = per_epoch * config.epochs
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    phase = progress.phase("dpo", total)
+    phase.advance(min(start_step, total))
+    history = []
+    step = 0
+    try:
+        for _ in range(config.epochs):
+            order = list(train)
+            rng.shuffle(order)
+            for chunk in batches(shard(order, accelerator.process_index, accelerator.num_processes), config.groups_per_batch):
+                if step >= total:
+                    break
+                if step < start_step:  # resuming: replay the shuffles, skip the work
+                    step += 1
+                    continue
+                with accelerator.accumulate(prepared):
+                    with accelerator.autocast():
+                        loss, stats = dpo_batch_loss(prepared, chunk, reference, config, pad_id, accelerator.device)
+                    value = check_finite(loss, "DPO loss", step)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and config.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(prepared.parameters(), config.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                step += 1
+                metrics = gather_mean(accelerator, {"loss": value, **{k: float(v) for k, v in stats.items()}})
+                history.append(metrics)
+                phase.advance(1, {"loss": metrics["loss"], "margin": metrics["reward_margin"]})
+                if on_step is not None:
+                    on_step(step, optimizer)
+    finally:
+        phase.close()
+    with accelerator.autocast():
+        held = evaluate_dpo(policy, held_out, reference, config, pad_id, accelerator.device)
+    metrics = {"steps": float(step), "train_loss": history[-1]["loss"] if history else float("nan")}
+    metrics.update({f"eval_{k}": v for k, v in held.items()})
+    return DPOResult(metrics, history)

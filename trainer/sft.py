@@ -1,0 +1,105 @@
+"""Supervised fine-tuning on demonstrations: next-token loss on the reply tokens only.
+
+The prompt (system prompt, earlier turns, the user's message) is context, not a target:
+its tokens are masked out; the reply's tokens, its end-of-turn token included, are the
+targets, so the model also learns where to stop. The loss is the mean over reply tokens
+of the whole batch (long replies count per token, not per reply).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from trainer import ops
+from trainer.batch import make_batch
+from trainer.datasets import SFTExample, batches, shard
+from trainer.logprobs import ReplyScorer, reply_logprobs
+from trainer.progress import Progress, SilentProgress
+from trainer.runtime import check_finite, gather_mean, make_optimizer
+
+
+@dataclass
+class SFTConfig:
+    epochs: int = 2
+    lr: float = 1e-5
+    examples_per_batch: int = 8
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class SFTResult:
+    metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def sft_loss(scorer: nn.Module, examples: list[SFTExample], pad_id: int, device: torch.device) -> tuple[torch.Tensor, int]:
+    """Mean negative log-likelihood of the reply tokens, and how many there were."""
+    batch = make_batch([e.prompt_ids for e in examples], [e.reply_ids for e in examples], pad_id, device)
+    scored = reply_logprobs(scorer, batch)
+    return -ops.masked_mean(scored.logprobs, scored.mask), int(scored.mask.sum())
+
+
+@torch.no_grad()
+def evaluate_sft(scorer: nn.Module, examples: list[SFTExample], pad_id: int, device: torch.device, per_batch: int = 8) -> float:
+    """Token-weighted mean NLL of the replies of `examples` (nan when there are none)."""
+    total, count = 0.0, 0
+    for chunk in batches(examples, per_batch):
+        loss, tokens = sft_loss(scorer, chunk, pad_id, device)
+        total += float(loss) * tokens
+        count += tokens
+    return total / count if count else float("nan")
+
+
+def train_sft(
+    policy: nn.Module,
+    train: list[SFTExample],
+    held_out: list[SFTExample],
+    config: SFTConfig,
+    accelerator: Accelerator,
+    pad_id: int,
+    progress: Progress | None = None,
+) -> SFTResult:
+    """Fine-tune `policy` (trainable parameters already chosen) in place."""
+    progress = progress or SilentProgress()
+    scorer = ReplyScorer(policy)
+    eval_before = evaluate_sft(scorer, held_out, pad_id, accelerator.device)
+    optimizer = make_optimizer(scorer, config.lr, config.weight_decay)
+    prepared, optimizer = accelerator.prepare(scorer, optimizer)
+    prepared.eval()  # dropout off
+    rng = random.Random(config.seed)
+    per_epoch = len(batches(shard(train, accelerator.process_index, accelerator.num_processes), config.examples_per_batch))
+    phase = progress.phase("sft", per_epoch * config.epochs)
+    history = []
+    step = 0
+    try:
+        for _ in range(config.epochs):
+            order = list(train)
+            rng.shuffle(order)
+            for chunk in batches(shard(order, accelerator.process_index, accelerator.num_processes), config.examples_per_batch):
+                with accelerator.accumulate(prepared):
+                    with accelerator.autocast():
+                        loss, _ = sft_loss(prepared, chunk, pad_id, accelerator.device)
+                    value = check_finite(loss, "SFT loss", step)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and config.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(prepared.parameters(), config.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                step += 1
+                metrics = gather_mean(accelerator, {"loss": value})
+                history.append(metrics)
+                phase.advance(1, metrics)
+    finally:
+        phase.close()
+    with accelerator.autocast():
+        eval_after = evaluate_sft(scorer, held_out, pad_id, accelerator.device)
+    metrics = {"steps": float(step), "train_loss": history[-1]["loss"] if history else float("nan"),
+               "eval_loss_before": eval_before, "eval_loss_after": eval_after}
+    return SFTResult(metrics, history)
