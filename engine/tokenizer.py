@@ -101,7 +101,8 @@ class Tokenizer:
         self._sp = sentencepiece.SentencePieceProcessor(model_proto=model)
         # A second processor that never adds the leading "▁", for text after a special token.
         self._sp_plain = sentencepiece.SentencePieceProcessor(model_proto=spp.with_dummy_prefix(model, False))
-        self.add_prefix_space = spp.adds_dummy_prefix(model) if add_prefix_space is None else add_prefix_space
+        self._model_adds_prefix = spp.adds_dummy_prefix(model)
+        self.add_prefix_space = self._model_adds_prefix if add_prefix_space is None else add_prefix_space
         self._piece_types = [p.type for p in spp.read_pieces(model)]
         self._added = dict(added)
         self._special = set(special)
@@ -206,7 +207,7 @@ class Tokenizer:
         # transformers' Llama tokenizer prefixes "▁" only at the start of the input ("legacy"
         # prefixes every piece between special tokens), and never when a space is already there.
         wants_prefix = self.add_prefix_space and (at_start or self.legacy) and not text.startswith(" ")
-        processor = self._sp if wants_prefix and spp.adds_dummy_prefix(self._sp_model) else self._sp_plain
+        processor = self._sp if wants_prefix and self._model_adds_prefix else self._sp_plain
         if wants_prefix and processor is self._sp_plain:
             text = " " + text
         return processor.encode(text)

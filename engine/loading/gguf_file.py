@@ -204,7 +204,9 @@ def dequantize(tensor: Any, path: Path) -> np.ndarray:
         values = gguf_quants.dequantize(tensor.data, qtype)
     except (ValueError, AssertionError) as exc:
         raise ModelLoadError(f"{path}: tensor {tensor.name} cannot be dequantized ({exc})") from None
-    return np.array(values, dtype=np.float32).reshape(shape)  # a copy: the reader's memory map stays read-only
+    if np.may_share_memory(values, tensor.data):  # F32 comes back as a view of the read-only file map
+        values = np.array(values, dtype=np.float32)
+    return np.asarray(values, dtype=np.float32).reshape(shape)
 
 
 def hf_name(name: str) -> str | None:
