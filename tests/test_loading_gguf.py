@@ -187,3 +187,35 @@ def test_gguf_import_into_store_loads_the_same(tmp_path, bpe):
     assert from_store.tokenizer.encode(MIXED_TEXT) == ids
     assert torch.equal(_logits(direct.model, ids), _logits(from_store.model, ids))
     assert from_store.chat_template.source == CHATML
+
+
+def test_llama3_rope_scaling_from_rope_freqs(tmp_path, bpe):
+    """llama.cpp stores Llama 3.1 rope scaling as per-frequency divisors (rope_freqs)."""
+    import math
+
+    rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    source = tiny_hf_model(tiny_hf_config(vocab_size=bpe.get_vocab_size(), rope_parameters=rope), seed=9)
+    head_dim = 16
+    divisors = []
+    for i in range(head_dim // 2):  # as llama.cpp's converter computes them
+        freq = 1.0 / rope["rope_theta"] ** (2 * i / head_dim)
+        wavelen = 2 * math.pi / freq
+        if wavelen < 8192 / 4.0:
+            divisors.append(1.0)
+        elif wavelen > 8192 / 1.0:
+            divisors.append(8.0)
+        else:
+            smooth = (8192 / wavelen - 1.0) / (4.0 - 1.0)
+            divisors.append(1 / ((1 - smooth) / 8.0 + smooth))
+    assert len(set(divisors)) > 2  # all three regimes present
+    extra = {"rope_freqs.weight": (np.array(divisors, dtype=np.float32), None)}
+    path = write_gguf(tmp_path / "l3.gguf", source, Q.F32, gpt2_tokenizer_fields(bpe), extra_tensors=extra)
+    loaded = load_model(path)
+    assert loaded.config.rope_scaling["rope_type"] == "llama3"
+    ids = [(7 * i) % 390 + 3 for i in range(250)]  # long enough for the positions to matter
+    assert (_logits(source, ids) - _logits(loaded.model, ids)).abs().max().item() < 1e-4
+    # the scaling matters at these positions: without it the logits differ clearly
+    unscaled = load_model(path)
+    unscaled.model.model.rotary.inv_freq.mul_(torch.tensor(divisors))
+    assert (_logits(source, ids) - _logits(unscaled.model, ids)).abs().max().item() > 1e-3

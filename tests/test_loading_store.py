@@ -150,3 +150,18 @@ def test_cli_help_texts():
         result = runner.invoke(models, args)
         assert result.exit_code == 0 and len(result.output.splitlines()) > 2
     assert "Hugging Face model directory" in runner.invoke(models, ["import", "--help"]).output
+
+
+def test_save_model_with_replacement_weights(tmp_path, model_dir):
+    from engine.loading import save_model
+
+    loaded = load_model(model_dir)
+    merged = {k: v.clone() for k, v in loaded.model.state_dict().items()}  # lm_head included: tied
+    merged["model.norm.weight"] *= 2
+    save_model(loaded, "merged", store_root=tmp_path, state_dict=merged, info={"parent": "tiny-chat"})
+    again = load_model("merged", store_root=tmp_path)
+    assert torch.equal(again.model.model.norm.weight, loaded.model.model.norm.weight * 2)
+    broken = {k: v for k, v in merged.items() if "layers.1." not in k}
+    with pytest.raises(ModelLoadError, match="is missing"):
+        save_model(loaded, "broken", store_root=tmp_path, state_dict=broken)
+    assert [m.name for m in ModelStore(tmp_path).list_models()] == ["merged"]

@@ -32,6 +32,7 @@ __all__ = [
     "ensure_default_model",
     "import_model",
     "load_model",
+    "save_model",
 ]
 
 
@@ -72,3 +73,16 @@ def import_model(path: str | Path, name: str | None = None, store_root: str | Pa
     """Copy a model directory or GGUF file into the store; returns its store directory."""
     store = ModelStore(store_root if store_root is not None else default_store_root())
     return store.import_model(path, name=name)
+
+
+def save_model(
+    model: LoadedModel | Checkpoint,
+    name: str,
+    store_root: str | Path | None = None,
+    source: str = "trained",
+    info: dict | None = None,
+    state_dict: dict | None = None,
+) -> Path:
+    """Write a model into the store as a new directory (see `ModelStore.save_model`)."""
+    store = ModelStore(store_root if store_root is not None else default_store_root())
+    return store.save_model(model, name, source=source, info=info, state_dict=state_dict)

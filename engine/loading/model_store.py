@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ModelLoadError
-from engine.loading.checkpoint import Checkpoint, check_tensors, state_dict_for_saving
+from engine.loading.checkpoint import TIED_HEAD, Checkpoint, check_tensors, state_dict_for_saving
 from engine.loading.gguf_file import read_gguf
 from engine.loading.hf_dir import STORE_INFO_FILE, read_hf_directory
 from engine.loading.safetensors_files import SINGLE_FILE, write_tensors
@@ -128,19 +128,36 @@ class ModelStore:
         }
         return self.write(checkpoint, name, info)
 
-    def save_model(self, model: "LoadedModel | Checkpoint", name: str, source: str = "trained",
-                   info: dict[str, Any] | None = None) -> Path:
-        """Write a model (e.g. a trainer's new version) into the store under `name`."""
+    def save_model(
+        self,
+        model: "LoadedModel | Checkpoint",
+        name: str,
+        source: str = "trained",
+        info: dict[str, Any] | None = None,
+        state_dict: dict[str, Any] | None = None,
+    ) -> Path:
+        """Write a model (e.g. a trainer's new version) into the store under `name`.
+
+        state_dict: weights to write instead of the model's own (e.g. with a LoRA adapter
+            merged in); config, tokenizer and chat template still come from `model`.
+        """
         if isinstance(model, Checkpoint):
             checkpoint = model
+            if state_dict is not None:
+                checkpoint = Checkpoint(model.config, dict(state_dict), model.tokenizer, model.chat_template,
+                                        model.source, model.metadata)
         else:
+            weights = dict(state_dict) if state_dict is not None else state_dict_for_saving(model.model, model.config)
             checkpoint = Checkpoint(
                 config=model.config,
-                tensors=state_dict_for_saving(model.model, model.config),
+                tensors=weights,
                 tokenizer=model.tokenizer,
                 chat_template=None if model.chat_template.is_fallback else model.chat_template.source,
                 source=Path(model.path),
             )
+        if checkpoint.config.tie_word_embeddings:
+            checkpoint.tensors.pop(TIED_HEAD, None)
+        check_tensors(checkpoint.config, checkpoint.tensors, Path(name))
         return self.write(checkpoint, name, {"source": source, **(info or {})})
 
     def write(self, checkpoint: Checkpoint, name: str, info: dict[str, Any]) -> Path:

@@ -95,7 +95,14 @@ def read_tensors(files: list[Path], device: str = "cpu", dtype: torch.dtype | No
 
 def write_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     """Write one safetensors file via a temporary name; tensors are made contiguous CPU copies."""
-    plain = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    plain: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in tensors.items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        if tensor.data_ptr() in seen:  # safetensors refuses shared memory: store a copy
+            tensor = tensor.clone()
+        seen.add(tensor.data_ptr())
+        plain[name] = tensor
     tmp = path.with_name(path.name + ".partial")
     save_file(plain, str(tmp), metadata={"format": "pt", **(metadata or {})})
     os.replace(tmp, path)
