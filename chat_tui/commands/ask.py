@@ -1,0 +1,135 @@
+"""`chat-tui ask`: one question, one streamed answer, from the command line.
+
+Loads a model (the default one when --model is absent), renders the question with the
+model's chat template, and runs it through the engine: with n=1 the reply streams to
+stdout as it is generated; with --n N the N samples share one prefill and are printed
+one after another. --json prints a single JSON object (a list of them for --n > 1).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+SAMPLE_QUESTION = "What is the capital of France?"
+
+
+def _sampling_options(func):
+    """Sampling flags shared with `chat-tui bench`."""
+    options = [
+        click.option("--temperature", type=float, default=0.7, show_default=True, help="0 is greedy."),
+        click.option("--top-p", type=float, default=0.9, show_default=True, help="Nucleus sampling mass, in (0, 1]."),
+        click.option("--top-k", type=int, default=0, show_default=True, help="Keep the k most likely tokens (0: off)."),
+        click.option("--min-p", type=float, default=0.0, show_default=True, help="Drop tokens below this fraction of the top one."),
+        click.option("--repetition-penalty", type=float, default=1.1, show_default=True, help="1 disables."),
+        click.option("--max-tokens", type=int, default=512, show_default=True, help="Most new tokens per reply."),
+        click.option("--seed", type=int, default=None, help="Seed for reproducible sampling."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.command()
+@click.argument("prompt", required=False)
+@click.option("--model", "model_name", default=None, help="Model name in the store, a model directory or a .gguf file (default: the default model).")
+@click.option("--system", default=None, help="System prompt.")
+@_sampling_options
+@click.option("--n", "num_samples", type=int, default=1, show_default=True, help="Number of replies (sampled together, sharing the prompt).")
+@click.option("--stop", multiple=True, help="Stop string (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (a list for --n > 1) instead of streaming text.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+@click.option("--dtype", default=None, help="float32 (CPU default), bfloat16 (GPU default) or float16.")
+@click.option("--int8", "int8", is_flag=True, help="int8 weight-only linear layers (CPU).")
+def ask(
+    prompt: str | None,
+    model_name: str | None,
+    system: str | None,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    min_p: float,
+    repetition_penalty: float,
+    max_tokens: int,
+    seed: int | None,
+    num_samples: int,
+    stop: tuple[str, ...],
+    as_json: bool,
+    device: str,
+    dtype: str | None,
+    int8: bool,
+) -> None:
+    """Ask the model PROMPT and print its reply (reads stdin when PROMPT is '-')."""
+    from chat_tui.errors import UserError
+    from engine.engine import LLMEngine
+    from engine.loading import load_model
+    from engine.sampling import SamplingParams
+    from engine.streaming import StreamingEngine
+
+    if prompt is None:
+        raise UserError("give a PROMPT (or '-' to read it from stdin), e.g. chat-tui ask " f"{SAMPLE_QUESTION!r}")
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    params = SamplingParams(
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        min_p=min_p,
+        repetition_penalty=repetition_penalty,
+        max_new_tokens=max_tokens,
+        seed=seed,
+        n=num_samples,
+        stop=list(stop),
+    )
+    params.validate()  # before the (slow) model load
+    load_started = time.perf_counter()
+    loaded = load_model(model_name, device=device, dtype=dtype)
+    if int8:
+        from engine.quantize import quantize_int8
+
+        quantize_int8(loaded.model)
+    load_s = time.perf_counter() - load_started
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    prompt_ids = loaded.encode_chat(messages)
+    engine = LLMEngine(loaded, max_batch_size=max(8, num_samples))
+
+    if as_json or num_samples > 1:
+        output = engine.generate([prompt_ids], params)[0]
+        if as_json:
+            records = [
+                {
+                    "text": c.text,
+                    "token_ids": c.token_ids,
+                    "finish_reason": c.finish_reason,
+                    "prompt_tokens": len(prompt_ids),
+                    "completion_tokens": len(c.token_ids),
+                    "tokens_per_s": round(output.tokens_per_s / max(1, num_samples), 2),
+                    "ttft_s": round(output.ttft_s, 4),
+                    "load_s": round(load_s, 3),
+                    "model": loaded.name,
+                }
+                for c in output.completions
+            ]
+            click.echo(json.dumps(records[0] if num_samples == 1 else records, ensure_ascii=False))
+        else:
+            for c in output.completions:
+                click.echo(f"--- reply {c.index + 1} of {num_samples} ({c.finish_reason}) ---")
+                click.echo(c.text)
+        return
+
+    front = StreamingEngine(engine).start()
+    try:
+        stream = front.submit(prompt_ids, params)
+        try:
+            for event in stream:
+                sys.stdout.write(event.text_delta)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            stream.cancel()
+            stream.result(timeout=10)
+        sys.stdout.write("\n")
+    finally:
+        front.stop()
