@@ -9,7 +9,9 @@ but real: they come token by token from the real engine.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import string
 import time
 from pathlib import Path
 from typing import Callable
@@ -29,6 +31,7 @@ CORPUS = [
     "Hello! I am a small assistant. Ask me anything about code, words or numbers.",
     "def add(a, b):\n    return a + b\n",
     "Rust, Go and Python are programming languages; tea and coffee are drinks.",
+    string.printable,  # every ASCII character gets a token, so any test prompt encodes
 ]
 
 
@@ -45,8 +48,8 @@ def make_tiny_model(directory: Path, seed: int = 0, vocab_size: int = 320) -> Pa
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    # Only the corpus's own (ASCII) characters, not all 256 bytes: every token then decodes
-    # to visible text, so a random model's reply is never a run of half characters.
+    # Only ASCII characters, not all 256 bytes: every token then decodes to visible text,
+    # so a random model's reply is never a run of half characters.
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
     tokenizer.train_from_iterator(CORPUS * 4, trainer=trainer)
     tokenizer.save(str(directory / "tokenizer.json"))
@@ -102,12 +105,16 @@ def save_test_settings(store, **overrides) -> None:
 
 
 async def wait_for(pilot, condition: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
-    """Let the app run until `condition()` holds; fail the test after `timeout` seconds."""
+    """Let the app run until `condition()` holds; fail the test after `timeout` seconds.
+
+    Polls with a plain asyncio sleep (the app runs on this same loop): `pilot.pause` would
+    wait for the screen to go idle, which never happens while a reply streams.
+    """
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await pilot.pause(0.02)
+        await asyncio.sleep(0.01)
 
 
 def make_app(store, *, load_model: bool = True, requested_model: str | None = None):
@@ -151,3 +158,9 @@ def async_test(fn):
         return asyncio.run(fn(*args, **kwargs))
 
     return wrapper
+
+
+def press_soon(pilot, *keys: str) -> "asyncio.Task":
+    """Press keys in a task and return at once, so the test can watch what happens meanwhile
+    (`pilot.press` returns only once the screen is idle, i.e. after a whole reply)."""
+    return asyncio.get_running_loop().create_task(pilot.press(*keys))

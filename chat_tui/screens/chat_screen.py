@@ -84,6 +84,7 @@ class ChatScreen(Screen):
         self.queued: ReplyJob | None = None  # a reply waiting for the model to load
         self.is_loading = False
         self.code_block_index: dict[int, int] = {}
+        self.last_output: Any = None  # the engine's RequestOutput of the latest reply
 
     # ---- layout -------------------------------------------------------------------------
 
@@ -235,6 +236,7 @@ class ChatScreen(Screen):
 
     async def _reply_done(self, job: ReplyJob, output: Any) -> None:
         self.job = None
+        self.last_output = output
         if job.markdown is not None:
             await job.markdown.stop()
         completion = output.completions[0]

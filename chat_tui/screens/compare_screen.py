@@ -55,6 +55,7 @@ class CompareScreen(Screen[int | None]):
         self.reply_ids: list[int] = []  # stored alternatives, in column order
         self.order: list[int] = []  # column numbers, best first
         self.is_stop_requested = False
+        self.output: Any = None  # the engine's RequestOutput: one request, k completions
 
     def compose(self) -> ComposeResult:
         prompt = self.context[-1]["content"]
@@ -102,6 +103,7 @@ class CompareScreen(Screen[int | None]):
             self.dismiss(None)
 
     async def _store(self, output: Any) -> None:
+        self.output = output
         for stream in self.markdown_streams:
             await stream.stop()
         completions = sorted(output.completions, key=lambda c: c.index)

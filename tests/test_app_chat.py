@@ -1,0 +1,261 @@
+"""Pilot tests of the chat flows against the real engine with a tiny random model:
+send and stream, stop, multi-turn context, thumbs with reasons, regenerate and sibling
+navigation, teach, and switching the model version. Each checks the screen and the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from app_support import (
+    async_test,
+    make_app,
+    make_tiny_model,
+    noticed,
+    open_store,
+    press_soon,
+    register_tiny_model,
+    save_test_settings,
+    wait_for,
+)
+
+from chat_tui.screens.chat_screen import ChatScreen
+from chat_tui.screens.models_screen import ModelsScreen
+from chat_tui.screens.reasons_screen import ReasonsScreen
+from chat_tui.screens.teach_screen import TeachScreen
+from chat_tui.widgets.message_view import MessageView
+
+SIZE = (120, 36)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture
+def store(tiny_model):
+    store = open_store()
+    register_tiny_model(store, tiny_model)
+    save_test_settings(store)
+    yield store
+    store.close()
+
+
+def replies(app) -> list[MessageView]:
+    return app.screen.query_one("#log").replies
+
+
+def header(view: MessageView) -> str:
+    return str(view.query_one(".message-header").render())
+
+
+async def ready(app, pilot) -> None:
+    await wait_for(pilot, lambda: app.services.model.is_ready, timeout=120, what="model loaded")
+
+
+async def send(app, pilot, text: str) -> None:
+    """Type and send a message, then wait until its reply is written and stored."""
+    chat = app.screen
+    before = len(chat.session.turns())
+    await pilot.press(*text, "enter")
+    await wait_for(pilot, lambda: chat.job is None and len(chat.session.turns()) == before + 2, what="reply stored")
+
+
+async def focus_latest_reply(app, pilot) -> MessageView:
+    app.screen.query_one("#prompt").focus()
+    await pilot.press("up")
+    await wait_for(pilot, lambda: isinstance(app.focused, MessageView), what="reply focused")
+    return app.focused
+
+
+@async_test
+async def test_a_reply_streams_token_by_token_and_is_stored(store):
+    save_test_settings(store, max_new_tokens=60)
+    version = store.active_model_version()
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.screen
+        status = chat.query_one("#status")
+        assert status.state == "loading"  # the window is up before the model
+        await ready(app, pilot)
+        await pilot.press(*"Hello there")
+        pressing = press_soon(pilot, "enter")
+        await wait_for(pilot, lambda: chat.job is not None, what="reply started")
+        seen: set[int] = set()
+        while chat.job is not None:  # sample the text shown while it streams
+            view = chat.job.view if chat.job else None
+            if view is not None:
+                seen.add(len(view.body.source))
+            await asyncio.sleep(0.005)
+        await pressing
+        await wait_for(pilot, lambda: len(chat.session.turns()) == 2, what="reply stored")
+        view = replies(app)[-1]
+        conversation = store.load_conversation(chat.session.conversation_id)
+        user, reply = conversation.shown_path
+        assert (user.role, user.content) == ("user", "Hello there")
+        assert reply.role == "assistant" and reply.content
+        assert view.body.source == reply.content == chat.last_output.completions[0].text
+        assert reply.model_version_id == version.id
+        assert reply.sampling["max_new_tokens"] == 60
+        assert reply.finish_reason in ("stop", "length")
+        partial = {n for n in seen if 0 < n < len(reply.content)}
+        assert len(partial) >= 2, f"the reply did not stream: text lengths seen {sorted(seen)}"
+        assert status.state == "ready" and status.tokens_per_s > 0
+        assert "tiny-v1" in header(view)
+        assert "Hello there" in str(chat.query_one("#chat-title").render())
+
+
+@async_test
+async def test_escape_stops_a_reply_and_keeps_what_was_written(store):
+    save_test_settings(store, max_new_tokens=900)
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.screen
+        await ready(app, pilot)
+        await pilot.press(*"Write a lot")
+        pressing = press_soon(pilot, "enter")
+        await wait_for(pilot, lambda: chat.job is not None and len(chat.job.view.body.source) > 10, what="some text")
+        await pilot.press("escape")
+        await pressing
+        await wait_for(pilot, lambda: chat.job is None and len(chat.session.turns()) == 2, what="stopped reply stored")
+        reply = store.load_conversation(chat.session.conversation_id).shown_path[-1]
+        assert reply.finish_reason == "abort"
+        assert 0 < len(chat.last_output.completions[0].token_ids) < 900
+        assert reply.content and replies(app)[-1].body.source == reply.content
+        assert "stopped" in header(replies(app)[-1])
+        assert noticed(app, "Stopped")
+
+
+@async_test
+async def test_the_second_turn_is_prompted_with_the_whole_conversation(store):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.screen
+        await ready(app, pilot)
+        chat.session.set_system_prompt("Be brief.")
+        await send(app, pilot, "first question")
+        first_reply = chat.session.turns()[1].content
+        await send(app, pilot, "second question")
+        tokenizer = app.services.model.require().loaded.tokenizer
+        prompt = tokenizer.decode(chat.last_output.prompt_token_ids, skip_special_tokens=False)
+        expected = (
+            "<|im_start|>system\nBe brief.<|im_end|>\n"
+            "<|im_start|>user\nfirst question<|im_end|>\n"
+            f"<|im_start|>assistant\n{first_reply}<|im_end|>\n"
+            "<|im_start|>user\nsecond question<|im_end|>\n<|im_start|>assistant\n"
+        )
+        assert prompt == expected
+        assert [v.turn.content for v in chat.query(MessageView)][::2] == ["first question", "second question"]
+
+
+@async_test
+async def test_thumbs_up_then_down_with_reason_tags_and_a_comment(store):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.screen
+        await ready(app, pilot)
+        await send(app, pilot, "rate this")
+        view = await focus_latest_reply(app, pilot)
+        reply_id = view.turn.message_id
+
+        def rating():
+            return store.load_conversation(chat.session.conversation_id).ratings.get(reply_id)
+
+        await pilot.press("plus")
+        await wait_for(pilot, lambda: rating() is not None, what="thumbs up stored")
+        assert rating().value == 1 and "👍" in header(view) and noticed(app, "👍 saved")
+        await pilot.press("minus")
+        await wait_for(pilot, lambda: rating().value == -1, what="thumbs down stored")
+        assert "👎" in header(view)
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, ReasonsScreen), what="reasons dialog")
+        await pilot.press("1", "4")  # wrong, repetitive
+        app.screen.query_one("#comment").value = "loops on itself"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen), what="reasons saved")
+        saved = rating()
+        assert (saved.value, saved.tags, saved.comment) == (-1, ["wrong", "repetitive"], "loops on itself")
+        assert "wrong repetitive" in header(view)
+        assert noticed(app, "Reasons saved: wrong, repetitive")
+
+
+@async_test
+async def test_regenerate_adds_a_sibling_and_arrows_move_between_siblings(store):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.screen
+        await ready(app, pilot)
+        await send(app, pilot, "say something")
+        first = (await focus_latest_reply(app, pilot)).turn
+        await pilot.press("r")
+        await wait_for(pilot, lambda: chat.job is None and len(store.load_conversation(
+            chat.session.conversation_id).siblings(first.message_id)) == 2, what="regeneration stored")
+        tree = store.load_conversation(chat.session.conversation_id)
+        siblings = tree.siblings(first.message_id)
+        assert [m.id for m in siblings][0] == first.message_id and len(siblings) == 2
+        second = siblings[1]
+        assert tree.shown_path[-1].id == second.id
+        assert replies(app)[-1].turn.message_id == second.id and "2/2" in header(replies(app)[-1])
+
+        await focus_latest_reply(app, pilot)
+        await pilot.press("left")
+        await wait_for(pilot, lambda: replies(app)[-1].turn.message_id == first.message_id, what="first sibling shown")
+        assert "1/2" in header(replies(app)[-1])
+        assert store.load_conversation(chat.session.conversation_id).shown_path[-1].id == first.message_id
+        assert app.focused.turn.message_id == first.message_id
+        await pilot.press("right")
+        await wait_for(pilot, lambda: replies(app)[-1].turn.message_id == second.id, what="second sibling shown")
+        await pilot.press("right")
+        assert noticed(app, "No more replies that way")
+
+
+@async_test
+async def test_teach_saves_the_edited_reply_as_a_human_demonstration(store):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.screen
+        await ready(app, pilot)
+        await send(app, pilot, "what is 2+2?")
+        model_reply = (await focus_latest_reply(app, pilot)).turn
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, TeachScreen), what="teach dialog")
+        area = app.screen.query_one("#reply")
+        assert area.text == model_reply.content
+        area.text = "2 + 2 = 4."
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen), what="taught")
+        tree = store.load_conversation(chat.session.conversation_id)
+        taught = tree.shown_path[-1]
+        assert (taught.content, taught.is_human, taught.parent_id) == ("2 + 2 = 4.", True, model_reply.parent_id)
+        demos = [d for d in store.demonstrations() if d.source == "human"]
+        assert [(d.message_id, d.completion) for d in demos] == [(taught.id, "2 + 2 = 4.")]
+        view = replies(app)[-1]
+        assert view.turn.message_id == taught.id and "You (taught)" in header(view)
+        assert noticed(app, "demonstration")
+
+
+@async_test
+async def test_switching_the_model_version_on_the_models_screen(store, tiny_model, tmp_path):
+    other = make_tiny_model(tmp_path / "tiny2", seed=7)
+    v2 = store.register_model_version("tiny-v2", str(other), source="train",
+                                      parent_id=store.active_model_version().id, metrics={"reward_after": 0.5})
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.screen
+        await ready(app, pilot)
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen), what="models screen")
+        detail = str(app.screen.query_one("#version-detail").render())
+        assert "tiny-v2 (train) ← tiny-v1 (import)" in detail and "reward_after=0.5" in detail
+        await pilot.press("enter")  # the newest version is highlighted first
+        await wait_for(pilot, lambda: app.screen is chat, what="back to chat")
+        assert store.active_model_version().id == v2.id
+        await wait_for(pilot, lambda: app.services.model.is_ready and app.services.model.require().version_id == v2.id,
+                       timeout=120, what="tiny-v2 loaded")
+        assert chat.query_one("#status").model_label == "tiny-v2"
+        await send(app, pilot, "hello new model")
+        reply = store.load_conversation(chat.session.conversation_id).shown_path[-1]
+        assert reply.model_version_id == v2.id
+        assert "tiny-v2" in header(replies(app)[-1])
