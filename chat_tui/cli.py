@@ -18,6 +18,8 @@ COMMANDS: dict[str, str] = {
     "models": "chat_tui.commands.models:models",
     "feedback": "chat_tui.commands.feedback:feedback",
     "pretrain": "chat_tui.commands.pretrain:pretrain",
+    "train": "chat_tui.commands.train:train",
+    "bench": "chat_tui.commands.bench:bench",
 }
 
 

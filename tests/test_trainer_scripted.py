@@ -69,26 +69,32 @@ def kind_share(text: str) -> float:
     return sum(w in KIND_WORDS for w in words) / max(1, len(words))
 
 
+def random_words(rng: random.Random, kind_probability: float, count: int) -> str:
+    return " ".join(rng.choice(KIND_WORDS) if rng.random() < kind_probability else rng.choice(OTHER_WORDS) for _ in range(count))
+
+
+def sft_base_model(rng: random.Random) -> tuple[LoadedModel, dict[str, float]]:
+    """A tiny chat model taught by SFT to answer a few random words and end its turn."""
+    loaded = tiny_chat_model()
+    demos = []
+    for i in range(300):
+        context = [{"role": "user", "content": random_words(rng, 0.0, 3)}]
+        prompt, reply = encode_exchange(loaded, context, random_words(rng, rng.random() * 0.6, rng.randint(2, 7)))
+        demos.append(SFTExample(i, prompt, reply))
+    config = SFTConfig(epochs=4, lr=3e-3, examples_per_batch=16)
+    result = train_sft(loaded.model, demos[:270], demos[270:], config, make_accelerator("cpu"), 0)
+    return loaded, result.metrics
+
+
 class World:
     """The base policy after SFT, prompts, and the rater's rankings of base samples."""
 
     def __init__(self) -> None:
         seed_everything(0)
         rng = random.Random(0)
-        self.loaded = tiny_chat_model()
-        prompt_text = lambda: " ".join(rng.choice(OTHER_WORDS) for _ in range(3))  # noqa: E731
-
-        def reply_text() -> str:
-            p = rng.random() * 0.6
-            words = [rng.choice(KIND_WORDS) if rng.random() < p else rng.choice(OTHER_WORDS) for _ in range(rng.randint(2, 7))]
-            return " ".join(words)
-
-        demos = []
-        for i in range(300):
-            prompt, reply = encode_exchange(self.loaded, [{"role": "user", "content": prompt_text()}], reply_text())
-            demos.append(SFTExample(i, prompt, reply))
+        prompt_text = lambda: random_words(rng, 0.0, 3)  # noqa: E731
+        self.loaded, self.sft_metrics = sft_base_model(rng)
         self.accelerator = make_accelerator("cpu")
-        self.sft = train_sft(self.loaded.model, demos[:270], demos[270:], SFTConfig(epochs=4, lr=3e-3, examples_per_batch=16), self.accelerator, 0)
         self.base_state = copy.deepcopy(self.loaded.model.state_dict())
         self.prompts = []
         for i in range(400):
@@ -131,7 +137,7 @@ def world() -> World:
 
 
 def test_sft_base_policy_learned_the_reply_format(world):
-    assert world.sft.metrics["eval_loss_after"] < world.sft.metrics["eval_loss_before"] / 3  # 3.86 vs 29.2
+    assert world.sft_metrics["eval_loss_after"] < world.sft_metrics["eval_loss_before"] / 3  # 3.86 vs 29.2
     samples = sample_replies(LLMEngine(world.fresh_policy(), max_batch_size=64), world.eval_prompts, MAX_NEW, seed=3)
     assert sum(samples.finished) / len(samples.finished) > 0.9  # replies end with <|im_end|> (1.0)
 

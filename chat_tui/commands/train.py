@@ -1,0 +1,78 @@
+"""`chat-tui train`: turn the feedback in the store into a new model version.
+
+Resolves the base version (the active one unless --base is given; on a fresh install the
+default model), opens the feedback store and hands over to `trainer.pipeline.run_training`,
+then prints the evaluation against the parent version and sample replies side by side.
+Runs data-parallel under `accelerate launch -m trainer ...` with the same options.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+def _print_outcome(outcome) -> None:
+    metrics = outcome.metrics
+    click.echo("")
+    if outcome.phase_seconds:
+        click.echo("phase times: " + ", ".join(f"{k} {v:.1f}s" for k, v in outcome.phase_seconds.items()))
+    shown = {k: v for k, v in metrics.items() if k.startswith(("reward_eval_", "eval_", "dpo_eval_", "sft_eval_"))}
+    for key, value in shown.items():
+        click.echo(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+    for sample in outcome.samples:
+        click.echo(f"\nprompt: {sample['prompt']}\n  parent: {sample['parent']}\n  new:    {sample['new']}")
+    if outcome.version_name:
+        state = "and activated it" if outcome.activated else "(not activated: evaluation did not improve; use --activate)"
+        click.echo(f"\nsaved model version {outcome.version_name!r} at {outcome.version_path} {state}")
+
+
+@click.command(name="train")
+@click.option("--algo", type=click.Choice(["ppo", "dpo"]), default="ppo", show_default=True,
+              help="PPO with a reward model, or DPO directly on the preference pairs (cheaper).")
+@click.option("--lora/--full", "use_lora", default=True, show_default=True,
+              help="Train LoRA adapters (reference = adapters off) or the weights themselves.")
+@click.option("--top-layers", type=int, default=None,
+              help="Train only the top N decoder layers (default: 4 on CPU, all on GPU; 0 = all).")
+@click.option("--steps", type=int, default=None, help="PPO steps or DPO optimizer steps (default: small on CPU).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--base", "base_name", default=None, help="Model version to start from (default: the active one).")
+@click.option("--seed", default=0, show_default=True, help="Random seed.")
+@click.option("--grad-accum", default=1, show_default=True, help="Gradient accumulation steps.")
+@click.option("--kl-beta", default=0.03, show_default=True, help="PPO's per-token KL penalty coefficient.")
+@click.option("--adaptive-kl", is_flag=True, help="Adapt the KL coefficient towards a target KL.")
+@click.option("--max-reply-tokens", default=64, show_default=True, help="Longest reply trained on or generated.")
+@click.option("--dry-run", is_flag=True, help="Only print what data would be used and the plan.")
+@click.option("--activate", is_flag=True, help="Activate the new version even if evaluation did not improve.")
+def train(algo, use_lora, top_layers, steps, device, base_name, seed, grad_accum, kl_beta, adaptive_kl,
+          max_reply_tokens, dry_run, activate) -> None:
+    """Train a new model version from your ratings, rankings and demonstrations.
+
+    Runs SFT on demonstrations (when there are any), trains a reward model and runs PPO,
+    or runs DPO; evaluates the result against its parent on held-out prompts; saves it as
+    a new version (the one in use is never overwritten). Interrupted runs resume when the
+    same command is run again.
+    """
+    from chat_tui.paths import data_dir, database_path, ensure_data_dir, models_dir
+    from chat_tui.services.bootstrap import choose_model, register_loaded
+    from feedback import Store
+    from trainer.pipeline import BaseVersion, run_training
+    from trainer.settings import TrainSettings
+
+    ensure_data_dir()
+    store = Store(database_path())
+    choice = choose_model(store, base_name, None, lambda label, text: click.echo(f"{label}: {text}", err=True))
+    version_id = choice.version_id
+    if version_id is None:
+        version_id = register_loaded(store, choice, choice.path)
+    base = BaseVersion(choice.path, version_id, choice.label)
+    settings = TrainSettings(
+        algo=algo, use_lora=use_lora, top_layers=top_layers, steps=steps, device=device, seed=seed,
+        gradient_accumulation_steps=grad_accum, kl_beta=kl_beta, adaptive_kl=adaptive_kl,
+        max_reply_tokens=max_reply_tokens, activate=activate,
+    )
+    outcome = run_training(settings, store, base, data_dir(), models_dir(), dry_run=dry_run, echo=click.echo)
+    if not dry_run:
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:
+            _print_outcome(outcome)

@@ -1,0 +1,538 @@
+"""A whole training run: feedback snapshot -> SFT -> reward model -> PPO or DPO -> new version.
+
+`run_training` is what `chat-tui train` (and `accelerate launch -m trainer`) calls:
+
+1. Finds an interrupted run with the same settings and base version and resumes it, or
+   records a new run with the store's current snapshot. Every process reads that same
+   snapshot (the main process broadcasts it).
+2. Loads the base model, tokenizes and splits the data, plans the phases (settings.py),
+   estimates memory up front (memory.py); `dry_run` stops here after describing it.
+3. Runs the phases, checkpointing after each one and every few policy steps
+   (checkpoints.py). With LoRA, an SFT adapter is folded into the weights after SFT, so
+   the policy phase's reference (adapters disabled) is the SFT model.
+4. Evaluates the result against its parent version on held-out prompts, writes the new
+   version into the model store atomically under a new name (the version in use is never
+   touched), registers it, and activates it only when asked or when evaluation improved.
+
+A NaN loss stops the run: it is recorded as failed and nothing is saved or activated.
+Only the main process writes to the stores and the checkpoint; the others train in step.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+
+from trainer import lora
+from trainer.checkpoints import RunCheckpoint, load_trainable_state, run_folder, trainable_state
+from trainer.datasets import DatasetLimits, TrainingSets, build_training_sets
+from trainer.errors import TrainerError, TrainingDivergedError
+from trainer.memory import check_fits, estimate_memory
+from trainer.progress import ConsoleProgress, Progress
+from trainer.runtime import make_accelerator, seed_everything
+from trainer.settings import PhasePlan, TrainSettings, plan_phases
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class BaseVersion:
+    """The model a run starts from: its directory (or store name) and version id."""
+
+    path: str
+    version_id: int | None
+    name: str
+
+
+@dataclass
+class RunOutcome:
+    run_id: int | None
+    plan: PhasePlan
+    summary: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    version_name: str | None = None
+    version_path: str | None = None
+    activated: bool = False
+    improved: bool | None = None
+    samples: list[dict[str, str]] = field(default_factory=list)
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    resumed_from: str | None = None
+
+
+# ---------------------------------------------------------------------------------------
+# Small helpers
+
+
+def adapter_targets(settings: TrainSettings) -> tuple[str, ...]:
+    return lora.ATTENTION_TARGETS + (lora.MLP_TARGETS if settings.lora_mlp else ())
+
+
+def top_layers_or_all(settings: TrainSettings) -> int | None:
+    return settings.top_layers or None
+
+
+def make_policy_trainable(policy: torch.nn.Module, settings: TrainSettings) -> None:
+    """LoRA adapters on the top layers, or the top layers themselves (all with 0)."""
+    if settings.use_lora:
+        lora.apply_lora(policy, settings.lora_rank, settings.lora_alpha, adapter_targets(settings), top_layers_or_all(settings))
+    elif settings.top_layers:
+        lora.freeze_except_top_layers(policy, settings.top_layers)
+    else:
+        for param in policy.parameters():
+            param.requires_grad_(True)
+
+
+def make_head_model_trainable(model: torch.nn.Module, settings: TrainSettings) -> None:
+    """Reward and value models train their top layers and head (everything with 0)."""
+    if settings.top_layers:
+        lora.freeze_except_top_layers(model, settings.top_layers)
+    else:
+        for param in model.parameters():
+            param.requires_grad_(True)
+    model.head.requires_grad_(True)
+
+
+def version_name(base: BaseVersion, algo: str, run_id: int) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._+-]", "-", base.name or "model").strip("-.") or "model"
+    return f"{stem[:80]}-{algo}-run{run_id}"
+
+
+def describe_plan(sets: TrainingSets, plan: PhasePlan, settings: TrainSettings, memory: str, base: BaseVersion) -> list[str]:
+    s = sets.summary()
+    lines = [
+        f"base model: {base.name} ({base.path})",
+        f"feedback snapshot: action {s['snapshot_action_id']}; held out by {s['split']}",
+        f"preference pairs: {s['train_pairs']} train / {s['eval_pairs']} held out, "
+        f"in {s['train_prompt_groups']} / {s['eval_prompt_groups']} prompt groups",
+        f"demonstrations: {s['train_demonstrations']} train / {s['eval_demonstrations']} held out",
+        f"prompts: {s['train_prompts']} train / {s['eval_prompts']} held out",
+        f"phases: {' -> '.join(plan.names)}",
+        f"training: {'LoRA r=' + str(settings.lora_rank) if settings.use_lora else 'full weights'}, "
+        f"{'top ' + str(settings.top_layers) + ' layers' if settings.top_layers else 'all layers'}, "
+        f"{settings.steps} {'PPO' if settings.algo == 'ppo' else 'DPO'} steps",
+        f"estimated peak memory: {memory}",
+    ]
+    return lines + [f"note: {n}" for n in plan.notes]
+
+
+# ---------------------------------------------------------------------------------------
+# The run
+
+
+class TrainingRun:
+    """State shared by the phases of one run. See the module docstring."""
+
+    def __init__(
+        self,
+        settings: TrainSettings,
+        store: Any,
+        base: BaseVersion,
+        data_dir: Path,
+        models_dir: Path,
+        progress: Progress | None = None,
+        echo: Echo | None = None,
+        accelerator: Accelerator | None = None,
+    ) -> None:
+        settings.validate()
+        self.accelerator = accelerator or make_accelerator(settings.device, settings.gradient_accumulation_steps)
+        self.on_gpu = self.accelerator.device.type == "cuda"
+        self.requested = settings  # as given: what a rerun must repeat to resume this run
+        self.settings = settings.resolved(self.on_gpu)
+        self.store = store
+        self.base = base
+        self.data_dir = Path(data_dir)
+        self.models_dir = Path(models_dir)
+        self.is_main = self.accelerator.is_main_process
+        self.progress = progress or ConsoleProgress(enabled=self.is_main)
+        self._echo = echo or print
+        self.run_id: int | None = None
+        self.checkpoint: RunCheckpoint | None = None
+        self.state: dict[str, Any] = {}
+        self.phase_seconds: dict[str, float] = {}
+
+    def echo(self, text: str) -> None:
+        if self.is_main:
+            self._echo(text)
+
+    # -- setup -------------------------------------------------------------------------
+
+    def find_resumable(self) -> Any | None:
+        """The newest unfinished run of these settings on this base that left a checkpoint."""
+        wanted = self.requested.fingerprint()
+        for run in reversed(self.store.list_training_runs()):
+            if run.status != "running" or run.base_version_id != self.base.version_id:
+                continue
+            if run.config.get("settings") != wanted:
+                continue
+            checkpoint = RunCheckpoint(run_folder(self.data_dir, run.id))
+            if checkpoint.exists:
+                return run
+        return None
+
+    def choose_snapshot(self, dry_run: bool) -> tuple[int | None, int]:
+        """(run id to resume or None, snapshot action id), the same on every process."""
+        payload: list[Any] = [None, None]
+        if self.is_main:
+            resumable = None if dry_run else self.find_resumable()
+            if resumable is not None:
+                payload = [resumable.id, resumable.snapshot_action_id]
+            else:
+                payload = [None, self.store.snapshot().action_id]
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(payload, from_process=0)
+        return payload[0], int(payload[1])
+
+    def load_base(self):
+        from engine.loading import load_model
+
+        # Master weights in fp32 on every device; bf16 comes from autocast on GPUs.
+        return load_model(self.base.path, device=self.accelerator.device, dtype=torch.float32)
+
+    def estimate(self, loaded, plan: PhasePlan) -> str:
+        s = self.settings
+        config = loaded.config
+        num_layers = config.num_hidden_layers
+        trained_layers = s.top_layers or num_layers
+        per_layer = config.num_parameters // max(1, num_layers)
+        if s.use_lora:
+            d, f = config.hidden_size, config.intermediate_size
+            per_layer_adapter = s.lora_rank * (4 * 2 * d + (3 * (d + f) if s.lora_mlp else 0))
+            trainable = trained_layers * per_layer_adapter
+        else:
+            trainable = trained_layers * per_layer
+        rows = max(s.minibatch_rows, s.prompts_per_step * s.samples_per_prompt if plan.policy == "ppo" else 8)
+        estimate = estimate_memory(
+            config, trainable, bytes_per_weight=4,
+            needs_reference_copy=plan.policy == "ppo" and not s.use_lora,
+            needs_reward_and_value=plan.policy == "ppo",
+            rows=s.minibatch_rows, sequence_length=s.max_prompt_tokens + s.max_reply_tokens,
+            logit_columns=s.max_reply_tokens + 16, trained_layers=trained_layers,
+            kv_cache_tokens=rows * (s.max_prompt_tokens + s.max_reply_tokens),
+        )
+        check_fits(estimate, self.accelerator.device, self.base.name)
+        return estimate.describe()
+
+    # -- checkpoint helpers ------------------------------------------------------------
+
+    def save_state(self, **changes: Any) -> None:
+        self.state.update(changes)
+        if self.is_main and self.checkpoint is not None:
+            self.checkpoint.write_state(self.state)
+        self.accelerator.wait_for_everyone()
+
+    def save_tensors(self, name: str, model: torch.nn.Module) -> None:
+        if self.is_main and self.checkpoint is not None:
+            self.checkpoint.save_tensors(name, trainable_state(model))
+
+    def record(self, metrics: dict[str, Any]) -> None:
+        if self.is_main and self.run_id is not None:
+            self.store.update_training_run(self.run_id, metrics)
+
+    def timed(self, phase: str, start: float) -> None:
+        self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + time.perf_counter() - start
+
+    # -- phases ------------------------------------------------------------------------
+
+    def run_sft(self, loaded, sets: TrainingSets, pad_id: int) -> dict[str, float]:
+        from trainer.sft import SFTConfig, train_sft
+
+        s = self.settings
+        policy = loaded.model
+        if "sft" in self.state.get("done", []):
+            self.echo("sft: done in an earlier attempt, restoring it")
+            make_policy_trainable(policy, s)
+            load_trainable_state(policy, self.checkpoint.load_tensors("sft"))
+            metrics = self.state.get("sft_metrics", {})
+        else:
+            make_policy_trainable(policy, s)
+            started = time.perf_counter()
+            config = SFTConfig(epochs=s.sft_epochs, lr=s.sft_lr, examples_per_batch=s.minibatch_rows, seed=s.seed)
+            result = train_sft(policy, sets.train_demos, sets.eval_demos, config, self.accelerator, pad_id, self.progress)
+            self.timed("sft", started)
+            metrics = result.metrics
+            self.save_tensors("sft", policy)
+            self.save_state(done=self.state.get("done", []) + ["sft"], sft_metrics=metrics)
+            self.record({"sft": metrics})
+        # The SFT model becomes the new base: fold adapters in, freeze everything again.
+        lora.merge_and_unload(policy)
+        for param in policy.parameters():
+            param.requires_grad_(False)
+        return metrics
+
+    def run_reward(self, loaded, sets: TrainingSets, pad_id: int):
+        from trainer.reward_model import ScalarHeadModel, load_reward_model, save_reward_model
+        from trainer.reward_training import RewardTrainingConfig, train_reward_model
+
+        s = self.settings
+        if "reward" in self.state.get("done", []):
+            self.echo(f"reward model: done in an earlier attempt, loading {self.state['reward_model_path']}")
+            return load_reward_model(Path(self.state["reward_model_path"]), self.accelerator.device), self.state["reward_metrics"]
+        reward_model = ScalarHeadModel.from_policy(loaded.model)
+        make_head_model_trainable(reward_model, s)
+        started = time.perf_counter()
+        config = RewardTrainingConfig(epochs=s.reward_epochs, lr=s.reward_lr, groups_per_batch=max(1, s.minibatch_rows // 2), seed=s.seed)
+        result = train_reward_model(reward_model, sets.train_groups, sets.eval_groups, config, self.accelerator, pad_id, self.progress)
+        self.timed("reward", started)
+        path = self.data_dir / "reward_models" / f"{version_name(self.base, 'rm', self.run_id or 0)}"
+        if self.is_main:
+            if path.exists():  # saved by an attempt killed before it could record it
+                import shutil
+
+                shutil.rmtree(path)
+            save_reward_model(reward_model, path, {"run_id": self.run_id, "base": self.base.name, **result.metrics})
+        self.save_state(done=self.state.get("done", []) + ["reward"], reward_model_path=str(path), reward_metrics=result.metrics)
+        self.record({"reward": result.metrics})
+        return reward_model.eval(), result.metrics
+
+    def run_ppo(self, loaded, sets: TrainingSets, reward_model, pad_id: int) -> list[dict[str, float]]:
+        from engine.engine import LLMEngine
+        from trainer.ppo import PPOConfig, PPOTrainer
+
+        s = self.settings
+        policy = loaded.model
+        reference = None if s.use_lora else copy.deepcopy(policy).eval()
+        make_policy_trainable(policy, s)
+        value_model = copy.deepcopy(reward_model)
+        make_head_model_trainable(value_model, s)
+        rows = s.prompts_per_step * s.samples_per_prompt
+        engine = LLMEngine(loaded, max_batch_size=rows, max_cached_tokens=rows * (s.max_prompt_tokens + s.max_reply_tokens + 16))
+        config = PPOConfig(
+            steps=s.steps, prompts_per_step=s.prompts_per_step, samples_per_prompt=s.samples_per_prompt,
+            max_new_tokens=s.max_reply_tokens, temperature=s.temperature, ppo_epochs=s.ppo_epochs,
+            minibatch_rows=s.minibatch_rows, lr=s.ppo_lr, value_lr=s.value_lr, kl_beta=s.kl_beta,
+            adaptive_kl=s.adaptive_kl, target_kl=s.target_kl, seed=s.seed,
+        )
+        trainer = PPOTrainer(policy, value_model, reward_model, engine, config, self.accelerator, pad_id, reference)
+        history: list[dict[str, float]] = list(self.state.get("ppo_history", []))
+        if self.state.get("policy_step", 0):
+            step = self.state["policy_step"]
+            self.echo(f"ppo: resuming at step {step} of {s.steps}")
+            load_trainable_state(policy, self.checkpoint.load_tensors(f"ppo-policy-{step}"))
+            trainer.load_state_dict(self.checkpoint.load_object(f"ppo-trainer-{step}"))
+
+        def on_step(step: int, metrics: dict[str, float]) -> None:
+            history.append(metrics)
+            self.record({"ppo": history})
+            if step % s.checkpoint_every == 0 or step == s.steps:
+                self.checkpoint_policy("ppo", step, policy, trainer.state_dict(), ppo_history=history)
+
+        started = time.perf_counter()
+        trainer.train(sets.train_prompts, self.progress, on_step)
+        self.timed("ppo", started)
+        self.engine = engine
+        self.reference = reference
+        return history
+
+    def run_dpo(self, loaded, sets: TrainingSets, pad_id: int) -> dict[str, float]:
+        from trainer.dpo import DPOConfig, reference_logprobs, train_dpo
+
+        s = self.settings
+        policy = loaded.model
+        if "dpo_reference" in self.state:
+            reference = {int(k): v for k, v in self.checkpoint.load_object("dpo-reference").items()}
+        else:
+            reference = reference_logprobs(policy, sets.train_groups + sets.eval_groups, pad_id, self.accelerator.device)
+            if self.is_main:
+                self.checkpoint.save_object("dpo-reference", {str(k): v for k, v in reference.items()})
+            self.save_state(dpo_reference=True)
+        make_policy_trainable(policy, s)
+        groups_per_batch = 4
+        per_process = math.ceil(len(sets.train_groups) / self.accelerator.num_processes)
+        steps_per_epoch = max(1, math.ceil(per_process / groups_per_batch))
+        # Enough epochs to reach --steps, at least --dpo-epochs; max_steps stops it there.
+        epochs = max(1, math.ceil(s.steps / steps_per_epoch))
+        config = DPOConfig(epochs=epochs, lr=s.dpo_lr, beta=s.dpo_beta, groups_per_batch=groups_per_batch,
+                           seed=s.seed, max_steps=s.steps)
+        start_step = self.state.get("policy_step", 0)
+        optimizer_state = None
+        if start_step:
+            self.echo(f"dpo: resuming at step {start_step} of {s.steps}")
+            load_trainable_state(policy, self.checkpoint.load_tensors(f"dpo-policy-{start_step}"))
+            optimizer_state = self.checkpoint.load_object(f"dpo-trainer-{start_step}")["optimizer"]
+
+        def on_step(step: int, optimizer) -> None:
+            if step % s.checkpoint_every == 0 or step == s.steps:
+                self.checkpoint_policy("dpo", step, policy, {"optimizer": optimizer.state_dict()})
+
+        started = time.perf_counter()
+        result = train_dpo(policy, sets.train_groups, sets.eval_groups, config, self.accelerator, pad_id, self.progress,
+                           start_step=start_step, on_step=on_step, reference=reference, optimizer_state=optimizer_state)
+        self.timed("dpo", started)
+        self.record({"dpo": result.metrics})
+        return result.metrics
+
+    def checkpoint_policy(self, algo: str, step: int, policy: torch.nn.Module, trainer_state: dict, **extra: Any) -> None:
+        """Step-named files, then the state that points at them, then the old files go."""
+        previous = self.state.get("policy_step", 0)
+        if self.is_main:
+            self.checkpoint.save_tensors(f"{algo}-policy-{step}", trainable_state(policy))
+            self.checkpoint.save_object(f"{algo}-trainer-{step}", trainer_state)
+        self.save_state(policy_step=step, **extra)
+        if self.is_main and previous and previous != step:
+            for suffix in (f"{algo}-policy-{previous}.safetensors", f"{algo}-trainer-{previous}.pt"):
+                (self.checkpoint.folder / suffix).unlink(missing_ok=True)
+
+    # -- evaluation and saving ------------------------------------------------------------
+
+    def evaluate(self, loaded, sets: TrainingSets, reward_model, pad_id: int) -> tuple[dict[str, float], bool, list[dict[str, str]]]:
+        """Compare with the parent version on held-out prompts (main process only)."""
+        from engine.engine import LLMEngine
+        from trainer.evaluation import compare_with_parent
+
+        s = self.settings
+        prompts = (sets.eval_prompts or sets.train_prompts)[: s.num_eval_prompts]
+        if not prompts:
+            return {}, False, []
+        started = time.perf_counter()
+        parent_loaded = self.load_base()
+        rows = len(prompts)
+        max_cached = rows * (s.max_prompt_tokens + s.max_reply_tokens + 16)
+        policy_engine = LLMEngine(loaded, max_batch_size=rows, max_cached_tokens=max_cached)
+        parent_engine = LLMEngine(parent_loaded, max_batch_size=rows, max_cached_tokens=max_cached)
+        with self.accelerator.autocast():
+            comparison = compare_with_parent(policy_engine, parent_engine, reward_model, prompts, pad_id,
+                                             s.max_reply_tokens, s.temperature, seed=s.seed + 1)
+        self.timed("evaluate", started)
+        metrics = comparison.metrics()
+        improved = comparison.improved if reward_model is not None else False
+        return metrics, improved, comparison.samples
+
+    def save_version(self, loaded, metrics: dict[str, Any], activate: bool) -> tuple[str, str]:
+        from engine.loading import ModelStore
+        from engine.loading.checkpoint import Checkpoint
+
+        name = version_name(self.base, self.settings.algo if self.state.get("policy_ran") else "sft", self.run_id or 0)
+        model_store = ModelStore(self.models_dir)
+        if model_store.has(name):  # written by an attempt killed before it registered it
+            path = model_store.path_of(name)
+        else:
+            # Adapters folded in, HF names; a tied LM head is the embedding, so left out
+            # (the store's own rule, as in engine.loading.checkpoint.state_dict_for_saving).
+            merged = lora.merged_state_dict(loaded.model)
+            tensors = {k: v.detach().to("cpu").contiguous() for k, v in merged.items()}
+            if loaded.config.tie_word_embeddings:
+                tensors.pop("lm_head.weight", None)
+            checkpoint = Checkpoint(
+                config=loaded.config, tensors=tensors, tokenizer=loaded.tokenizer,
+                chat_template=None if loaded.chat_template.is_fallback else loaded.chat_template.source,
+                source=Path(loaded.path),
+            )
+            path = model_store.save_model(checkpoint, name, source="trained",
+                                          info={"parent": self.base.name, "run_id": self.run_id})
+        version = self.store.register_model_version(
+            name, str(path), source="train", parent_id=self.base.version_id,
+            metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}, activate=activate,
+        )
+        return version.name, str(path)
+
+
+def run_training(
+    settings: TrainSettings,
+    store: Any,
+    base: BaseVersion,
+    data_dir: Path,
+    models_dir: Path,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    echo: Echo | None = None,
+    accelerator: Accelerator | None = None,
+) -> RunOutcome:
+    """Run (or with dry_run, describe) a training run; see the module docstring."""
+    run = TrainingRun(settings, store, base, data_dir, models_dir, progress, echo, accelerator)
+    s = run.settings
+    seed_everything(s.seed, run.accelerator.process_index)
+    resume_id, snapshot_id = run.choose_snapshot(dry_run)
+    data = store.training_data(snapshot_id)
+    loaded = run.load_base()
+    num_layers = loaded.config.num_hidden_layers
+    if settings.top_layers is None and s.top_layers > num_layers:
+        s.top_layers = 0  # the CPU default asks for more layers than the model has: all of them
+    elif s.top_layers > num_layers:
+        raise TrainerError(f"--top-layers {s.top_layers} is more than the model's {num_layers} layers")
+    from trainer.batch import pad_id_for
+
+    pad_id = pad_id_for(loaded.config)
+    limits = DatasetLimits(s.max_prompt_tokens, s.max_reply_tokens)
+    sets = build_training_sets(loaded, data, limits, s.eval_fraction, s.seed)
+    plan = plan_phases(s, sets)
+    memory = run.estimate(loaded, plan)
+    outcome = RunOutcome(None, plan, sets.summary())
+    for line in describe_plan(sets, plan, s, memory, base):
+        run.echo(line)
+    if dry_run:
+        return outcome
+
+    if run.is_main:
+        if resume_id is not None:
+            run.run_id = resume_id
+        else:
+            config = {"settings": run.requested.fingerprint(), "resolved": s.fingerprint(), "phases": plan.names,
+                      "data": sets.summary()}
+            record = store.start_training_run(s.algo, config, base.version_id, snapshot_id)
+            run.run_id = record.id
+    ids = [run.run_id]
+    if run.accelerator.num_processes > 1:
+        broadcast_object_list(ids, from_process=0)
+    run.run_id = ids[0]
+    run.checkpoint = RunCheckpoint(run_folder(run.data_dir, run.run_id))
+    run.state = run.checkpoint.read_state() if resume_id is not None else {}
+    if resume_id is not None:
+        outcome.resumed_from = str(run.checkpoint.folder)
+        run.echo(f"resuming training run {resume_id} from {run.checkpoint.folder}")
+    outcome.run_id = run.run_id
+    run.save_state(run_id=run.run_id, snapshot_action_id=snapshot_id)
+
+    metrics: dict[str, Any] = {}
+    try:
+        if plan.sft:
+            metrics.update({f"sft_{k}": v for k, v in run.run_sft(loaded, sets, pad_id).items()})
+        reward_model = None
+        if plan.reward:
+            reward_model, reward_metrics = run.run_reward(loaded, sets, pad_id)
+            metrics.update({f"reward_{k}": v for k, v in reward_metrics.items()})
+        if plan.policy == "ppo":
+            history = run.run_ppo(loaded, sets, reward_model, pad_id)
+            if history:
+                metrics.update({f"ppo_last_{k}": v for k, v in history[-1].items()})
+        elif plan.policy == "dpo":
+            metrics.update({f"dpo_{k}": v for k, v in run.run_dpo(loaded, sets, pad_id).items()})
+        run.state["policy_ran"] = plan.policy is not None
+        improved: bool | None = None
+        samples: list[dict[str, str]] = []
+        if run.is_main:
+            eval_metrics, improved, samples = run.evaluate(loaded, sets, reward_model, pad_id)
+            metrics.update(eval_metrics)
+            if plan.policy == "dpo":
+                # No reward model: improvement is the held-out pairs' implicit-reward accuracy.
+                accuracy = metrics.get("dpo_eval_accuracy")
+                improved = accuracy is not None and accuracy > 0.5
+            for key, value in metrics.items():
+                if isinstance(value, float) and not math.isfinite(value) and key.endswith("loss"):
+                    raise TrainingDivergedError(f"{key} is {value} after training; nothing was saved")
+            activate = s.activate or bool(improved)
+            name, path = run.save_version(loaded, metrics, activate)
+            outcome.version_name, outcome.version_path, outcome.activated = name, path, activate
+            metrics["phase_seconds"] = dict(run.phase_seconds)
+            version_id = store.get_model_version(name).id
+            store.finish_training_run(run.run_id, "succeeded", version_id, metrics)
+            run.checkpoint.remove()
+        run.accelerator.wait_for_everyone()
+        outcome.improved, outcome.samples = improved, samples
+    except TrainerError as exc:
+        if run.is_main and run.run_id is not None:
+            store.finish_training_run(run.run_id, "failed", None, metrics, error=str(exc))
+            run.checkpoint.remove()
+        raise
+    outcome.metrics = metrics
+    outcome.phase_seconds = dict(run.phase_seconds)
+    return outcome
+
