@@ -117,6 +117,20 @@ class ChatScreen(Screen):
             self.load_model(self.services.requested_model)
         else:
             self.status.state = "none"
+        self.set_interval(1.0, self._check_training)
+
+    def _check_training(self) -> None:
+        """Say when a background training run ends while the training screen is closed."""
+        process = self.services.training
+        if process is None or self.services.training_announced or process.returncode is None:
+            return
+        if isinstance(self.app.screen, TrainingScreen):
+            return  # it shows the end itself
+        self.services.training_announced = True
+        if process.returncode == 0:
+            self.notify("Training finished: press F5 to see the results and switch.", timeout=10)
+        else:
+            self.notify("Training failed: F5 shows its log.", severity="error", timeout=10)
 
     # ---- model loading --------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ dismisses with the id of a version to switch to, or None.
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from textual import on
@@ -16,16 +17,15 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Label, Log, ProgressBar, Select, Sparkline, Static
+from textual.widgets import Footer, Input, Label, Log, ProgressBar, Select, Sparkline, Static
 
 from chat_tui.screens.confirm_screen import ConfirmScreen
 from chat_tui.services.app_services import AppServices
 from chat_tui.services.training_process import TrainingProcess, TrainingProgress
 
 METHODS: list[tuple[str, str]] = [
-    ("PPO: reward model, then RLHF (InstructGPT recipe)", "ppo"),
+    ("PPO: SFT on taught replies, reward model, then RLHF", "ppo"),
     ("DPO: directly on preference pairs (cheaper)", "dpo"),
-    ("SFT: imitate your written and up-voted replies", "sft"),
 ]
 
 
@@ -69,6 +69,8 @@ class TrainingScreen(Screen[int | None]):
             with Horizontal(id="training-options"):
                 yield Label("Method ")
                 yield Select(METHODS, value="ppo", allow_blank=False, id="method")
+                yield Label(" Options ")
+                yield Input(placeholder="more `chat-tui train` options, e.g. --steps 8 --full", id="train-options")
             yield Static("", id="training-state")
             yield ProgressBar(id="training-progress", show_eta=False)
             with Horizontal(id="training-plots"):
@@ -86,6 +88,7 @@ class TrainingScreen(Screen[int | None]):
         return self.services.training
 
     def on_mount(self) -> None:
+        self.query_one("#method", Select).focus()
         self.refresh_counts()
         self.refresh_progress()
         self.set_interval(0.25, self.refresh_progress)
@@ -106,7 +109,12 @@ class TrainingScreen(Screen[int | None]):
 
     def action_start(self) -> None:
         method = self.query_one("#method", Select).value
-        self.services.start_training(["--method", str(method), "--progress-json"])
+        try:
+            extra = shlex.split(self.query_one("#train-options", Input).value)
+        except ValueError as error:
+            self.notify(f"Cannot read the options: {error}", severity="error")
+            return
+        self.services.start_training(["--algo", str(method), *extra])
         self.shown_lines = 0
         self.query_one("#training-log", Log).clear()
         self.notify(f"Training ({method}) started in the background; the chat stays usable.", timeout=4)
@@ -137,8 +145,8 @@ class TrainingScreen(Screen[int | None]):
         log = self.query_one("#training-log", Log)
         log.write_lines(progress.log[self.shown_lines :])
         self.shown_lines = len(progress.log)
-        if code is not None and not self.services.training_announced:
-            self.services.training_announced = True
+        if code is not None and not self.services.switch_offered:
+            self.services.switch_offered = self.services.training_announced = True
             self.refresh_bindings()
             self.refresh_counts()
             self._finished(code, progress)
@@ -158,6 +166,11 @@ class TrainingScreen(Screen[int | None]):
                 self.dismiss(version_id)
 
         self.app.push_screen(ConfirmScreen(f"Training finished: switch the chat to {name}?", "Switch"), answer)
+
+    @on(Input.Submitted, "#train-options")
+    def _options_submitted(self) -> None:
+        if self.check_action("start", ()):
+            self.action_start()
 
     @on(Select.Changed, "#method")
     def _method_changed(self) -> None:

@@ -14,7 +14,7 @@ from chat_tui.services.bootstrap import ModelChoice, Progress, choose_model
 from chat_tui.services.chat_session import ChatSession
 from chat_tui.services.model_service import ModelService
 from chat_tui.services.settings_store import SettingsStore
-from chat_tui.services.training_process import TrainingProcess, TrainingProgress
+from chat_tui.services.training_process import TrainingProcess, TrainingProgress, train_command
 
 
 @dataclass
@@ -26,7 +26,8 @@ class AppServices:
     model: ModelService = field(init=False)
     settings: SettingsStore = field(init=False)
     training: TrainingProcess | None = field(init=False, default=None)
-    training_announced: bool = field(init=False, default=False)  # its end was shown to the user
+    training_announced: bool = field(init=False, default=False)  # the chat said it ended
+    switch_offered: bool = field(init=False, default=False)  # the training screen offered the new version
     runs_before_training: set[int] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
@@ -39,8 +40,9 @@ class AppServices:
         if self.training is not None and self.training.returncode is None:
             raise UserError("a training run is already in progress")
         self.runs_before_training = {run.id for run in self.store.list_training_runs()}
-        self.training = TrainingProcess(args)
+        self.training = TrainingProcess(train_command(args))
         self.training_announced = False
+        self.switch_offered = False
         return self.training
 
     def trained_version_id(self, progress: TrainingProgress) -> int | None:

@@ -130,14 +130,15 @@ def train_command(args: Sequence[str]) -> list[str]:
 
 
 class TrainingProcess:
-    """One `chat-tui train` subprocess and what its output has said so far."""
+    """One training subprocess (`train_command(...)`, or the same under a launcher such as
+    `accelerate launch`) and what its output has said so far."""
 
-    def __init__(self, args: Sequence[str]) -> None:
-        self.args = list(args)
+    def __init__(self, command: Sequence[str]) -> None:
+        self.command = list(command)
         self.progress = TrainingProgress()
         self._lock = threading.Lock()
         self.process = subprocess.Popen(
-            train_command(self.args),
+            self.command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
