@@ -1,0 +1,67 @@
+"""`chat-tui bench`: engine throughput per concurrency level, against HF transformers.
+
+Prints decode tokens/s, time to first token and peak memory for each concurrency level,
+the same workload through transformers' `generate` (a bench-only dependency) as a
+ratio, and the machine's batch-1 roofline. The measuring code is in
+chat_tui/benchmarks/engine_bench.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+def _levels(text: str) -> list[int]:
+    try:
+        levels = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers") from None
+    if not levels or any(level < 1 for level in levels):
+        raise click.BadParameter(f"{text!r}: concurrency levels must be positive integers")
+    return levels
+
+
+@click.command()
+@click.option("--model", "model_name", default=None, help="Model name, directory or .gguf (default: the default model).")
+@click.option("--concurrency", default="1,8,32", show_default=True, help="Comma-separated numbers of concurrent requests.")
+@click.option("--max-tokens", type=int, default=128, show_default=True, help="New tokens per request.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+@click.option("--dtype", default=None, help="float32 (CPU default) or bfloat16 (GPU default).")
+@click.option("--int8", "int8", is_flag=True, help="int8 weight-only linear layers (CPU).")
+@click.option("--no-hf", is_flag=True, help="Skip the HF transformers comparison.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
+def bench(
+    model_name: str | None,
+    concurrency: str,
+    max_tokens: int,
+    device: str,
+    dtype: str | None,
+    int8: bool,
+    no_hf: bool,
+    as_json: bool,
+) -> None:
+    """Measure decode throughput of the engine (and of HF transformers on the same weights)."""
+    from chat_tui.benchmarks.engine_bench import run_benchmark
+    from chat_tui.errors import UserError
+    from engine.loading import load_model
+
+    levels = _levels(concurrency)
+    if max_tokens < 1:
+        raise click.BadParameter(f"--max-tokens must be at least 1, got {max_tokens}")
+    compare_hf = not no_hf and not int8
+    if compare_hf:
+        try:
+            import transformers  # noqa: F401
+        except ImportError:
+            raise UserError("the HF comparison needs transformers: pip install -e '.[bench]' (or pass --no-hf)") from None
+    loaded = load_model(model_name, device=device, dtype=dtype)
+    if int8:
+        from engine.quantize import quantize_int8
+
+        quantize_int8(loaded.model)
+    log = (lambda _msg: None) if as_json else click.echo
+    report = run_benchmark(loaded, levels, max_tokens, compare_hf, log=log)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
