@@ -195,7 +195,13 @@ class TrainingRun:
         from engine.loading import load_model
 
         # Master weights in fp32 on every device; bf16 comes from autocast on GPUs.
-        return load_model(self.base.path, device=self.accelerator.device, dtype=torch.float32)
+        return load_model(self.base.path, device=self.device_name, dtype=torch.float32)
+
+    @property
+    def device_name(self) -> str:
+        """The device as loaders take it: "cpu" (multi-process runs report "cpu:0"), "cuda:N"."""
+        device = self.accelerator.device
+        return "cpu" if device.type == "cpu" else str(device)
 
     def estimate(self, loaded, plan: PhasePlan) -> str:
         s = self.settings
@@ -275,7 +281,7 @@ class TrainingRun:
         s = self.settings
         if "reward" in self.state.get("done", []):
             self.echo(f"reward model: done in an earlier attempt, loading {self.state['reward_model_path']}")
-            return load_reward_model(Path(self.state["reward_model_path"]), self.accelerator.device), self.state["reward_metrics"]
+            return load_reward_model(Path(self.state["reward_model_path"]), self.device_name), self.state["reward_metrics"]
         reward_model = ScalarHeadModel.from_policy(loaded.model)
         make_head_model_trainable(reward_model, s)
         started = time.perf_counter()
