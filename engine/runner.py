@@ -39,16 +39,18 @@ class _DecodeCache:
 
     runner: "ModelRunner"
     new_slots: torch.Tensor  # (B,) where each row's new token goes
-    tables: torch.Tensor  # (B, nb) block ids covering every row's history
+    blocks: torch.Tensor  # (B * nb,) block ids covering every row's history, row-major
     mask: torch.Tensor  # (B, 1, 1, nb * block_size) True where a slot holds a real token
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         r = self.runner
         r.k_flat[layer][self.new_slots] = k[:, :, 0]  # (B, Hkv, D)
         r.v_flat[layer][self.new_slots] = v[:, :, 0]
-        B, nb = self.tables.shape
-        keys = r.k_cache[layer][self.tables].view(B, nb * r.block_size, r.num_kv_heads, r.head_dim)
-        values = r.v_cache[layer][self.tables].view(B, nb * r.block_size, r.num_kv_heads, r.head_dim)
+        B, span = self.mask.shape[0], self.mask.shape[-1]
+        # index_select on the block axis: one contiguous copy per block, much cheaper than
+        # advanced indexing, whose parallel kernel stalls when the CPU is shared.
+        keys = r.k_cache[layer].index_select(0, self.blocks).view(B, span, r.num_kv_heads, r.head_dim)
+        values = r.v_cache[layer].index_select(0, self.blocks).view(B, span, r.num_kv_heads, r.head_dim)
         return F.scaled_dot_product_attention(
             q, keys.transpose(1, 2), values.transpose(1, 2), attn_mask=self.mask, enable_gqa=True
         )  # (B, Hq, 1, D)
@@ -151,10 +153,10 @@ class ModelRunner:
         new_blocks = self.block_tables[rows, block_index]
         new_slots = new_blocks * self.block_size + positions % self.block_size
         num_blocks = int(block_index.max()) + 1
-        tables = self.block_tables[rows, :num_blocks]  # (B, nb)
+        blocks = self.block_tables[rows, :num_blocks].reshape(-1)  # (B * nb,)
         span = torch.arange(num_blocks * self.block_size, device=self.device)
         mask = (span[None] <= positions[:, None])[:, None, None]  # (B, 1, 1, S)
-        cache = _DecodeCache(self, new_slots, tables, mask)
+        cache = _DecodeCache(self, new_slots, blocks, mask)
         hidden = self.model.hidden_states(token_ids[:, None], positions[:, None], cache=cache)
         self.context_lens[rows] += 1
         return self.model.lm_head(hidden[:, -1]).float()  # (B, V)
