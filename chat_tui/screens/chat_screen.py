@@ -96,7 +96,7 @@ class ChatScreen(Screen):
                 yield ChatLog(id="log")
                 yield PromptInput(id="prompt")
                 yield StatusLine(id="status")
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     @property
     def log_view(self) -> ChatLog:

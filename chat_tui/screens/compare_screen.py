@@ -64,7 +64,7 @@ class CompareScreen(Screen[int | None]):
             for number in range(1, self.k + 1):
                 yield AlternativeView(number)
         yield Static("Writing… (Esc stops)", id="compare-hint")
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     @property
     def views(self) -> list[AlternativeView]:

@@ -52,7 +52,7 @@ class ModelsScreen(Screen[int | None]):
             yield Static("Model versions  [dim](● active)[/dim]", classes="screen-title")
             yield DataTable(id="versions", cursor_type="row", zebra_stripes=True)
             yield Static("", id="version-detail")
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         table = self.query_one("#versions", DataTable)

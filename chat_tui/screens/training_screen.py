@@ -24,8 +24,8 @@ from chat_tui.services.app_services import AppServices
 from chat_tui.services.training_process import TrainingProcess, TrainingProgress
 
 METHODS: list[tuple[str, str]] = [
-    ("PPO: SFT on taught replies, reward model, then RLHF", "ppo"),
-    ("DPO: directly on preference pairs (cheaper)", "dpo"),
+    ("PPO: reward model + RLHF", "ppo"),
+    ("DPO: on preference pairs", "dpo"),
 ]
 
 
@@ -81,7 +81,7 @@ class TrainingScreen(Screen[int | None]):
                     yield Label("KL")
                     yield Sparkline([], id="kl-plot")
             yield Log(id="training-log", max_lines=300)
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     @property
     def process(self) -> TrainingProcess | None:

@@ -37,7 +37,7 @@ class ChatLog(VerticalScroll):
     BINDINGS = [
         Binding("plus,equals_sign", "command('rate_up')", "Good", id="reply.rate_up", key_display="+"),
         Binding("minus", "command('rate_down')", "Bad", id="reply.rate_down", key_display="-"),
-        Binding("t", "command('reasons')", "Reasons", id="reply.reasons"),
+        Binding("t", "command('reasons')", "Reasons", id="reply.reasons", show=False),
         Binding("r", "command('regenerate')", "Regenerate", id="reply.regenerate"),
         Binding("left,h", "command('previous_sibling')", "◀", id="reply.previous_sibling", group=SIBLINGS),
         Binding("right,l", "command('next_sibling')", "▶", id="reply.next_sibling", group=SIBLINGS),

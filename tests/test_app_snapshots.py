@@ -1,0 +1,121 @@
+"""Snapshot tests pinning the look of the chat, compare and training screens.
+
+Deterministic on purpose: the tiny model is built from fixed seeds and sampled with a
+fixed seed, stored timestamps are pinned, notifications are cleared before the picture.
+Update the pictures with `pytest tests/test_app_snapshots.py --snapshot-update` after a
+deliberate change, and look at them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from app_support import make_app, make_tiny_model, open_store, register_tiny_model, save_test_settings, wait_for
+
+from chat_tui.screens.compare_screen import CompareScreen
+from chat_tui.screens.training_screen import TrainingScreen
+from chat_tui.services.training_process import TrainingProcess
+from chat_tui.widgets.message_view import MessageView
+
+SIZE = (120, 34)
+PINNED_TIME = "2025-01-02T03:04:05+00:00"
+REPLY = """Use `sorted()`, which returns a new list:
+
+```python
+numbers = [3, 1, 2]
+print(sorted(numbers))  # [1, 2, 3]
+```
+
+or `list.sort()` to sort **in place**."""
+
+# What `chat-tui train` printed in a real run (its stderr, not a terminal), replayed so the
+# training screen's picture does not depend on timings. The live run is in test_app_training.
+TRAINER_TRANSCRIPT = """\
+base model: tiny-v1
+phases: sft -> reward -> ppo
+reward   [########################] 12/12 0:10  loss 0.683  accuracy 1
+ppo      [######..................] 1/4 eta 0:38  reward -0.01693  kl 0  entropy 5.603
+ppo      [############............] 2/4 eta 0:27  reward -0.1845  kl 0.0002773  entropy 5.603
+ppo      [##################......] 3/4 eta 0:11  reward 0.05065  kl 0.0008095  entropy 5.602
+ppo      [########################] 4/4 0:42  reward 0.1929  kl 0.001892  entropy 5.602
+saved model version 'tiny-v1-ppo-run1'
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture
+def store(tiny_model):
+    store = open_store()
+    version_id = register_tiny_model(store, tiny_model)
+    save_test_settings(store, compare_k=3, max_new_tokens=24)
+    conversation = store.create_conversation()
+    user = store.add_user_message(conversation.id, "How do I sort a list in Python?")
+    first = store.add_assistant_reply(user.id, "Try a loop.", model_version_id=version_id)
+    best = store.add_assistant_reply(user.id, REPLY, model_version_id=version_id)
+    store.rate(first.id, -1, ["unhelpful"])
+    store.rate(best.id, 1, ["accurate", "concise"])
+    other = store.create_conversation(title="Tea or coffee?")
+    store.add_user_message(other.id, "Tea or coffee?")
+    # Newest first: the sorting conversation on top.
+    store.db.execute("UPDATE conversations SET created_at = ?, updated_at = ?", [PINNED_TIME, PINNED_TIME])
+    store.db.execute("UPDATE conversations SET updated_at = '2025-01-02T05:00:00+00:00' WHERE id = ?", [conversation.id])
+    yield store
+    store.close()
+
+
+async def open_conversation_and_focus_reply(pilot) -> None:
+    app = pilot.app
+    await wait_for(pilot, lambda: app.services.model.is_ready, timeout=120, what="model loaded")
+    app.screen.query_one("#conversations").focus()
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: len(app.screen.query_one("#log").replies) == 1, what="conversation shown")
+    await pilot.press("up")
+    await wait_for(pilot, lambda: isinstance(app.focused, MessageView), what="reply focused")
+
+
+def test_chat_screen(snap_compare, store):
+    app = make_app(store)
+
+    async def run_before(pilot) -> None:
+        await open_conversation_and_focus_reply(pilot)
+        app.clear_notifications()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_compare_screen(snap_compare, store):
+    app = make_app(store)
+
+    async def run_before(pilot) -> None:
+        await open_conversation_and_focus_reply(pilot)
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen), what="compare screen")
+        await wait_for(pilot, lambda: len(app.screen.reply_ids) == 3, what="alternatives stored")
+        await pilot.press("2")
+        app.clear_notifications()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_training_screen(snap_compare, store):
+    app = make_app(store)
+
+    async def run_before(pilot) -> None:
+        await wait_for(pilot, lambda: app.services.model.is_ready, timeout=120, what="model loaded")
+        services = app.services
+        replay = TrainingProcess([sys.executable, "-c", f"import sys; sys.stdout.write({TRAINER_TRANSCRIPT!r})"])
+        services.training = replay
+        services.training_announced = services.switch_offered = True  # no switch dialog over the picture
+        await wait_for(pilot, lambda: replay.returncode == 0, what="replay finished")
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen), what="training screen")
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.shown_lines == len(TRAINER_TRANSCRIPT.splitlines()), what="log shown")
+        app.clear_notifications()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
