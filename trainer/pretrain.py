@@ -1,14 +1,15 @@
 """Pretraining a small PaLM from scratch on the user's own text.
 
 `pretrain(settings, on_event)` trains a sentencepiece tokenizer on the corpus, then a PaLM
-model (engine/models/palm.py) with next-token cross-entropy under `accelerate`, so the same
-code runs on one CPU process or on several GPUs (`accelerate launch -m chat_tui.cli
-pretrain ...`). It reports progress, held-out loss against the unigram baseline, and sample
-text through the `on_event` callback, saves a resumable checkpoint every few hundred steps
-(and on Ctrl-C) under `<data dir>/pretrain/<name>/`, and finally writes an ordinary model
-directory into the model store (config.json, model.safetensors, tokenizer.model,
-tokenizer_config.json with a small chat template). Corpus reading and the tokenizer live
-in trainer/pretrain_data.py; the command line in chat_tui/commands/pretrain.py.
+model (engine/models/palm.py) with next-token cross-entropy under `accelerate`, so the
+same code runs as one CPU process or as one process per GPU
+(`accelerate launch -m chat_tui.commands.pretrain ...`). It reports progress, held-out
+loss against the unigram baseline, and sample text through the `on_event` callback,
+saves a resumable checkpoint every few hundred steps (and on Ctrl-C) under
+`<data dir>/pretrain/<name>/`, and finally writes an ordinary model directory into the
+model store (config.json, model.safetensors, tokenizer.model, tokenizer_config.json with
+a small chat template). Corpus reading and the tokenizer live in
+trainer/pretrain_data.py; the command line in chat_tui/commands/pretrain.py.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Callable
 
 import sentencepiece as spm
 import torch
+from accelerate.utils import broadcast_object_list
 import torch.nn.functional as F
 
 from chat_tui.paths import data_dir, models_dir
@@ -337,11 +339,20 @@ def pretrain(
         raise TrainerError(f"--steps must be at least 1, got {settings.steps}")
     accelerator = make_accelerator(settings.device)
     emit = on_event if (on_event and accelerator.is_main_process) else (lambda event: None)
+    say = log if accelerator.is_main_process else (lambda message: None)
+    # The main process builds the run (tokenizer, tokens); the others read it. Its error,
+    # if any, is broadcast so every process stops instead of waiting at a barrier.
+    failure: list[str | None] = [None]
     if accelerator.is_main_process:
-        settings = _prepare_run(settings, resume, log)
-    accelerator.wait_for_everyone()
+        try:
+            settings = _prepare_run(settings, resume, say)
+        except TrainerError as exc:
+            failure = [str(exc)]
+    failure = broadcast_object_list(failure)
+    if failure[0] is not None:
+        raise TrainerError(failure[0])
     if not accelerator.is_main_process:
-        settings = _prepare_run(settings, True, log)
+        settings = _prepare_run(settings, True, say)
     directory = run_dir(settings.out)
     shape = settings.shape()
     tokenizer_bytes = (directory / RUN_TOKENIZER).read_bytes()
@@ -372,7 +383,7 @@ def pretrain(
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
         start_step = json.loads((checkpoint / RUN_PROGRESS).read_text())["step"]
-        log(f"resumed from step {start_step}")
+        say(f"resumed from step {start_step}")
     if start_step >= total:
         raise TrainerError(f"run {settings.out!r} already reached step {start_step}; pass a larger --steps")
 
@@ -416,7 +427,7 @@ def pretrain(
     except KeyboardInterrupt:
         if step > start_step:
             _save_checkpoint(accelerator, directory, step)
-            log(f"interrupted: checkpoint saved at step {step}; continue with --resume")
+            say(f"interrupted: checkpoint saved at step {step}; continue with --resume")
         raise
     seconds = time.perf_counter() - started
 

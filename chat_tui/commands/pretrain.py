@@ -84,7 +84,7 @@ def pretrain(
     The result is an ordinary model in the store, with a simple chat template; chat with
     it with `chat-tui --model NAME`. Checkpoints are saved as it goes: after an
     interruption, run the same command with --resume. On several GPUs, run it under
-    `accelerate launch -m chat_tui.cli pretrain ...`.
+    `accelerate launch -m chat_tui.commands.pretrain --data ... --out ...`.
     """
     from feedback import Store
 
@@ -116,3 +116,24 @@ def pretrain(
         f"{result.unigram_baseline:.3f}); {result.steps} steps, {result.tokens_per_second:,.0f} tokens/s"
     )
     click.echo(f"saved model version {version.name!r} at {result.model_dir}")
+
+
+def main() -> None:
+    """`accelerate launch -m chat_tui.commands.pretrain ...`: one process per device, with
+    the CLI's one-line errors."""
+    import sys
+
+    from chat_tui.cli import user_error_types
+
+    try:
+        pretrain(standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except user_error_types() as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
