@@ -153,3 +153,23 @@ def test_bad_configs_name_the_value():
         palm_config_from_dict({k: v for k, v in raw.items() if k != "vocab_size"})
     with pytest.raises(ModelLoadError, match="model_type='gpt9'"):
         config_from_dict({**raw, "model_type": "gpt9"})
+
+
+def test_trainer_takes_palm_like_any_model(tmp_path):
+    """LoRA adapters and the reward model's save/load work on PaLM through the registry."""
+    from trainer.lora import apply_lora
+    from trainer.reward_model import ScalarHeadModel, load_reward_model, save_reward_model
+
+    policy = tiny_model(3)
+    ids = torch.tensor([[5, 17, 3, 88, 42]])
+    reward = ScalarHeadModel.from_policy(policy)
+    saved = save_reward_model(reward, tmp_path / "rm")
+    with torch.no_grad():
+        assert torch.allclose(load_reward_model(saved)(ids, torch.tensor([5])), reward(ids, torch.tensor([5])))
+
+    wrapped = apply_lora(policy, rank=2, alpha=4)
+    assert "layers.0.self_attn.q_proj" in wrapped and len(wrapped) == 8  # 4 projections x 2 blocks
+    trainable = [name for name, p in policy.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
+    policy(ids).sum().backward()
+    assert all(p.grad is not None for p in policy.parameters() if p.requires_grad)
