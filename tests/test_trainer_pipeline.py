@@ -96,11 +96,13 @@ def test_dry_run_describes_the_data_and_writes_nothing(base_state):
     assert store.list_training_runs() == [] and [v.name for v in store.list_model_versions()] == ["tiny"]
 
 
-def test_ppo_run_writes_a_new_version_and_leaves_the_parent_alone(base_state):
+@pytest.mark.parametrize("top_layers", [0, 1], ids=["all-layers", "top-layer-shared-trunk"])
+def test_ppo_run_writes_a_new_version_and_leaves_the_parent_alone(base_state, top_layers):
     store, base = install_base(base_state)
     add_feedback(store)
     before = folder_digest(Path(base.path))
-    outcome = run_training(TrainSettings(**SMALL), store, base, data_dir(), models_dir(), echo=lambda _: None)
+    settings = TrainSettings(**{**SMALL, "top_layers": top_layers})
+    outcome = run_training(settings, store, base, data_dir(), models_dir(), echo=lambda _: None)
     assert folder_digest(Path(base.path)) == before
     run = store.list_training_runs()[-1]
     assert run.status == "succeeded" and run.kind == "ppo" and run.result_version_id is not None
@@ -122,11 +124,12 @@ def test_ppo_run_writes_a_new_version_and_leaves_the_parent_alone(base_state):
     assert (data_dir() / "reward_models" / "tiny-rm-run1" / "model.safetensors").is_file()
 
 
-def test_dpo_run_with_activate(base_state):
+@pytest.mark.parametrize("top_layers", [0, 1], ids=["all-layers", "top-layer-shared-trunk"])
+def test_dpo_run_with_activate(base_state, top_layers):
     store, base = install_base(base_state)
     add_feedback(store, demos_every=0)
-    outcome = run_training(TrainSettings(algo="dpo", activate=True, **SMALL), store, base, data_dir(), models_dir(),
-                           echo=lambda _: None)
+    settings = TrainSettings(algo="dpo", activate=True, **{**SMALL, "top_layers": top_layers})
+    outcome = run_training(settings, store, base, data_dir(), models_dir(), echo=lambda _: None)
     assert outcome.plan.names == ["dpo"]
     assert store.active_model_version().name == "tiny-dpo-run1"
     assert "dpo_eval_accuracy" in outcome.metrics

@@ -214,3 +214,35 @@ def test_dpo_raises_the_preferred_behaviour_with_bounded_kl(world):
     assert result.metrics["eval_accuracy"] > 0.7  # 0.80
     assert share_after > share_before + 0.15  # 0.26 -> 0.65
     assert kl < 15.0  # about 6
+
+
+def test_ppo_with_a_shared_trunk_computes_the_same_experience_and_losses(world):
+    loaded = world.fresh_policy()
+    # Top-layer training: the reward model shares the policy's bottom layer, its top differs.
+    reward_model = ScalarHeadModel.from_policy(loaded.model)
+    reward_model.body.model.layers[1].load_state_dict(world.reward_model.body.model.layers[1].state_dict())
+    reward_model.head.load_state_dict(world.reward_model.head.state_dict())
+    lora.freeze_except_top_layers(reward_model, 1)
+    lora.apply_lora(loaded.model, rank=4, alpha=8, top_layers=1)
+    with torch.no_grad():
+        for m in lora.lora_modules(loaded.model):
+            m.lora_b.normal_(std=0.05)  # policy != reference, so the KL terms are not all zero
+    engine = LLMEngine(loaded, max_batch_size=32)
+    trainers = []
+    for trunk_layers in (0, 1):
+        value = copy.deepcopy(reward_model)
+        lora.freeze_except_top_layers(value, 1)
+        value.head.requires_grad_(True)
+        config = PPOConfig(samples_per_prompt=2, max_new_tokens=MAX_NEW, minibatch_rows=5, trunk_layers=trunk_layers)
+        trainers.append(PPOTrainer(loaded.model, value, reward_model, engine, config, world.accelerator, 0))
+    prompts, replies, finished, _ = trainers[0].rollout(world.eval_prompts[:6], seed=11)
+    plain, shared = (t.make_experience(prompts, replies, finished) for t in trainers)
+    assert torch.allclose(plain.raw_scores, shared.raw_scores, atol=1e-5)
+    for name in ("old_logprobs", "ref_logprobs", "values"):
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(getattr(plain, name), getattr(shared, name))), name
+    for trainer, exp in zip(trainers, (plain, shared)):
+        trainer.compute_advantages(exp)
+    index = [4, 0, 7, 2, 9]
+    loss_plain = trainers[0].minibatch_losses(plain, index)
+    loss_shared = trainers[1].minibatch_losses(shared, index)
+    assert torch.allclose(loss_plain[0], loss_shared[0], atol=1e-5) and torch.allclose(loss_plain[1], loss_shared[1], atol=1e-5)

@@ -22,8 +22,9 @@ from trainer.batch import make_batch
 from trainer.datasets import ComparisonGroup, batches, shard
 from trainer.logprobs import ReplyScorer, reply_logprobs
 from trainer.progress import Progress, SilentProgress
-from trainer.reward_training import flatten_groups
+from trainer.reward_training import flatten_groups, row_keys
 from trainer.runtime import check_finite, gather_mean, make_optimizer
+from trainer.trunk import TrunkCache
 
 
 @dataclass
@@ -37,6 +38,7 @@ class DPOConfig:
     weight_decay: float = 0.0
     seed: int = 0
     max_steps: int | None = None  # stop early after this many optimizer steps
+    trunk_layers: int = 0  # frozen bottom layers: run once per reply and cached
 
 
 @dataclass
@@ -47,7 +49,8 @@ class DPOResult:
 
 @torch.no_grad()
 def summed_reply_logprobs(
-    scorer: nn.Module, groups: list[ComparisonGroup], pad_id: int, device: torch.device, rows_per_batch: int = 8
+    scorer: nn.Module, groups: list[ComparisonGroup], pad_id: int, device: torch.device, rows_per_batch: int = 8,
+    trunks: TrunkCache | None = None,
 ) -> dict[int, torch.Tensor]:
     """group_key -> (num_replies,) summed reply log-probs, on the CPU."""
     out = {}
@@ -56,15 +59,19 @@ def summed_reply_logprobs(
         for start in range(0, len(group.replies), rows_per_batch):
             replies = group.replies[start : start + rows_per_batch]
             batch = make_batch([group.prompt_ids] * len(replies), replies, pad_id, device)
-            sums.append(reply_logprobs(scorer, batch).sums().float().cpu())
+            keys = [(group.group_key, i) for i in range(start, start + len(replies))]
+            trunk = trunks.batch(keys, batch.input_ids, batch.lengths.tolist()) if trunks else None
+            sums.append(reply_logprobs(scorer, batch, trunk=trunk).sums().float().cpu())
         out[group.group_key] = torch.cat(sums)
     return out
 
 
-def reference_logprobs(policy: nn.Module, groups: list[ComparisonGroup], pad_id: int, device: torch.device) -> dict[int, torch.Tensor]:
+def reference_logprobs(
+    policy: nn.Module, groups: list[ComparisonGroup], pad_id: int, device: torch.device, trunks: TrunkCache | None = None
+) -> dict[int, torch.Tensor]:
     """The reference model's summed reply log-probs: the policy now, adapters off."""
     with lora.disabled(policy):
-        return summed_reply_logprobs(ReplyScorer(policy), groups, pad_id, device)
+        return summed_reply_logprobs(ReplyScorer(policy), groups, pad_id, device, trunks=trunks)
 
 
 def pair_tensors(groups: list[ComparisonGroup], reference: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -77,11 +84,13 @@ def pair_tensors(groups: list[ComparisonGroup], reference: dict[int, torch.Tenso
 
 
 def dpo_batch_loss(
-    scorer: nn.Module, groups: list[ComparisonGroup], reference: dict[int, torch.Tensor], config: DPOConfig, pad_id: int, device: torch.device
+    scorer: nn.Module, groups: list[ComparisonGroup], reference: dict[int, torch.Tensor], config: DPOConfig, pad_id: int,
+    device: torch.device, trunks: TrunkCache | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     prompts, replies, _, _ = flatten_groups(groups)
     batch = make_batch(prompts, replies, pad_id, device)
-    sums = reply_logprobs(scorer, batch).sums()  # (rows,)
+    trunk = trunks.batch(row_keys(groups), batch.input_ids, batch.lengths.tolist()) if trunks else None
+    sums = reply_logprobs(scorer, batch, trunk=trunk).sums()  # (rows,)
     index, ref_chosen, ref_rejected = pair_tensors(groups, reference)
     index = index.to(device)
     return ops.dpo_loss(
@@ -129,8 +138,9 @@ def train_dpo(
     after each optimizer step (that is where checkpoints are written).
     """
     progress = progress or SilentProgress()
+    trunks = TrunkCache(policy, config.trunk_layers) if config.trunk_layers else None
     if reference is None:
-        reference = reference_logprobs(policy, train + held_out, pad_id, accelerator.device)
+        reference = reference_logprobs(policy, train + held_out, pad_id, accelerator.device, trunks)
     scorer = ReplyScorer(policy)
     optimizer = make_optimizer(scorer, config.lr, config.weight_decay)
     if optimizer_state is not None:
@@ -158,7 +168,7 @@ def train_dpo(
                     continue
                 with accelerator.accumulate(prepared):
                     with accelerator.autocast():
-                        loss, stats = dpo_batch_loss(prepared, chunk, reference, config, pad_id, accelerator.device)
+                        loss, stats = dpo_batch_loss(prepared, chunk, reference, config, pad_id, accelerator.device, trunks)
                     value = check_finite(loss, "DPO loss", step)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and config.max_grad_norm > 0:

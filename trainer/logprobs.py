@@ -20,6 +20,7 @@ from torch import nn
 
 from trainer import ops
 from trainer.batch import SequenceBatch
+from trainer.trunk import Trunk, hidden_states
 
 
 class ReplyScorer(nn.Module):
@@ -27,9 +28,11 @@ class ReplyScorer(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, first_column: int) -> torch.Tensor:
-        """Logits (B, T - 1 - first_column, V): column c predicts token first_column + c + 1."""
-        hidden = self.model.hidden_states(input_ids)[:, first_column:-1]  # (B, L, d)
+    def forward(self, input_ids: torch.Tensor, first_column: int, trunk: Trunk | None = None) -> torch.Tensor:
+        """Logits (B, T - 1 - first_column, V): column c predicts token first_column + c + 1.
+
+        With `trunk` (trainer/trunk.py), only the layers above it run."""
+        hidden = hidden_states(self.model, input_ids, trunk)[:, first_column:-1]  # (B, L, d)
         return self.model.lm_head(hidden)
 
 
@@ -51,12 +54,12 @@ class ReplyLogprobs:
 
 
 def reply_logprobs(
-    scorer: nn.Module, batch: SequenceBatch, temperature: float = 1.0, with_entropy: bool = False
+    scorer: nn.Module, batch: SequenceBatch, temperature: float = 1.0, with_entropy: bool = False, trunk: Trunk | None = None
 ) -> ReplyLogprobs:
     """Log-probs of the batch's reply tokens under `scorer` (a ReplyScorer, maybe wrapped),
     with logits divided by the sampling temperature."""
     first = first_reply_column(batch)
-    logits = scorer(batch.input_ids, first)  # (B, L, V)
+    logits = scorer(batch.input_ids, first, trunk)  # (B, L, V)
     targets = batch.input_ids[:, first + 1 :]  # (B, L)
     logprobs = ops.gather_logprobs(logits, targets, temperature)
     entropy = ops.entropy_from_logits(logits.detach(), temperature) if with_entropy else None

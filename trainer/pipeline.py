@@ -158,6 +158,7 @@ class TrainingRun:
         self.checkpoint: RunCheckpoint | None = None
         self.state: dict[str, Any] = {}
         self.phase_seconds: dict[str, float] = {}
+        self.trunk_layers = 0  # frozen bottom layers shared by every model (trainer/trunk.py)
 
     def echo(self, text: str) -> None:
         if self.is_main:
@@ -285,7 +286,8 @@ class TrainingRun:
         reward_model = ScalarHeadModel.from_policy(loaded.model)
         make_head_model_trainable(reward_model, s)
         started = time.perf_counter()
-        config = RewardTrainingConfig(epochs=s.reward_epochs, lr=s.reward_lr, groups_per_batch=max(1, s.minibatch_rows // 2), seed=s.seed)
+        config = RewardTrainingConfig(epochs=s.reward_epochs, lr=s.reward_lr, groups_per_batch=max(1, s.minibatch_rows // 2),
+                                      seed=s.seed, trunk_layers=self.trunk_layers)
         result = train_reward_model(reward_model, sets.train_groups, sets.eval_groups, config, self.accelerator, pad_id, self.progress)
         self.timed("reward", started)
         path = self.data_dir / "reward_models" / f"{version_name(self.base, 'rm', self.run_id or 0)}"
@@ -315,7 +317,7 @@ class TrainingRun:
             steps=s.steps, prompts_per_step=s.prompts_per_step, samples_per_prompt=s.samples_per_prompt,
             max_new_tokens=s.max_reply_tokens, temperature=s.temperature, ppo_epochs=s.ppo_epochs,
             minibatch_rows=s.minibatch_rows, lr=s.ppo_lr, value_lr=s.value_lr, kl_beta=s.kl_beta,
-            adaptive_kl=s.adaptive_kl, target_kl=s.target_kl, seed=s.seed,
+            adaptive_kl=s.adaptive_kl, target_kl=s.target_kl, seed=s.seed, trunk_layers=self.trunk_layers,
         )
         trainer = PPOTrainer(policy, value_model, reward_model, engine, config, self.accelerator, pad_id, reference)
         history: list[dict[str, float]] = list(self.state.get("ppo_history", []))
@@ -346,7 +348,10 @@ class TrainingRun:
         if "dpo_reference" in self.state:
             reference = {int(k): v for k, v in self.checkpoint.load_object("dpo-reference").items()}
         else:
-            reference = reference_logprobs(policy, sets.train_groups + sets.eval_groups, pad_id, self.accelerator.device)
+            from trainer.trunk import TrunkCache
+
+            trunks = TrunkCache(policy, self.trunk_layers) if self.trunk_layers else None
+            reference = reference_logprobs(policy, sets.train_groups + sets.eval_groups, pad_id, self.accelerator.device, trunks)
             if self.is_main:
                 self.checkpoint.save_object("dpo-reference", {str(k): v for k, v in reference.items()})
             self.save_state(dpo_reference=True)
@@ -357,7 +362,7 @@ class TrainingRun:
         # Enough epochs to reach --steps, at least --dpo-epochs; max_steps stops it there.
         epochs = max(1, math.ceil(s.steps / steps_per_epoch))
         config = DPOConfig(epochs=epochs, lr=s.dpo_lr, beta=s.dpo_beta, groups_per_batch=groups_per_batch,
-                           seed=s.seed, max_steps=s.steps)
+                           seed=s.seed, max_steps=s.steps, trunk_layers=self.trunk_layers)
         start_step = self.state.get("policy_step", 0)
         optimizer_state = None
         if start_step:
@@ -464,6 +469,10 @@ def run_training(
         s.top_layers = 0  # the CPU default asks for more layers than the model has: all of them
     elif s.top_layers > num_layers:
         raise TrainerError(f"--top-layers {s.top_layers} is more than the model's {num_layers} layers")
+    for param in loaded.model.parameters():  # each phase unfreezes what it trains
+        param.requires_grad_(False)
+    # With only the top layers training, every model shares the frozen bottom ones.
+    run.trunk_layers = num_layers - s.top_layers if s.top_layers else 0
     from trainer.batch import pad_id_for
 
     pad_id = pad_id_for(loaded.config)

@@ -40,6 +40,7 @@ from trainer.datasets import PromptExample, shard
 from trainer.logprobs import ReplyScorer, first_reply_column, reply_logprobs
 from trainer.progress import Progress, SilentProgress
 from trainer.runtime import check_finite, gather_mean, make_optimizer
+from trainer.trunk import Trunk, check_frozen, pad_rows, run_trunk, same_trunk
 
 
 @dataclass
@@ -64,6 +65,9 @@ class PPOConfig:
     no_eos_penalty: float = 1.0  # subtracted from the score of a reply that never ended
     max_grad_norm: float = 1.0
     seed: int = 0
+    # Bottom layers frozen and identical in the policy, reference, value and reward models
+    # (top-N training): run once per rollout row and reused by all four (trainer/trunk.py).
+    trunk_layers: int = 0
 
 
 @dataclass
@@ -81,6 +85,7 @@ class Experience:
     advantages: list[torch.Tensor] = field(default_factory=list)
     returns: list[torch.Tensor] = field(default_factory=list)
     kl: list[torch.Tensor] = field(default_factory=list)
+    trunk_rows: list[torch.Tensor] = field(default_factory=list)  # (len_i, d) per row, when shared
 
     @property
     def num_rows(self) -> int:
@@ -111,9 +116,9 @@ def from_grid(grid: torch.Tensor, batch: SequenceBatch, first: int) -> list[torc
     return [grid[row, cols].detach().float().cpu() for row, cols in enumerate(reply_slices(batch, first))]
 
 
-def value_grid(value_model: nn.Module, batch: SequenceBatch, first: int) -> torch.Tensor:
+def value_grid(value_model: nn.Module, batch: SequenceBatch, first: int, trunk: Trunk | None = None) -> torch.Tensor:
     """Values on the cropped grid: column c is V(state up to token first + c), (B, L)."""
-    return value_model(batch.input_ids)[:, first:-1]
+    return value_model(batch.input_ids, None, trunk)[:, first:-1]
 
 
 # ---------------------------------------------------------------------------------------
@@ -144,6 +149,12 @@ class PPOTrainer:
             raise ValueError("PPO needs a frozen reference model unless the policy has LoRA adapters")
         if engine.model is not policy:
             raise ValueError("the engine must generate with the policy module being trained")
+        if config.trunk_layers:
+            check_frozen(policy, config.trunk_layers)
+            check_frozen(value_model, config.trunk_layers)
+            shared = [policy, value_model, reward_model] + ([reference] if reference is not None else [])
+            if not same_trunk(shared, config.trunk_layers):
+                raise ValueError(f"the bottom {config.trunk_layers} layers differ between the models; cannot share them")
         self.config = config
         self.accelerator = accelerator
         self.pad_id = pad_id
@@ -221,35 +232,42 @@ class PPOTrainer:
     # -- 2. scoring --------------------------------------------------------------------------
 
     @torch.no_grad()
-    def policy_and_reference_logprobs(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    def policy_and_reference_logprobs(
+        self, batch: SequenceBatch, trunk: Trunk | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """(old logp, reference logp, mask) on the cropped grid, and its first column."""
         T = self.config.temperature
         with self.accelerator.autocast():
-            old = reply_logprobs(self.scorer, batch, T)
+            old = reply_logprobs(self.scorer, batch, T, trunk=trunk)
             if self.reference is None:
                 with lora.disabled(self.policy):
-                    ref = reply_logprobs(self.scorer, batch, T)
+                    ref = reply_logprobs(self.scorer, batch, T, trunk=trunk)
             else:
-                ref = reply_logprobs(ReplyScorer(self.reference), batch, T)
+                ref = reply_logprobs(ReplyScorer(self.reference), batch, T, trunk=trunk)
         return old.logprobs, ref.logprobs, old.mask, old.first_column
 
     @torch.no_grad()
     def make_experience(self, prompts: list[list[int]], replies: list[list[int]], finished: list[bool]) -> Experience:
         device = self.accelerator.device
         rows = self.config.minibatch_rows
-        raw_scores, old_rows, ref_rows, value_rows = [], [], [], []
+        raw_scores, old_rows, ref_rows, value_rows, trunk_rows = [], [], [], [], []
         for start in range(0, len(replies), rows):
             batch = make_batch(prompts[start : start + rows], replies[start : start + rows], self.pad_id, device)
-            old, ref, mask, first = self.policy_and_reference_logprobs(batch)
+            trunk = None
+            if self.config.trunk_layers:
+                with self.accelerator.autocast():
+                    trunk = run_trunk(self.policy, batch.input_ids, self.config.trunk_layers)
+                trunk_rows += [trunk.hidden[i, :n] for i, n in enumerate(batch.lengths.tolist())]
+            old, ref, mask, first = self.policy_and_reference_logprobs(batch, trunk)
             with self.accelerator.autocast():
-                values = value_grid(self.value_model, batch, first)
-                raw_scores.append(self.reward_model(batch.input_ids, batch.lengths).float().cpu())
+                values = value_grid(self.value_model, batch, first, trunk)
+                raw_scores.append(self.reward_model(batch.input_ids, batch.lengths, trunk).float().cpu())
             old_rows += from_grid(old, batch, first)
             ref_rows += from_grid(ref, batch, first)
             value_rows += from_grid(values, batch, first)
         raw = torch.cat(raw_scores)
         penalty = torch.tensor([0.0 if f else self.config.no_eos_penalty for f in finished])
-        return Experience(prompts, replies, finished, raw - penalty, raw, old_rows, ref_rows, value_rows)
+        return Experience(prompts, replies, finished, raw - penalty, raw, old_rows, ref_rows, value_rows, trunk_rows=trunk_rows)
 
     def compute_advantages(self, exp: Experience) -> None:
         """KL-penalised rewards, GAE, and batch-whitened advantages, filled into `exp`."""
@@ -273,9 +291,12 @@ class PPOTrainer:
         device = self.accelerator.device
         batch = make_batch([exp.prompts[i] for i in index], [exp.replies[i] for i in index], self.pad_id, device)
         first = first_reply_column(batch)
+        trunk = None
+        if self.config.trunk_layers:
+            trunk = pad_rows([exp.trunk_rows[i] for i in index], self.config.trunk_layers, batch.input_ids.shape[1])
         with self.accelerator.autocast():
-            current = reply_logprobs(self.scorer, batch, self.config.temperature, with_entropy=True)
-            values = value_grid(self.value_model, batch, first).float()
+            current = reply_logprobs(self.scorer, batch, self.config.temperature, with_entropy=True, trunk=trunk)
+            values = value_grid(self.value_model, batch, first, trunk).float()
         width = current.logprobs.shape[1]
         pick = lambda name: to_grid([getattr(exp, name)[i] for i in index], batch, first, width)  # noqa: E731
         mask = current.mask

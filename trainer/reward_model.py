@@ -29,6 +29,7 @@ from engine.config import ModelConfig
 from engine.models.registry import build_model, config_from_dict, config_to_dict
 from trainer.errors import TrainerError
 from trainer.lora import has_lora, merged_state_dict
+from trainer.trunk import Trunk, hidden_states
 
 ARTIFACT_KEY = "chat_tui_reward_model"
 ARTIFACT_FORMAT = 1
@@ -61,19 +62,22 @@ class ScalarHeadModel(nn.Module):
             param.requires_grad_(True)
         return cls(body)
 
-    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None, trunk: Trunk | None = None
+    ) -> torch.Tensor:
         """Scores of right-padded rows input_ids (B, T), as float32.
 
         With `lengths` (B,): the head at each row's last real token, (B,) (reward model).
         Without: the head at every position, (B, T) (value model). One method for both so
         that the call goes through forward(), which DistributedDataParallel requires.
+        With `trunk` (trainer/trunk.py), only the layers above it run.
         """
         if lengths is None:
-            hidden = self.body.hidden_states(input_ids)  # (B, T, d)
+            hidden = hidden_states(self.body, input_ids, trunk)  # (B, T, d)
             return self.head(hidden).squeeze(-1).float()
         if bool((lengths < 1).any()) or bool((lengths > input_ids.shape[1]).any()):
             raise TrainerError(f"sequence lengths must be in 1..{input_ids.shape[1]}, got {lengths.tolist()}")
-        hidden = self.body.hidden_states(input_ids)  # (B, T, d)
+        hidden = hidden_states(self.body, input_ids, trunk)  # (B, T, d)
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         last = hidden[rows, lengths - 1]  # (B, d)
         return self.head(last).squeeze(-1).float()

@@ -23,6 +23,7 @@ from trainer.batch import make_batch
 from trainer.datasets import ComparisonGroup, batches, shard
 from trainer.progress import Progress, SilentProgress
 from trainer.runtime import check_finite, gather_mean, make_optimizer
+from trainer.trunk import TrunkCache
 
 
 @dataclass
@@ -34,12 +35,18 @@ class RewardTrainingConfig:
     weight_decay: float = 0.0
     seed: int = 0
     eval_rows_per_batch: int = 16
+    trunk_layers: int = 0  # bottom layers that are frozen: computed once per reply, cached
 
 
 @dataclass
 class RewardTrainingResult:
     metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+def row_keys(groups: list[ComparisonGroup]) -> list[tuple[int, int]]:
+    """(group key, reply index) of each row of `flatten_groups`, to cache rows under."""
+    return [(g.group_key, i) for g in groups for i in range(len(g.replies))]
 
 
 def flatten_groups(groups: list[ComparisonGroup]) -> tuple[list[list[int]], list[list[int]], list[tuple[int, int]], list[float]]:
@@ -57,12 +64,13 @@ def flatten_groups(groups: list[ComparisonGroup]) -> tuple[list[list[int]], list
 
 
 def groups_loss(
-    model: nn.Module, groups: list[ComparisonGroup], pad_id: int, device: torch.device
+    model: nn.Module, groups: list[ComparisonGroup], pad_id: int, device: torch.device, trunks: TrunkCache | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Bradley-Terry loss and pair accuracy of one batch of groups."""
     prompts, replies, pairs, weights = flatten_groups(groups)
     batch = make_batch(prompts, replies, pad_id, device)
-    scores = model(batch.input_ids, batch.lengths)  # (rows,)
+    trunk = trunks.batch(row_keys(groups), batch.input_ids, batch.lengths.tolist()) if trunks else None
+    scores = model(batch.input_ids, batch.lengths, trunk)  # (rows,)
     index = torch.tensor(pairs, dtype=torch.long, device=device)  # (P, 2)
     return ops.bradley_terry_loss(scores[index[:, 0]], scores[index[:, 1]], torch.tensor(weights, device=device))
 
@@ -111,6 +119,7 @@ def train_reward_model(
 ) -> RewardTrainingResult:
     """Train `model` (a ScalarHeadModel, its trainable parameters already chosen) in place."""
     progress = progress or SilentProgress()
+    trunks = TrunkCache(model, config.trunk_layers) if config.trunk_layers else None
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
     prepared, optimizer = accelerator.prepare(model, optimizer)
     prepared.eval()  # no dropout anywhere: scores must be deterministic functions of the text
@@ -128,7 +137,7 @@ def train_reward_model(
             for chunk in batches(mine, config.groups_per_batch):
                 with accelerator.accumulate(prepared):
                     with accelerator.autocast():
-                        loss, accuracy = groups_loss(prepared, chunk, pad_id, accelerator.device)
+                        loss, accuracy = groups_loss(prepared, chunk, pad_id, accelerator.device, trunks)
                     loss_value = check_finite(loss, "reward model loss", step)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and config.max_grad_norm > 0:
