@@ -259,3 +259,59 @@ async def test_switching_the_model_version_on_the_models_screen(store, tiny_mode
         reply = store.load_conversation(chat.session.conversation_id).shown_path[-1]
         assert reply.model_version_id == v2.id
         assert "tiny-v2" in header(replies(app)[-1])
+
+
+@async_test
+async def test_model_flag_opens_another_model_and_records_it_as_a_version(store, tmp_path):
+    other = make_tiny_model(tmp_path / "tiny-other", seed=3)
+    active = store.active_model_version()
+    app = make_app(store, requested_model=str(other))
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.screen
+        await ready(app, pilot)
+        assert chat.query_one("#status").model_label == "tiny-other"
+        version = store.get_model_version("tiny-other")
+        assert version.path == str(other) and not version.is_active
+        assert store.active_model_version().id == active.id  # --model does not change the active version
+        await send(app, pilot, "hello")
+        assert store.load_conversation(chat.session.conversation_id).shown_path[-1].model_version_id == version.id
+
+
+@async_test
+async def test_a_failed_generation_is_reported_and_the_message_can_be_sent_again(store):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.screen
+        await ready(app, pilot)
+        too_long = "xq " * 1200  # well past the tiny model's 1024-token context
+        chat.query_one("#prompt").text = too_long
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: noticed(app, "more than the model's context"), what="the error shown")
+        await wait_for(pilot, lambda: chat.job is None and not replies(app), what="the empty reply removed")
+        conversation_id = chat.session.conversation_id
+        [failed] = store.load_conversation(conversation_id).shown_path
+        assert failed.role == "user" and failed.content == too_long.strip()
+        assert app.is_running and chat.query_one("#status").state == "ready"
+        await pilot.press(*"short one", "enter")
+        await wait_for(pilot, lambda: chat.job is None and [t.role for t in chat.session.turns()] == ["user", "assistant"],
+                       what="the reply to the new message")
+        tree = store.load_conversation(conversation_id)
+        user, reply = tree.shown_path
+        assert user.content == "short one" and user.parent_id is None  # a sibling of the failed turn
+        assert reply.role == "assistant" and failed.id in tree.messages
+
+
+@async_test
+async def test_the_command_palette_runs_a_feedback_action_on_the_latest_reply(store):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.screen
+        await ready(app, pilot)
+        await send(app, pilot, "palette please")
+        reply_id = chat.session.turns()[-1].message_id
+        await pilot.press("ctrl+p")
+        await pilot.press(*"Thumbs up")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: reply_id in store.load_conversation(chat.session.conversation_id).ratings,
+                       what="rating from the palette")
+        assert store.load_conversation(chat.session.conversation_id).ratings[reply_id].value == 1

@@ -23,18 +23,15 @@ from textual.widgets import Footer, Static
 from textual.widgets.markdown import MarkdownStream
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from chat_tui.screens.compare_screen import CompareScreen
 from chat_tui.screens.confirm_screen import ConfirmScreen
 from chat_tui.screens.models_screen import ModelsScreen
-from chat_tui.screens.reasons_screen import ReasonsScreen
+from chat_tui.screens.reply_feedback import ReplyFeedback
 from chat_tui.screens.settings_screen import SettingsScreen
-from chat_tui.screens.teach_screen import TeachScreen
 from chat_tui.screens.text_prompt_screen import TextPromptScreen
 from chat_tui.screens.training_screen import TrainingScreen
 from chat_tui.services.app_services import AppServices, describe_error
 from chat_tui.services.bootstrap import ModelChoice, register_loaded
 from chat_tui.services.chat_session import GeneratedReply
-from chat_tui.services.code_blocks import code_blocks
 from chat_tui.services.model_service import ServingModel, load_serving_model
 from chat_tui.services.turns import Turn
 from chat_tui.widgets.chat_log import ChatLog
@@ -59,7 +56,7 @@ class ReplyJob:
     is_stop_requested: bool = False
 
 
-class ChatScreen(Screen):
+class ChatScreen(ReplyFeedback, Screen):
     BINDINGS = [
         Binding("escape", "stop", "Stop", id="chat.stop", priority=True, tooltip="Stop the reply being written"),
         Binding("ctrl+n", "new_conversation", "New chat", id="chat.new"),
@@ -205,8 +202,11 @@ class ChatScreen(Screen):
         log = self.log_view
         await log.mount(view)
         log.anchor()
-        settings = self.services.settings.load()
-        job = ReplyJob(parent_id, view, self.session.context_for(parent_id), settings.sampling_params())
+        params = self.services.settings.load().sampling_params()
+        if params.seed is not None:
+            # A fixed seed keeps replies reproducible, yet a regeneration must differ from its siblings.
+            params.seed += self.session.num_replies(parent_id)
+        job = ReplyJob(parent_id, view, self.session.context_for(parent_id), params)
         if self.services.model.is_ready:
             self._run_job(job)
         else:
@@ -356,108 +356,6 @@ class ChatScreen(Screen):
     @on(ChatLog.ReplyCommand)
     async def _reply_command(self, event: ChatLog.ReplyCommand) -> None:
         await self.run_reply_command(event.command, event.turn)
-
-    def latest_reply(self) -> Turn | None:
-        view = self.log_view.latest_reply
-        return view.turn if view is not None and view.turn.message_id is not None else None
-
-    async def run_reply_command(self, command: str, turn: Turn) -> None:
-        """Do what a feedback key asks for on `turn` (also reached from the command palette)."""
-        message_id = turn.message_id
-        assert message_id is not None
-        busy = self.job is not None or self.queued is not None
-        if busy and command in ("regenerate", "compare", "teach", "previous_sibling", "next_sibling"):
-            self.notify("A reply is still being written: wait, or press Esc.", severity="warning")
-            return
-        if command in ("rate_up", "rate_down"):
-            value = 1 if command == "rate_up" else -1
-            self.session.rate(message_id, value)
-            self.refresh_headers()
-            verdict = "👍" if value > 0 else "👎"
-            self.notify(f"{verdict} saved. Press t to add reasons.", timeout=3)
-        elif command == "reasons":
-            self._ask_reasons(turn)
-        elif command == "regenerate":
-            await self._regenerate(turn)
-        elif command in ("previous_sibling", "next_sibling"):
-            await self._move_sibling(turn, -1 if command == "previous_sibling" else 1)
-        elif command == "compare":
-            self._compare(turn)
-        elif command == "teach":
-            self._teach(turn)
-        elif command == "copy_reply":
-            self.app.copy_to_clipboard(turn.content)
-            self.notify(f"Copied the reply ({len(turn.content)} characters).", timeout=2)
-        elif command == "copy_code":
-            self._copy_code(turn)
-
-    def _ask_reasons(self, turn: Turn) -> None:
-        if turn.rating is None:
-            self.notify("Rate the reply first: + or -.", severity="warning")
-            return
-
-        def save(reasons: Any) -> None:
-            if reasons is None:
-                return
-            self.session.rate(turn.message_id, turn.rating, reasons.tags, reasons.comment)
-            self.refresh_headers()
-            self.notify(f"Reasons saved: {', '.join(reasons.tags) or 'none'}.", timeout=3)
-
-        self.app.push_screen(ReasonsScreen(turn.rating, list(turn.rating_tags)), save)
-
-    async def _regenerate(self, turn: Turn) -> None:
-        if not self.services.model.is_ready:
-            self.notify("The model is not ready yet.", severity="warning")
-            return
-        log = self.log_view
-        views = list(log.query(MessageView))
-        index = next(i for i, v in enumerate(views) if v.turn.message_id == turn.message_id)
-        await log.remove_children(views[index:])
-        await self._start_reply(turn.parent_id)
-        self.prompt.focus()
-
-    async def _move_sibling(self, turn: Turn, step: int) -> None:
-        sibling = self.session.sibling_of(turn.message_id, step)
-        if sibling is None:
-            self.notify("No more replies that way.", timeout=2)
-            return
-        self.session.show(sibling)
-        await self.show_conversation(focus_id=sibling)
-
-    def _compare(self, turn: Turn) -> None:
-        if not self.services.model.is_ready:
-            self.notify("The model is not ready yet.", severity="warning")
-            return
-        settings = self.services.settings.load()
-        screen = CompareScreen(self.services, turn.parent_id, self.session.context_for(turn.parent_id), settings)
-
-        async def done(shown_id: int | None) -> None:
-            await self.show_conversation(focus_id=shown_id)
-
-        self.app.push_screen(screen, done)
-
-    def _teach(self, turn: Turn) -> None:
-        prompt = self.session.context_for(turn.parent_id)[-1]["content"]
-
-        async def save(text: str | None) -> None:
-            if text is None:
-                return
-            message = self.session.teach(turn.message_id, text)
-            await self.show_conversation(focus_id=message.id)
-            self.notify("Saved your reply as a demonstration.", timeout=3)
-
-        self.app.push_screen(TeachScreen(prompt, turn.content), save)
-
-    def _copy_code(self, turn: Turn) -> None:
-        blocks = code_blocks(turn.content)
-        if not blocks:
-            self.notify("This reply has no code block.", timeout=2)
-            return
-        index = self.code_block_index.get(turn.message_id, 0) % len(blocks)
-        self.code_block_index[turn.message_id] = index + 1
-        self.app.copy_to_clipboard(blocks[index].code)
-        language = f" ({blocks[index].language})" if blocks[index].language else ""
-        self.notify(f"Copied code block {index + 1} of {len(blocks)}{language}.", timeout=2)
 
     # ---- conversations ---------------------------------------------------------------------
 

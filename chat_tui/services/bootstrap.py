@@ -10,6 +10,7 @@ the feedback store and activated.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from feedback.errors import NotFoundError
@@ -33,12 +34,18 @@ def choose_model(store: Any, requested: str | None, version_id: int | None, prog
         try:
             version = store.get_model_version(requested)
         except NotFoundError:
-            return ModelChoice(requested, None, requested)
+            return ModelChoice(requested, None, label_for(requested))
         return ModelChoice(version.path, version.id, version.name)
     active = store.active_model_version()
     if active is not None:
         return ModelChoice(active.path, active.id, active.name)
     return import_default_model(store, progress)
+
+
+def label_for(name_or_path: str) -> str:
+    """A short name for a model given by store name or path: the folder's or file's name."""
+    path = Path(name_or_path)
+    return path.stem if path.suffix == ".gguf" else path.name or name_or_path
 
 
 def import_default_model(store: Any, progress: Progress) -> ModelChoice:

@@ -141,6 +141,11 @@ class ChatSession:
         """Show the branch through `message_id` (a sibling, or one of k alternatives)."""
         self.store.switch_path(message_id)
 
+    def num_replies(self, user_message_id: int) -> int:
+        """How many replies a user message has (regenerations and alternatives included)."""
+        message = self.store.get_message(user_message_id)
+        return len(self.store.load_conversation(message.conversation_id).children(user_message_id))
+
     def sibling_of(self, message_id: int, step: int) -> int | None:
         """The id of the sibling `step` places away (same role), or None at either end."""
         siblings = [m for m in self.store.load_conversation(self.conversation_id).siblings(message_id)]
