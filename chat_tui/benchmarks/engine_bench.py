@@ -75,6 +75,8 @@ class BenchReport:
     bandwidth_gb_s: float
     roofline_tokens_per_s: float
     levels: list[LevelResult] = field(default_factory=list)
+    load_s: float | None = None  # loading the model from the store
+    import_s: float | None = None  # importing the default model into an empty store
 
     def to_dict(self) -> dict:
         out = asdict(self)

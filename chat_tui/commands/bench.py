@@ -9,8 +9,20 @@ chat_tui/benchmarks/engine_bench.py.
 from __future__ import annotations
 
 import json
+import tempfile
+import time
 
 import click
+
+
+def _time_default_import() -> float:
+    """Seconds to import the default model's GGUF into an empty, throw-away store."""
+    from engine.loading import ensure_default_model
+
+    with tempfile.TemporaryDirectory() as scratch:
+        started = time.perf_counter()
+        ensure_default_model(scratch)
+        return time.perf_counter() - started
 
 
 def _levels(text: str) -> list[int]:
@@ -56,12 +68,21 @@ def bench(
             import transformers  # noqa: F401
         except ImportError:
             raise UserError("the HF comparison needs transformers: pip install -e '.[bench]' (or pass --no-hf)") from None
+    import_s = None
+    if model_name in (None, "default"):
+        import_s = _time_default_import()
+    started = time.perf_counter()
     loaded = load_model(model_name, device=device, dtype=dtype)
+    load_s = time.perf_counter() - started
     if int8:
         from engine.quantize import quantize_int8
 
         quantize_int8(loaded.model)
     log = (lambda _msg: None) if as_json else click.echo
+    if import_s is not None:
+        log(f"import of the default model into a fresh store: {import_s:.1f} s")
+    log(f"load of {loaded.name} from the store: {load_s:.2f} s")
     report = run_benchmark(loaded, levels, max_tokens, compare_hf, log=log)
+    report.load_s, report.import_s = load_s, import_s
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
