@@ -219,6 +219,7 @@ class ChatScreen(ReplyFeedback, Screen):
         job.markdown = job.view.start_stream()
         self.status.state = "generating"
         self.status.tokens_per_s = None
+        self.refresh_bindings()  # Esc now stops the reply: show it in the footer
         self._reply_worker(job)
 
     @work(thread=True, group="reply", exit_on_error=False)
@@ -250,6 +251,7 @@ class ChatScreen(ReplyFeedback, Screen):
 
     async def _reply_done(self, job: ReplyJob, output: Any) -> None:
         self.job = None
+        self.refresh_bindings()
         self.last_output = output
         if job.markdown is not None:
             await job.markdown.stop()
@@ -273,6 +275,7 @@ class ChatScreen(ReplyFeedback, Screen):
 
     async def _reply_failed(self, job: ReplyJob, error: BaseException) -> None:
         self.job = None
+        self.refresh_bindings()
         if job.markdown is not None:
             await job.markdown.stop()
         self.status.state = "ready" if self.services.model.is_ready else "failed"

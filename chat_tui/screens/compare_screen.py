@@ -30,7 +30,8 @@ RANK_GROUP = Binding.Group("Rank, best first", compact=True)
 class CompareScreen(Screen[int | None]):
     BINDINGS = [
         *[
-            Binding(str(n), f"rank({n})", str(n), id=f"compare.rank_{n}", group=RANK_GROUP)
+            Binding(str(n), f"rank({n})", str(n), id=f"compare.rank_{n}", group=RANK_GROUP,
+                    tooltip=f"Place reply {n} next in the ranking (best first)")
             for n in range(1, MAX_COMPARE + 1)
         ],
         Binding("backspace", "undo", "Undo rank", id="compare.undo"),
@@ -119,6 +120,7 @@ class CompareScreen(Screen[int | None]):
         version_id = self.services.model.require().version_id
         stored = self.services.session.save_replies(self.parent_id, replies, version_id, show_index=None)
         self.reply_ids = [message.id for message in stored]
+        self.refresh_bindings()  # the rank keys apply from now on
         self._hint()
 
     def _hint(self) -> None:

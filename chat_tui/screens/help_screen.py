@@ -6,7 +6,7 @@ Remaps come from keymap.json (chat_tui/services/keymap.py).
 
 from __future__ import annotations
 
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
@@ -24,7 +24,8 @@ INTRO = """\
 
 Write in the box at the bottom and press **Enter**. Press **↑** (on the first line) to
 move to the latest reply: the *reply keys* below then act on it. Every rating, ranking and
-taught reply is saved at once; `chat-tui train` (F5) learns from them.
+taught reply is saved at once; `chat-tui train` (F5) learns from them. Esc closes this help;
+ctrl+p opens the command palette with the app's actions.
 """
 
 REMAP = """\
@@ -35,9 +36,10 @@ Each key has an id (last column). Put remaps in `keymap.json` in the data direct
 """
 
 
-def key_text(binding: Binding, keymap: dict[str, str]) -> str:
+def key_text(app: App, binding: Binding, keymap: dict[str, str]) -> str:
+    """The binding's keys (remapped if the user did) as the footer shows them: ?, ^q, F1."""
     keys = keymap.get(binding.id or "", binding.key)
-    return ", ".join(f"`{key.strip()}`" for key in keys.split(","))
+    return ", ".join(f"`{app.get_key_display(Binding(key.strip(), ''))}`" for key in keys.split(","))
 
 
 def describe(binding: Binding) -> str:
@@ -47,8 +49,8 @@ def describe(binding: Binding) -> str:
     return binding.tooltip or binding.description
 
 
-def section(title: str, bindings: list[Binding], keymap: dict[str, str]) -> str:
-    rows = [f"| {key_text(b, keymap)} | {describe(b)} | `{b.id or ''}` |" for b in bindings if b.description]
+def section(app: App, title: str, bindings: list[Binding], keymap: dict[str, str]) -> str:
+    rows = [f"| {key_text(app, b, keymap)} | {describe(b)} | `{b.id or ''}` |" for b in bindings if b.description]
     return f"## {title}\n\n| Key | What it does | Id |\n|---|---|---|\n" + "\n".join(rows) + "\n"
 
 
@@ -62,13 +64,13 @@ class HelpScreen(ModalScreen[None]):
         app_bindings = [b for b in self.app.BINDINGS if isinstance(b, Binding)]
         parts = [
             INTRO,
-            section("Anywhere", app_bindings + list(ChatScreen.BINDINGS), keymap),
-            section("Writing a message", list(PromptInput.BINDINGS), keymap),
-            section("On a reply (after ↑)", list(ChatLog.BINDINGS), keymap),
-            section("Conversation list", list(ConversationOptions.BINDINGS), keymap),
-            section("Compare mode", list(CompareScreen.BINDINGS), keymap),
-            section("Models screen", list(ModelsScreen.BINDINGS), keymap),
-            section("Training screen", list(TrainingScreen.BINDINGS), keymap),
+            section(self.app, "Anywhere", app_bindings + list(ChatScreen.BINDINGS), keymap),
+            section(self.app, "Writing a message", list(PromptInput.BINDINGS), keymap),
+            section(self.app, "On a reply (after ↑)", list(ChatLog.BINDINGS), keymap),
+            section(self.app, "Conversation list", list(ConversationOptions.BINDINGS), keymap),
+            section(self.app, "Compare mode", list(CompareScreen.BINDINGS), keymap),
+            section(self.app, "Models screen", list(ModelsScreen.BINDINGS), keymap),
+            section(self.app, "Training screen", list(TrainingScreen.BINDINGS), keymap),
             REMAP,
         ]
         with VerticalScroll(id="help"):

@@ -131,6 +131,7 @@ class TrainingScreen(Screen[int | None]):
 
     def refresh_progress(self) -> None:
         process = self.process
+        self.query_one("#training-progress").display = process is not None
         if process is None:
             self.query_one("#training-state", Static).update("[b]Not running.[/b] Press s to start.")
             return

@@ -18,6 +18,7 @@ from textual.widgets.option_list import Option, OptionDoesNotExist
 
 class ConversationOptions(OptionList):
     BINDINGS = [
+        Binding("enter", "select", "Open", id="conversations.open"),
         Binding("r", "request('rename')", "Rename", id="conversations.rename"),
         Binding("delete,d", "request('delete')", "Delete", id="conversations.delete", key_display="del"),
     ]
