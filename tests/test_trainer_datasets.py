@@ -1,0 +1,78 @@
+"""Training sets from a snapshot: reply tokens as the engine sees them, rankings kept
+together, held-out splits by conversation, and equal shards for data-parallel runs."""
+
+from __future__ import annotations
+
+from feedback.records import Demonstration, PreferencePair, Prompt, Snapshot, TrainingData, group_pairs
+from test_trainer_scripted import tiny_chat_model
+from trainer.datasets import DatasetLimits, build_training_sets, comparison_group, encode_exchange, shard, split_by_key
+
+LOADED = tiny_chat_model()
+END = LOADED.tokenizer.token_to_id("<|im_end|>")
+
+
+def pair(conversation: int, turn: int, chosen: tuple[int, str], rejected: tuple[int, str]) -> PreferencePair:
+    context = [{"role": "user", "content": f"w{turn} w1"}]
+    return PreferencePair(turn, conversation, turn, context, chosen[1], rejected[1], chosen[0], rejected[0], "ranking")
+
+
+def test_reply_tokens_end_at_the_end_of_turn_token():
+    context = [{"role": "user", "content": "w1 w2"}]
+    prompt, reply = encode_exchange(LOADED, context, "kind w3")
+    assert prompt == LOADED.encode_chat(context)  # ends with "<|im_start|> assistant"
+    words = LOADED.tokenizer
+    assert reply == [words.token_to_id("kind"), words.token_to_id("w3"), END]  # not the "\n" after it
+    full = LOADED.encode_chat(context + [{"role": "assistant", "content": "kind w3"}], add_generation_prompt=False)
+    assert full[: len(prompt) + len(reply)] == prompt + reply
+
+
+def test_a_three_way_ranking_is_one_group_with_three_replies_and_three_pairs():
+    a, b, c = (11, "kind warm"), (12, "w3 kind"), (13, "w4 w5")
+    pairs = [pair(1, 7, a, b), pair(1, 7, a, c), pair(1, 7, b, c)]
+    [group] = [comparison_group(LOADED, g, DatasetLimits()) for g in group_pairs(pairs)]
+    assert len(group.replies) == 3 and group.pairs == [(0, 1), (0, 2), (1, 2)]
+    assert all(r[-1] == END for r in group.replies)
+
+
+def test_limits_keep_the_end_of_prompts_and_the_start_of_replies():
+    long_context = [{"role": "user", "content": " ".join(f"w{i % 40}" for i in range(50))}]
+    group = comparison_group(LOADED, group_pairs([PreferencePair(1, 1, 1, long_context, "kind " * 20, "w1", 2, 3, "ranking")])[0],
+                             DatasetLimits(max_prompt_tokens=10, max_reply_tokens=5))
+    full_prompt = LOADED.encode_chat(long_context)
+    assert group.prompt_ids == full_prompt[-10:]
+    assert [len(r) for r in group.replies] == [5, 2]
+
+
+def test_split_holds_out_whole_conversations_for_every_kind_of_data():
+    pairs = [pair(c, 100 + c, (1000 + c, "kind"), (2000 + c, "w1")) for c in range(20)]
+    demos = [Demonstration(c, 100 + c, 3000 + c, [{"role": "user", "content": "w1"}], "kind warm", "human") for c in range(20)]
+    prompts = [Prompt(c, 100 + c, [{"role": "user", "content": "w1"}]) for c in range(20)]
+    data = TrainingData(Snapshot(42, "now"), pairs, demos, prompts)
+    sets = build_training_sets(LOADED, data, eval_fraction=0.2, seed=3)
+    assert sets.split == "conversation" and sets.snapshot_action_id == 42
+    held = {g.conversation_id for g in sets.eval_groups}
+    assert len(held) == 4
+    assert held == {d.conversation_id for d in sets.eval_demos} == {p.conversation_id for p in sets.eval_prompts}
+    assert not held & {g.conversation_id for g in sets.train_groups}
+    assert not held & {d.conversation_id for d in sets.train_demos}
+    assert sets.num_train_pairs == 16 and sets.num_eval_pairs == 4
+    again = build_training_sets(LOADED, data, eval_fraction=0.2, seed=3)
+    assert {g.conversation_id for g in again.eval_groups} == held  # deterministic
+
+
+def test_one_conversation_is_split_by_prompt():
+    pairs = [pair(1, 100 + t, (1000 + t, "kind"), (2000 + t, "w1")) for t in range(10)]
+    sets = build_training_sets(LOADED, TrainingData(Snapshot(1, "now"), pairs, [], []), eval_fraction=0.2)
+    assert sets.split == "prompt"
+    assert len(sets.eval_groups) == 2 and len(sets.train_groups) == 8
+    assert not {g.group_key for g in sets.eval_groups} & {g.group_key for g in sets.train_groups}
+
+
+def test_split_and_shard_helpers():
+    train, held = split_by_key(list(range(10)), lambda x: x, 0.3, seed=0)
+    assert len(held) == 3 and sorted(train + held) == list(range(10))
+    assert split_by_key([5], lambda x: x, 0.5, seed=0) == ([5], [])
+    items = list(range(7))
+    shards = [shard(items, rank, 2) for rank in range(2)]
+    assert shards == [[0, 2, 4, 6], [1, 3, 5, 0]]  # equal counts, padded by wrapping around
+    assert shard([1], 1, 3) == [1]
