@@ -162,6 +162,7 @@ def run_hf_level(model_dir: str, loaded: LoadedModel, concurrency: int, max_toke
     import transformers
 
     if hf_model is None:
+        transformers.utils.logging.disable_progress_bar()
         dtype = next(loaded.model.parameters()).dtype
         hf_model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
         hf_model.to(next(loaded.model.parameters()).device)
