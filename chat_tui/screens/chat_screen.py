@@ -30,9 +30,9 @@ from chat_tui.screens.settings_screen import SettingsScreen
 from chat_tui.screens.text_prompt_screen import TextPromptScreen
 from chat_tui.screens.training_screen import TrainingScreen
 from chat_tui.services.app_services import AppServices, describe_error
-from chat_tui.services.bootstrap import ModelChoice, register_loaded
 from chat_tui.services.chat_session import GeneratedReply
-from chat_tui.services.model_service import ServingModel, load_serving_model
+from chat_tui.services.model_loading import load_in_background
+from chat_tui.services.model_service import ServingModel
 from chat_tui.services.turns import Turn
 from chat_tui.widgets.chat_log import ChatLog
 from chat_tui.widgets.conversation_list import ConversationList
@@ -67,6 +67,16 @@ class ChatScreen(ReplyFeedback, Screen):
         Binding("f5", "training", "Train", id="chat.training", tooltip="Train on your feedback"),
     ]
 
+    class LoadProgress(Message):
+        def __init__(self, number: int, label: str, detail: str) -> None:
+            super().__init__()
+            self.number, self.label, self.detail = number, label, detail
+
+    class LoadFinished(Message):
+        def __init__(self, number: int, serving: ServingModel | None, error: BaseException | None) -> None:
+            super().__init__()
+            self.number, self.serving, self.error = number, serving, error
+
     class ReplyDelta(Message):
         def __init__(self, job: ReplyJob, text: str) -> None:
             super().__init__()
@@ -80,6 +90,7 @@ class ChatScreen(ReplyFeedback, Screen):
         self.job: ReplyJob | None = None  # the reply being written, if any
         self.queued: ReplyJob | None = None  # a reply waiting for the model to load
         self.is_loading = False
+        self.load_number = 0
         self.code_block_index: dict[int, int] = {}
         self.last_output: Any = None  # the engine's RequestOutput of the latest reply
 
@@ -137,26 +148,33 @@ class ChatScreen(ReplyFeedback, Screen):
             self.notify("Wait for the reply to finish (or Esc) before switching models.", severity="warning")
             return
         self.is_loading = True
+        self.load_number += 1  # a later load supersedes one still running
+        number = self.load_number
         self.status.state = "loading"
         self.status.detail = ""
         self.status.model_label = requested or ""
-        self._load_worker(requested, version_id)
+        load_in_background(
+            self.services.store, requested, version_id,
+            on_progress=lambda label, detail: self.post_message(self.LoadProgress(number, label, detail)),
+            on_loaded=lambda serving: self.post_message(self.LoadFinished(number, serving, None)),
+            on_failed=lambda error: self.post_message(self.LoadFinished(number, None, error)),
+        )
 
-    @work(thread=True, group="load", exit_on_error=False)
-    def _load_worker(self, requested: str | None, version_id: int | None) -> ServingModel:
-        def progress(label: str, detail: str) -> None:
-            self.app.call_from_thread(self._show_loading, label, detail)
+    @on(LoadProgress)
+    def _show_loading(self, event: LoadProgress) -> None:
+        if event.number == self.load_number:
+            self.status.model_label = event.label
+            self.status.detail = event.detail
 
-        choice: ModelChoice = self.services.choose_model(requested, version_id, progress)
-        progress(choice.label, "")
-        serving = load_serving_model(choice.path, choice.version_id, choice.label)
-        if serving.version_id is None:
-            serving.version_id = register_loaded(self.services.store, choice, str(serving.loaded.path))
-        return serving
-
-    def _show_loading(self, label: str, detail: str) -> None:
-        self.status.model_label = label
-        self.status.detail = detail
+    @on(LoadFinished)
+    def _load_finished(self, event: LoadFinished) -> None:
+        if event.number != self.load_number:  # superseded by a later switch
+            if event.serving is not None:
+                event.serving.front.stop()
+        elif event.serving is not None:
+            self._model_loaded(event.serving)
+        else:
+            self._model_failed(event.error)
 
     def _model_loaded(self, serving: ServingModel) -> None:
         self.is_loading = False
@@ -302,12 +320,7 @@ class ChatScreen(ReplyFeedback, Screen):
     @on(Worker.StateChanged)
     async def _worker_changed(self, event: Worker.StateChanged) -> None:
         worker, state = event.worker, event.state
-        if worker.group == "load":
-            if state == WorkerState.SUCCESS:
-                self._model_loaded(worker.result)
-            elif state == WorkerState.ERROR:
-                self._model_failed(worker.error)
-        elif worker.group == "reply" and self.job is not None:
+        if worker.group == "reply" and self.job is not None:
             if state == WorkerState.SUCCESS:
                 await self._reply_done(self.job, worker.result)
             elif state == WorkerState.ERROR:
