@@ -235,3 +235,32 @@ async def test_a_model_that_cannot_load_shows_a_message_and_the_app_keeps_runnin
         await pilot.press(*"hello", "enter")
         assert noticed(app, "No model is loaded")
         assert app.is_running
+
+
+def all_binding_owners():
+    from chat_tui.app import ChatApp
+    from chat_tui.screens.compare_screen import CompareScreen
+    from chat_tui.screens.models_screen import ModelsScreen
+    from chat_tui.screens.reasons_screen import ReasonsScreen
+    from chat_tui.screens.teach_screen import TeachScreen
+    from chat_tui.screens.training_screen import TrainingScreen
+    from chat_tui.widgets.chat_log import ChatLog
+    from chat_tui.widgets.conversation_list import ConversationOptions
+    from chat_tui.widgets.prompt_input import PromptInput
+
+    return [ChatApp, ChatScreen, PromptInput, ChatLog, ConversationOptions, CompareScreen, ModelsScreen,
+            TrainingScreen, SettingsScreen, ReasonsScreen, TeachScreen, TextPromptScreen, ConfirmScreen, HelpScreen]
+
+
+def test_every_binding_has_an_id_and_an_action_that_exists():
+    from textual.binding import Binding
+
+    ids = []
+    for owner in all_binding_owners():
+        for binding in owner.BINDINGS:
+            assert isinstance(binding, Binding) and binding.id, f"{owner.__name__} binding {binding.key!r} has no id"
+            ids.append(binding.id)
+            action = binding.action.split("(")[0]
+            assert hasattr(owner, f"action_{action}"), f"{owner.__name__}: {binding.key!r} -> missing action {action!r}"
+            assert binding.description, f"{binding.id} has no description for the footer and help"
+    assert len(ids) == len(set(ids)), "binding ids must be unique so a remap names one key"

@@ -29,7 +29,8 @@ class ReasonsScreen(ModalScreen[Reasons | None]):
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", id="reasons.cancel"),
         Binding("ctrl+s", "save", "Save", id="reasons.save"),
-        *[Binding(str(n), f"toggle({n - 1})", show=False) for n in range(1, 10)],
+        *[Binding(str(n), f"toggle({n - 1})", f"Toggle reason {n}", id=f"reasons.toggle_{n}", show=False)
+          for n in range(1, 10)],
     ]
 
     def __init__(self, value: int, tags: list[str] | None = None, comment: str | None = None) -> None:
