@@ -1,1 +1,22 @@
-"""trainer: reward model, PPO, DPO and SFT from the feedback store, under accelerate."""
+"""trainer: reward model, PPO, DPO and SFT from the feedback store, under accelerate.
+
+Modules, lowest first:
+    ops.py             log-prob shift/gather, reply masks, KL, GAE, whitening, PPO/BT/DPO losses
+    batch.py           right-padded prompt+reply batches
+    logprobs.py        reply log-probs under a causal LM (logits only for reply columns)
+    trunk.py           the frozen bottom layers, run once and shared (top-N training)
+    lora.py            LoRA adapters (reference = adapters off), merging, top-N freezing
+    datasets.py        token-level sets from a feedback snapshot, split by conversation
+    reward_model.py    scalar-head model (reward and value) and its saved artifact
+    reward_training.py Bradley-Terry training and held-out pair accuracy
+    sft.py, dpo.py     supervised fine-tuning, direct preference optimisation
+    ppo.py             PPO with engine rollouts
+    evaluation.py      a new version against its parent on held-out prompts
+    settings.py        run settings, device defaults, which phases the data supports
+    memory.py          up-front memory estimate
+    checkpoints.py     resumable run checkpoints
+    pipeline.py        a whole run: snapshot -> SFT -> reward -> PPO/DPO -> new version
+    runtime.py         accelerator, optimizer, NaN checks
+    progress.py        console progress bars with ETA
+`python -m trainer` (or `accelerate launch -m trainer`) is `chat-tui train`.
+"""

@@ -530,6 +530,10 @@ def run_training(
                 # No reward model: improvement is the held-out pairs' implicit-reward accuracy.
                 accuracy = metrics.get("dpo_eval_accuracy")
                 improved = accuracy is not None and accuracy > 0.5
+            elif plan.policy is None:
+                # SFT only: improvement is a lower loss on the held-out demonstrations.
+                before, after = metrics.get("sft_eval_loss_before"), metrics.get("sft_eval_loss_after")
+                improved = before is not None and after is not None and math.isfinite(after) and after < before
             for key, value in metrics.items():
                 if isinstance(value, float) and not math.isfinite(value) and key.endswith("loss"):
                     raise TrainingDivergedError(f"{key} is {value} after training; nothing was saved")
