@@ -18,5 +18,6 @@ Modules, lowest first:
     pipeline.py        a whole run: snapshot -> SFT -> reward -> PPO/DPO -> new version
     runtime.py         accelerator, optimizer, NaN checks
     progress.py        console progress bars with ETA
+    pretrain*.py       `chat-tui pretrain` (a small model from your own text), separate from RLHF
 `python -m trainer` (or `accelerate launch -m trainer`) is `chat-tui train`.
 """
