@@ -45,6 +45,12 @@ class ChatApp(App[None]):
             self.set_keymap(self.user_keymap)
         self.push_screen(ChatScreen(self.services))
 
+    def notify(self, message: str, *, title: str = "", severity: str = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        # Always plain text: notifications quote titles, paths and errors, whose square
+        # brackets must show as written rather than be read as markup.
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
+
     def on_unmount(self) -> None:
         self.services.model.close()
 

@@ -264,3 +264,22 @@ def test_every_binding_has_an_id_and_an_action_that_exists():
             assert hasattr(owner, f"action_{action}"), f"{owner.__name__}: {binding.key!r} -> missing action {action!r}"
             assert binding.description, f"{binding.id} has no description for the footer and help"
     assert len(ids) == len(set(ids)), "binding ids must be unique so a remap names one key"
+
+
+@async_test
+async def test_square_brackets_in_user_text_are_shown_as_written(store):
+    title = "[/b] odd [tea] title"
+    conversation, _, _ = seed_conversation(store, title, ["a [red]reply[/red] with [/oops] brackets"])
+    app = make_app(store, load_model=False)
+    async with app.run_test(size=SIZE) as pilot:
+        assert sidebar_titles(app) == [title]
+        await open_first_conversation(app, pilot)
+        assert title in str(app.screen.query_one("#chat-title").render())
+        await pilot.press("ctrl+f", *"tea")
+        await wait_for(pilot, lambda: sidebar_titles(app) == [title], what="search hit")
+        app.screen.query_one("#conversations").focus()
+        await pilot.press("delete")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="delete dialog")
+        assert title in str(app.screen.query_one(".dialog-title").render())
+        await pilot.press("y")
+        await wait_for(pilot, lambda: noticed(app, f"Deleted “{title}”"), what="deleted")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -353,9 +354,9 @@ class ChatScreen(ReplyFeedback, Screen):
                 view.set_turn(turn)
 
     def _set_title(self) -> None:
-        title = self.session.title
+        title = Text(self.session.title, style="bold")
         if self.session.system_prompt:
-            title += "  [dim](system prompt set)[/dim]"
+            title.append("  (system prompt set)", style="dim")
         self.query_one("#chat-title", Static).update(title)
 
     @on(PromptInput.LeaveUp)
@@ -419,7 +420,7 @@ class ChatScreen(ReplyFeedback, Screen):
                 await self.show_conversation()
             self.notify(f"Deleted “{title}”.", timeout=2)
 
-        self.app.push_screen(ConfirmScreen(f"Delete “{title}” and all its feedback?", "Delete"), answer)
+        self.app.push_screen(ConfirmScreen(Text(f"Delete “{title}” and all its feedback?"), "Delete"), answer)
 
     async def action_new_conversation(self) -> None:
         if self.job is not None:

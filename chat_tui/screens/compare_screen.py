@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -60,7 +61,9 @@ class CompareScreen(Screen[int | None]):
 
     def compose(self) -> ComposeResult:
         prompt = self.context[-1]["content"]
-        yield Static(f"Compare {self.k} replies to: [b]{prompt[:120]}[/b]", id="compare-title")
+        title = Text(f"Compare {self.k} replies to: ")
+        title.append(prompt[:120], style="bold")
+        yield Static(title, id="compare-title")
         with Horizontal(id="alternatives"):
             for number in range(1, self.k + 1):
                 yield AlternativeView(number)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -16,7 +17,8 @@ class ConfirmScreen(ModalScreen[bool]):
         Binding("n,escape", "answer(False)", "No", id="confirm.no"),
     ]
 
-    def __init__(self, question: str, yes_label: str = "Yes") -> None:
+    def __init__(self, question: str | Text, yes_label: str = "Yes") -> None:
+        """question: markup, or rich Text for text that must show as written."""
         super().__init__(classes="dialog-screen")
         self.question = question
         self.yes_label = yes_label

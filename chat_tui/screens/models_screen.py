@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -67,15 +68,15 @@ class ModelsScreen(Screen[int | None]):
         table.clear()
         for version in reversed(self.versions):  # newest first
             parent = by_id[version.parent_id].name if version.parent_id in by_id else ""
-            table.add_row(
+            cells = [
                 "●" if version.is_active else "",
                 version.name,
                 version.source,
                 parent,
                 version.created_at[:16].replace("T", " "),
                 *[format_metric(version.metrics.get(name, "")) for name in SUMMARY_METRICS],
-                key=str(version.id),
-            )
+            ]
+            table.add_row(*[Text(cell) for cell in cells], key=str(version.id))
         self._show_detail()
 
     def _highlighted(self) -> ModelVersion | None:
@@ -95,7 +96,12 @@ class ModelsScreen(Screen[int | None]):
         by_id = {v.id: v for v in self.versions}
         chain = " ← ".join(f"{v.name} ({v.source})" for v in lineage(version, by_id))
         metrics = "  ".join(f"{name}={format_metric(value)}" for name, value in sorted(version.metrics.items()))
-        detail.update(f"[b]Lineage[/b]  {chain}\n[b]Path[/b]     {version.path}\n[b]Metrics[/b]  {metrics or 'none'}")
+        text = Text()
+        for label, value in (("Lineage", chain), ("Path", version.path), ("Metrics", metrics or "none")):
+            text.append(f"{label:<9}", style="bold")
+            text.append(f"{value}\n")
+        text.rstrip()
+        detail.update(text)
 
     def action_activate(self) -> None:
         version = self._highlighted()

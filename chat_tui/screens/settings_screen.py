@@ -7,6 +7,7 @@ A value out of range stays on the form with a message naming it.
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -60,7 +61,7 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
         try:
             settings = ChatSettings.parse(raw)
         except UserError as error:
-            self.query_one("#settings-error", Label).update(f"✗ {error}")
+            self.query_one("#settings-error", Label).update(Text(f"✗ {error}"))
             return
         self.dismiss(settings)
 

@@ -6,6 +6,7 @@ human-written sibling, a demonstration), Esc cancels. Dismisses with the text or
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -28,7 +29,7 @@ class TeachScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
             yield Label("Teach: write the reply you wanted", classes="dialog-title")
-            yield Label(f"To: {self.prompt[:200]}", classes="dialog-hint")
+            yield Label(Text(f"To: {self.prompt[:200]}"), classes="dialog-hint")
             yield TextArea(self.reply, id="reply", soft_wrap=True, tab_behavior="focus")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save (ctrl+s)", variant="primary", id="save")

@@ -12,7 +12,9 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from rich.text import Text
 from textual import on
+from textual.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -42,7 +44,7 @@ def counts_text(counts: Any, last_run: Any) -> str:
 def progress_text(progress: TrainingProgress, state: str) -> str:
     parts = [f"[b]{state}[/b]"]
     if progress.phase:
-        parts.append(f"phase [b]{progress.phase}[/b] step {progress.step}/{progress.total or '?'}")
+        parts.append(f"phase [b]{escape(progress.phase)}[/b] step {progress.step}/{progress.total or '?'}")
     if progress.reward is not None:
         parts.append(f"reward {progress.reward:.4g}")
     if progress.kl is not None:
@@ -166,7 +168,7 @@ class TrainingScreen(Screen[int | None]):
             if yes:
                 self.dismiss(version_id)
 
-        self.app.push_screen(ConfirmScreen(f"Training finished: switch the chat to {name}?", "Switch"), answer)
+        self.app.push_screen(ConfirmScreen(Text(f"Training finished: switch the chat to {name}?"), "Switch"), answer)
 
     @on(Input.Submitted, "#train-options")
     def _options_submitted(self) -> None:

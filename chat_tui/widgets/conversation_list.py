@@ -7,6 +7,7 @@ list's keys. It never reads the store itself.
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -14,6 +15,14 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option, OptionDoesNotExist
+
+
+def option_text(title: str, detail: str) -> Text:
+    """A list row: the title, and a dim second line (date, or the matching words)."""
+    text = Text(title)
+    if detail:
+        text.append("\n" + detail, style="dim")
+    return text
 
 
 class ConversationOptions(OptionList):
@@ -74,10 +83,10 @@ class ConversationList(Vertical):
         options = self.options
         options.clear_options()
         options.add_options(
-            [Option(f"{title}\n[dim]{detail}[/dim]" if detail else title, id=str(cid)) for cid, title, detail in items]
+            [Option(option_text(title, detail), id=str(cid)) for cid, title, detail in items]
         )
         self.query_one("#conversations-title", Static).update(
-            f"Matches for “{self.search_query}”" if self.search_query else "Conversations"
+            Text(f"Matches for “{self.search_query}”") if self.search_query else "Conversations"
         )
         if options.option_count:
             try:
