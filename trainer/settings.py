@@ -2,8 +2,9 @@
 
 `TrainSettings` holds every knob with a default that suits the device: on a CPU the
 policy trains LoRA adapters on its top 4 layers only (backward passes then stop there,
-so a step costs little more than a forward pass), the reward and value models train
-their top 4 layers and heads, and PPO runs few, small steps; on a GPU every layer trains.
+and the frozen bottom layers run once per row for all models, see trunk.py), the reward
+and value models train their top 4 layers and heads for one epoch, and PPO runs few,
+small steps; on a GPU every layer trains.
 `plan_phases` decides from the data which phases run (SFT when there are
 demonstrations; the reward model before PPO) and raises NotEnoughFeedbackError, saying
 how much more is needed, when the data cannot support the run.
@@ -43,7 +44,7 @@ class TrainSettings:
     sft_epochs: int = 1
     sft_lr: float | None = None
     # Reward model
-    reward_epochs: int = 2
+    reward_epochs: int | None = None  # None: 1 on CPU, 2 on GPU
     reward_lr: float = 2e-5
     # PPO
     ppo_lr: float | None = None
@@ -70,6 +71,7 @@ class TrainSettings:
             raise TrainerError(f"unknown algorithm {self.algo!r} (choose from {', '.join(ALGORITHMS)})")
         checks = {
             "steps": self.steps is None or self.steps >= 1,
+            "reward epochs": self.reward_epochs is None or self.reward_epochs >= 1,
             "lora rank": self.lora_rank >= 1,
             "top layers": self.top_layers is None or self.top_layers >= 0,
             "gradient accumulation steps": self.gradient_accumulation_steps >= 1,
@@ -97,6 +99,8 @@ class TrainSettings:
             out.ppo_lr = 1e-4 if adapter else 5e-6
         if out.dpo_lr is None:
             out.dpo_lr = 1e-4 if adapter else 5e-6
+        if out.reward_epochs is None:
+            out.reward_epochs = 2 if on_gpu else 1
         if out.steps is None:
             out.steps = (8 if not on_gpu else 50) if out.algo == "ppo" else (30 if not on_gpu else 200)
         return out
