@@ -4,6 +4,7 @@ run started from the app with a tiny model, followed live and switched to on suc
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -71,6 +72,7 @@ def store(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @async_test
 async def test_training_runs_in_the_background_with_live_progress_and_offers_the_new_version(store):
     base = store.active_model_version()
@@ -87,9 +89,13 @@ async def test_training_runs_in_the_background_with_live_progress_and_offers_the
         await pilot.press("s")
         assert noticed(app, "started in the background")
         process = app.services.training
-        await wait_for(pilot, lambda: process.snapshot().phase == "ppo", timeout=300, what="ppo phase")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), timeout=300, what="switch offer")
+        phases = set()
+        while process.returncode is None:  # a shared two-core machine can take minutes
+            phases.add(process.snapshot().phase)
+            await asyncio.sleep(0.05)
         assert process.returncode == 0, "\n".join(process.snapshot().log)
+        assert {"reward", "ppo"} <= phases, f"phases seen while running: {phases}"
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), timeout=30, what="switch offer")
         assert screen.query_one("#reward-plot", Sparkline).data  # the reward curve was drawn
         state = str(screen.query_one("#training-state").render())
         assert "Finished" in state and "phase ppo step 2/2" in state
