@@ -49,8 +49,15 @@ def main() -> None:
     prompt = ours.encode_chat(messages)
     back = load_model(out)
     with torch.no_grad():
-        difference = (ours.model(torch.tensor([prompt])) - back.model(torch.tensor([prompt]))).abs().max()
-    print(f"max |logit difference| source vs exported file (our GGUF loader): {float(difference):.4f}")
+        want = ours.model(torch.tensor([prompt]))[0].float()
+        got = back.model(torch.tensor([prompt]))[0].float()
+    difference = (want - got).abs()
+    kl = torch.nn.functional.kl_div(got.log_softmax(-1), want.log_softmax(-1), log_target=True, reduction="batchmean")
+    agree = float((want.argmax(-1) == got.argmax(-1)).float().mean())
+    print(f"source vs exported file through our GGUF loader, {len(prompt)} prompt positions: "
+          f"max |logit diff| {float(difference.max()):.4f}, mean {float(difference.mean()):.5f}, "
+          f"logit range {float(want.min()):.1f}..{float(want.max()):.1f}, KL {float(kl):.2e} nats, "
+          f"top-1 agreement {agree:.0%}")
 
     params = SamplingParams(temperature=0, max_new_tokens=args.tokens, ignore_eos=True)
     our_ids = LLMEngine(ours).generate([prompt], params)[0].completions[0].token_ids

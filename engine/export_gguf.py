@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +83,6 @@ class GGUFVocabulary:
     pre: str | None = None
     add_space_prefix: bool | None = None
     add_bos: bool = False
-    extra_ids: dict[str, int] = field(default_factory=dict)
 
 
 def gguf_tensor_name(hf_name: str) -> str:
@@ -207,7 +206,7 @@ def gguf_vocabulary(model_dir: Path, checkpoint: Checkpoint) -> GGUFVocabulary:
 # -- tensors --------------------------------------------------------------------------------
 
 
-def _encode_tensor(values: np.ndarray, name: str, export_type: str) -> tuple[np.ndarray, GGMLQuantizationType]:
+def _encode_tensor(values: np.ndarray, export_type: str) -> tuple[np.ndarray, GGMLQuantizationType]:
     """The tensor's bytes in the export type: norms/biases stay f32, as llama.cpp keeps them."""
     if export_type == "f32" or values.ndim == 1:
         return values.astype(np.float32), GGMLQuantizationType.F32
@@ -312,7 +311,7 @@ def export_gguf(model_dir: str | Path, output: str | Path, export_type: str = "f
         writer = GGUFWriter(tmp, arch="llama")
         _write_metadata(writer, checkpoint.config, vocabulary, checkpoint, name or model_dir.name, export_type)
         for tensor_name, values in tensors:
-            data, qtype = _encode_tensor(values, tensor_name, export_type)
+            data, qtype = _encode_tensor(values, export_type)
             writer.add_tensor(tensor_name, data, raw_dtype=qtype)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()

@@ -60,6 +60,25 @@ def test_round_trip_logits_match(tmp_path, export_type, tolerance, tied):
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
 
 
+def test_q8_0_file_holds_exactly_the_quantized_weights(tmp_path):
+    """The q8_0 file's logits are those of the source with each matrix put through Q8_0
+    (quantize, dequantize) and nothing else changed: the export adds no error of its own."""
+    from gguf import GGMLQuantizationType
+    from gguf import quants
+
+    source = make_tiny_model_dir(tmp_path / "tiny", hidden_size=64)
+    loaded = load_model(source)
+    with torch.no_grad():
+        for name, param in loaded.model.named_parameters():
+            if param.dim() == 2:
+                q8 = quants.quantize(param.numpy(), GGMLQuantizationType.Q8_0)
+                param.copy_(torch.from_numpy(quants.dequantize(q8, GGMLQuantizationType.Q8_0)))
+        ids = loaded.tokenizer.encode(PROMPT)
+        want = loaded.model(torch.tensor([ids]))[0]
+    got, _ = logits_of(export_gguf(source, tmp_path / "tiny.gguf", "q8_0"))
+    assert (got - want).abs().max() < 1e-5
+
+
 def test_qwen2_biases_export(tmp_path):
     source = make_tiny_model_dir(tmp_path / "qwen", model_type="qwen2")
     want, _ = logits_of(source)
