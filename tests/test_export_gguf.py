@@ -209,7 +209,7 @@ def test_default_model_round_trip(tmp_path):
     out = export_gguf(source, tmp_path / "smollm.gguf", "f16")
     got, got_ids = logits_of(out, "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n")
     assert got_ids == ids
-    # f16 storage of 135M weights: logits within a few hundredths (measured ~1e-2 scale).
+    # f16 storage of 135M weights: measured max |logit diff| 0.041 over logits in -31..38, top-1 all equal.
     assert torch.equal(got.argmax(-1), want.argmax(-1))
     assert (got - want).abs().max() < 0.1
     fields = fields_of(out)
