@@ -19,6 +19,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -87,18 +88,18 @@ def test_two_processes_hold_identical_weights_after_each_step(tmp_path):
         assert max(float((a[k] - initial[k]).abs().max()) for k in a) > 1e-3  # and they did train
 
 
-def test_train_command_runs_data_parallel(base_state, chat_tui_home):  # noqa: F811
+@pytest.mark.parametrize("algo,top_layers", [("dpo", "0"), ("ppo", "1")])
+def test_train_command_runs_data_parallel(base_state, chat_tui_home, algo, top_layers):  # noqa: F811
     store, _ = install_base(base_state)
     add_feedback(store)
-    result = accelerate_launch(
-        ["-m", "trainer", "--algo", "dpo", "--steps", "2", "--device", "cpu", "--top-layers", "0", "--activate"],
-        env={"CHAT_TUI_HOME": str(chat_tui_home)},
-    )
+    args = ["-m", "trainer", "--algo", algo, "--steps", "2", "--device", "cpu", "--top-layers", top_layers,
+            "--max-reply-tokens", "12", "--activate"]
+    result = accelerate_launch(args, env={"CHAT_TUI_HOME": str(chat_tui_home)})
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     versions = [v.name for v in store.list_model_versions()]
-    assert versions == ["tiny", "tiny-dpo-run1"], output
+    assert versions == ["tiny", f"tiny-{algo}-run1"], output
     runs = store.list_training_runs()
     assert len(runs) == 1 and runs[0].status == "succeeded"
-    assert output.count("saved model version 'tiny-dpo-run1'") == 1  # printed by the main process only
+    assert output.count(f"saved model version 'tiny-{algo}-run1'") == 1  # printed by the main process only
     assert not (data_dir() / "training" / "run-1").exists()
