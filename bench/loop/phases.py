@@ -14,7 +14,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -74,7 +74,7 @@ def measured(name: str, records: list[PhaseRecord]) -> Iterator[PhaseRecord]:
 
 def run_measured(
     name: str, command: Sequence[str], records: list[PhaseRecord], log_path: Path, env: dict[str, str] | None = None,
-    echo: bool = True,
+    echo: Callable[[str], None] | None = None,
 ) -> int:
     """Run `command`, teeing its output to `log_path`; record its wall time and peak RSS."""
     record = PhaseRecord(name, in_subprocess=True)
@@ -89,8 +89,8 @@ def run_measured(
         for line in process.stdout:
             log.write(line)
             log.flush()
-            if echo:
-                sys.stderr.write(f"  [{name}] {line}")
+            if echo is not None:
+                echo(f"  [{name}] {line.rstrip()}")
         process.stdout.close()
         # wait4 gives this child's own rusage (Popen.wait would reap it without it).
         _, status, usage = os.wait4(process.pid, 0)

@@ -24,13 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 WORD = re.compile(r"[A-Za-z0-9\u00C0-\u024F]+(?:['\u2019][A-Za-z]+)*")
+LIST_MARKER = re.compile(r"^\s*(?:[-*+\u2022]|\d+[.)])\s+", re.MULTILINE)
 DEFAULT_MAX_WORDS = 50
 
 
 def words_of(text: str) -> list[str]:
     """Words as a reader counts them: runs of letters or digits, with inner apostrophes.
-    Markdown bullets, numbering dots and punctuation are not words."""
-    return WORD.findall(text)
+    List markers at the start of a line ("- ", "2. "), markup and punctuation are not words."""
+    return WORD.findall(LIST_MARKER.sub("", text))
 
 
 def count_words(text: str) -> int:
@@ -84,7 +85,6 @@ class Preference:
 # ---------------------------------------------------------------------------------------
 # Candidates measured on the default model before choosing (python -m bench.loop baseline)
 
-_BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+", re.MULTILINE)
 
 
 def _starts_direct(text: str) -> bool:
@@ -104,6 +104,6 @@ def candidate_checks() -> dict[str, Callable[[str], bool]]:
     }
     checks["ends with a question back"] = _ends_with_question
     checks["opens with the answer (no preamble)"] = _starts_direct
-    checks["uses a bulleted or numbered list"] = lambda text: bool(_BULLET.search(text))
-    checks["no list (plain prose)"] = lambda text: not _BULLET.search(text)
+    checks["uses a bulleted or numbered list"] = lambda text: bool(LIST_MARKER.search(text))
+    checks["no list (plain prose)"] = lambda text: not LIST_MARKER.search(text)
     return checks

@@ -177,7 +177,7 @@ class LoopRunner:
             env["OMP_NUM_THREADS"] = str(self.config.threads)
         log_path = self.out_dir / f"train_{algo}.log"
         self.echo(f"train {algo}: {' '.join(command)}")
-        code = run_measured(f"train_{algo}", command, self.phases, log_path, env)
+        code = run_measured(f"train_{algo}", command, self.phases, log_path, env, self.echo)
         store = self.open_store()
         runs = [r for r in store.list_training_runs() if r.kind == algo]
         run = runs[-1] if runs else None
