@@ -32,10 +32,11 @@ def cli() -> None:
 @click.option("--ppo-args", default="", help="Extra `chat-tui train` arguments for the PPO run, e.g. '--steps 20'.")
 @click.option("--dpo-args", default="", help="Extra `chat-tui train` arguments for the DPO run.")
 @click.option("--threads", type=int, default=None, help="Torch threads here and OMP_NUM_THREADS for the trainer.")
-@click.option("--prompts-per-batch", default=8, show_default=True, help="Prompts whose k replies are sampled together.")
+@click.option("--prompts-per-batch", default=32, show_default=True, help="Prompts handed to the engine together.")
+@click.option("--max-batch-rows", default=32, show_default=True, help="Sequences the engine decodes at once.")
 @click.option("--prompts-file", type=click.Path(path_type=Path, exists=True), default=None, help="Another prompt set (JSONL).")
 def run(out_dir, model, algos, k, max_words, train_prompts, held_out_prompts, seed, split_seed, max_new_tokens,
-        ppo_args, dpo_args, threads, prompts_per_batch, prompts_file) -> None:
+        ppo_args, dpo_args, threads, prompts_per_batch, max_batch_rows, prompts_file) -> None:
     """Run the whole loop once and write results.json, report.md and training.png."""
     from bench.loop.runner import LoopConfig, LoopRunner
 
@@ -45,7 +46,7 @@ def run(out_dir, model, algos, k, max_words, train_prompts, held_out_prompts, se
         out_dir=out_dir, model=model, algos=tuple(algos) or ("ppo", "dpo"), k=k, max_words=max_words,
         num_train_prompts=train_prompts, num_held_out_prompts=held_out_prompts, seed=seed, split_seed=split_seed,
         max_new_tokens=max_new_tokens, train_args={"ppo": shlex.split(ppo_args), "dpo": shlex.split(dpo_args)},
-        threads=threads, prompts_per_batch=prompts_per_batch, prompts_file=prompts_file,
+        threads=threads, prompts_per_batch=prompts_per_batch, max_batch_rows=max_batch_rows, prompts_file=prompts_file,
     )
     results = LoopRunner(config).run()
     click.echo(json.dumps(results["summary"], indent=1))

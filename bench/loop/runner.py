@@ -46,7 +46,8 @@ class LoopConfig:
     split_seed: int = 0
     seed: int = 0
     max_new_tokens: int | None = None  # None: the chat's default (256)
-    prompts_per_batch: int = 8
+    prompts_per_batch: int = 32  # prompts handed to the engine together
+    max_batch_rows: int = 32  # sequences the engine decodes at once
     train_args: dict[str, list[str]] = field(default_factory=dict)  # algo -> extra `chat-tui train` args
     threads: int | None = None  # torch threads here and OMP_NUM_THREADS for the trainer
     prompts_file: Path | None = None
@@ -155,7 +156,7 @@ class LoopRunner:
 
         loaded = load_model(base.path)
         user = SimulatedUser(store, loaded, base.id, self.preference, self.config.k, self.chat_settings(),
-                             self.config.seed, self.config.prompts_per_batch)
+                             self.config.seed, self.config.prompts_per_batch, self.config.max_batch_rows)
         started = time.perf_counter()
 
         def progress(done: int, total: int) -> None:
@@ -204,7 +205,7 @@ class LoopRunner:
         loaded = load_model(path)
         settings = self.chat_settings()
         base_params = settings.sampling_params(n=1)
-        engine = LLMEngine(loaded, max_batch_size=max(1, self.config.prompts_per_batch * self.config.k))
+        engine = LLMEngine(loaded, max_batch_size=self.config.max_batch_rows)
         prompt_ids = [loaded.encode_chat([{"role": "user", "content": p.text}]) for p in held_out]
         # Held-out seeds live in their own range, apart from the collection's.
         params = [dataclasses.replace(base_params, seed=(self.config.seed + 7) * 1_000_003 + i) for i in range(len(held_out))]

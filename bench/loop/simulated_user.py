@@ -9,8 +9,9 @@ first with `ChatSession.rank`, shows the best one, and thumbs some of them with
 
 Sampling is the chat's own default settings (`ChatSettings()`), with a fixed seed per
 prompt instead of the chat's fresh random one, so runs are reproducible. Several prompts'
-requests run through the engine together to keep the CPU busy; every store write is still
-made per prompt, in order.
+requests go to the engine together, which batches up to `max_batch_rows` sequences and
+lets a new one join whenever another finishes (a CPU is used best that way); every store
+write is still made per prompt, in order.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class SimulatedUser:
         k: int = 4,
         settings: ChatSettings | None = None,
         seed: int = 0,
-        prompts_per_batch: int = 8,
+        prompts_per_batch: int = 32,
+        max_batch_rows: int = 32,
     ) -> None:
         self.store = store
         self.loaded = loaded
@@ -85,7 +87,7 @@ class SimulatedUser:
         self.settings = (settings or ChatSettings()).validate()
         self.seed = seed
         self.prompts_per_batch = max(1, prompts_per_batch)
-        self.engine = LLMEngine(loaded, max_batch_size=self.prompts_per_batch * k)
+        self.engine = LLMEngine(loaded, max_batch_size=max(k, max_batch_rows))
 
     def sampling_record(self) -> dict[str, Any]:
         """What the chat stores with each reply (as compare mode does)."""
