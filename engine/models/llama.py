@@ -150,16 +150,15 @@ class LlamaBackbone(nn.Module):
         self.rotary = RotaryEmbedding(config)
 
 
-class LlamaForCausalLM(nn.Module):
-    """Backbone plus LM head. `hidden_states` is what reward and value heads read."""
+class CausalLM(nn.Module):
+    """What every decoder here shares: embed, rotary angles, the layers, final norm, LM head.
 
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.model = LlamaBackbone(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
+    A subclass builds `self.model` (with embed_tokens, rotary, layers, norm) and `self.lm_head`;
+    each layer is called as `layer(x, cos, sin, cache, padding_mask)`. `hidden_states` is
+    what reward and value heads read.
+    """
+
+    config: ModelConfig
 
     def hidden_states(
         self,
@@ -193,3 +192,15 @@ class LlamaForCausalLM(nn.Module):
     ) -> torch.Tensor:
         """Logits (B, T, vocab)."""
         return self.lm_head(self.hidden_states(input_ids, positions, cache, attention_mask))
+
+
+class LlamaForCausalLM(CausalLM):
+    """The Llama-family decoder: backbone plus LM head (tied or not)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = LlamaBackbone(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight

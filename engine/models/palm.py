@@ -41,7 +41,7 @@ from torch import nn
 
 from engine.config import ModelConfig
 from engine.errors import ModelLoadError
-from engine.models.llama import AttentionCache, RotaryEmbedding, apply_rotary, causal_attention
+from engine.models.llama import AttentionCache, CausalLM, RotaryEmbedding, apply_rotary, causal_attention
 
 PALM_ARCHITECTURE = "PalmForCausalLM"
 
@@ -212,7 +212,7 @@ class PalmBackbone(nn.Module):
         self.rotary = RotaryEmbedding(config)
 
 
-class PalmForCausalLM(nn.Module):
+class PalmForCausalLM(CausalLM):
     """Backbone plus the tied LM head; the same calling convention as LlamaForCausalLM."""
 
     def __init__(self, config: ModelConfig) -> None:
@@ -235,32 +235,3 @@ class PalmForCausalLM(nn.Module):
                 nn.init.normal_(param, std=std * depth_scale)
             else:
                 nn.init.normal_(param, std=std)
-
-    def hidden_states(
-        self,
-        input_ids: torch.Tensor,
-        positions: torch.Tensor | None = None,
-        cache: AttentionCache | None = None,
-        attention_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Final-norm hidden states (B, T, d); arguments as in LlamaForCausalLM."""
-        if positions is None:
-            if attention_mask is None:
-                positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
-            else:
-                positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        x = self.model.embed_tokens(input_ids)  # (B, T, d)
-        cos, sin = self.model.rotary(positions, x.dtype)
-        for layer in self.model.layers:
-            x = layer(x, cos, sin, cache, attention_mask)
-        return self.model.norm(x)
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        positions: torch.Tensor | None = None,
-        cache: AttentionCache | None = None,
-        attention_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Logits (B, T, vocab)."""
-        return self.lm_head(self.hidden_states(input_ids, positions, cache, attention_mask))
