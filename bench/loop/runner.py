@@ -24,8 +24,9 @@ import torch
 
 from bench.loop import measures
 from bench.loop.phases import PhaseRecord, measured, run_measured
-from bench.loop.preference import Preference, count_words
-from bench.loop.prompt_set import BenchPrompt, held_out_text, load_prompts, split_prompts
+from bench.loop.evaluation import VersionEval, evaluate_version
+from bench.loop.preference import Preference
+from bench.loop.prompt_set import BenchPrompt, load_prompts, split_prompts
 
 Echo = Callable[[str], None]
 # trainer/progress.py's console lines, as written to a log (not a terminal).
@@ -56,32 +57,6 @@ class LoopConfig:
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
-
-
-@dataclass
-class VersionEval:
-    """One model version's answers to the held-out prompts and what was measured on them."""
-
-    name: str
-    version_id: int | None
-    texts: list[str]
-    word_counts: list[int]
-    satisfied: list[bool]
-    finish_reasons: list[str]
-    rate: measures.Rate
-    perplexity: float
-    kl_to_parent: measures.KLSummary | None = None
-    generated_tokens: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "version_id": self.version_id, "preference_rate": self.rate.as_dict(),
-            "perplexity": self.perplexity, "kl_to_parent": self.kl_to_parent.as_dict() if self.kl_to_parent else None,
-            "mean_words": sum(self.word_counts) / max(1, len(self.word_counts)),
-            "median_words": sorted(self.word_counts)[len(self.word_counts) // 2] if self.word_counts else 0,
-            "length_cutoffs": sum(r == "length" for r in self.finish_reasons),
-            "generated_tokens": self.generated_tokens,
-        }
 
 
 def chat_tui_command() -> list[str]:
@@ -197,30 +172,8 @@ class LoopRunner:
         return result
 
     def evaluate(self, name: str, version_id: int | None, path: str, held_out: list[BenchPrompt], parent=None) -> tuple[VersionEval, Any]:
-        """The version answers every held-out prompt once with the chat's settings and the
-        same per-prompt seeds as every other version; then rate, perplexity and KL."""
-        from engine.engine import LLMEngine
-        from engine.loading import load_model
-
-        loaded = load_model(path)
-        settings = self.chat_settings()
-        base_params = settings.sampling_params(n=1)
-        engine = LLMEngine(loaded, max_batch_size=self.config.max_batch_rows)
-        prompt_ids = [loaded.encode_chat([{"role": "user", "content": p.text}]) for p in held_out]
-        # Held-out seeds live in their own range, apart from the collection's.
-        params = [dataclasses.replace(base_params, seed=(self.config.seed + 7) * 1_000_003 + i) for i in range(len(held_out))]
-        outputs = engine.generate(prompt_ids, params)
-        completions = [o.completions[0] for o in outputs]
-        texts = [c.text for c in completions]
-        satisfied = [self.preference.satisfied(t) for t in texts]
-        ppl = measures.perplexity(loaded.model, loaded.tokenizer.encode(held_out_text()))
-        kl = None
-        if parent is not None:
-            kl = measures.kl_along_replies(loaded.model, parent.model, prompt_ids, [list(c.token_ids) for c in completions])
-        result = VersionEval(name, version_id, texts, [count_words(t) for t in texts], satisfied,
-                             [c.finish_reason for c in completions], measures.rate(satisfied), ppl, kl,
-                             sum(len(c.token_ids) for c in completions))
-        return result, loaded
+        return evaluate_version(name, version_id, path, held_out, self.preference, self.chat_settings(),
+                                self.config.seed, self.config.max_batch_rows, parent)
 
     # -- the loop -------------------------------------------------------------------------
 
