@@ -95,7 +95,13 @@ async def test_training_runs_in_the_background_with_live_progress_and_offers_the
             await asyncio.sleep(0.05)
         assert process.returncode == 0, "\n".join(process.snapshot().log)
         assert {"reward", "ppo"} <= phases, f"phases seen while running: {phases}"
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), timeout=30, what="switch offer")
+        # Pushed is not yet composed: wait until the dialog's widgets exist.
+        await wait_for(
+            pilot,
+            lambda: isinstance(app.screen, ConfirmScreen) and bool(app.screen.query(".dialog-title")),
+            timeout=30,
+            what="switch offer",
+        )
         assert screen.query_one("#reward-plot", Sparkline).data  # the reward curve was drawn
         state = str(screen.query_one("#training-state").render())
         assert "Finished" in state and "phase ppo step 2/2" in state
