@@ -159,8 +159,12 @@ class TrainingRun:
         device = self.accelerator.device
         return "cpu" if device.type == "cpu" else str(device)
 
-    def estimate(self, loaded, plan: PhasePlan) -> str:
+    def estimate(self, loaded, plan: PhasePlan, sets: TrainingSets) -> str:
+        """Estimate the run's peak memory; ModelTooLargeError when it will not fit."""
         s = self.settings
+        cached_trunk_tokens = 0
+        if self.trunk_layers and (plan.reward or plan.policy == "dpo"):
+            cached_trunk_tokens = sum(len(g.prompt_ids) * len(g.replies) + sum(map(len, g.replies)) for g in sets.train_groups)
         config = loaded.config
         num_layers = config.num_hidden_layers
         trained_layers = s.top_layers or num_layers
@@ -179,6 +183,7 @@ class TrainingRun:
             rows=s.minibatch_rows, sequence_length=s.max_prompt_tokens + s.max_reply_tokens,
             logit_columns=s.max_reply_tokens + 16, trained_layers=trained_layers,
             kv_cache_tokens=rows * (s.max_prompt_tokens + s.max_reply_tokens),
+            cached_trunk_tokens=cached_trunk_tokens,
         )
         check_fits(estimate, self.accelerator.device, self.base.name)
         return estimate.describe()

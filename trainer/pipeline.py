@@ -106,7 +106,7 @@ def run_training(
     limits = DatasetLimits(s.max_prompt_tokens, s.max_reply_tokens)
     sets = build_training_sets(loaded, data, limits, s.eval_fraction, s.seed)
     plan = plan_phases(s, sets)
-    memory = run.estimate(loaded, plan)
+    memory = run.estimate(loaded, plan, sets)
     outcome = RunOutcome(None, plan, sets.summary())
     for line in describe_plan(sets, plan, s, memory, base):
         run.echo(line)

@@ -56,7 +56,9 @@ class TrainSettings:
     samples_per_prompt: int = 2
     ppo_epochs: int = 2
     minibatch_rows: int = 8
-    temperature: float = 1.0
+    # Rollouts sample plain softmax(logits / T) and the log-probs use the same T; 0.7 keeps
+    # a small model's replies readable (at 1.0 SmolLM2-135M rambles).
+    temperature: float = 0.7
     # DPO
     dpo_lr: float | None = None
     dpo_beta: float = 0.1
@@ -96,7 +98,7 @@ class TrainSettings:
         if out.sft_lr is None:
             out.sft_lr = 2e-4 if adapter else 1e-5
         if out.ppo_lr is None:
-            out.ppo_lr = 1e-4 if adapter else 5e-6
+            out.ppo_lr = 3e-4 if adapter else 5e-6
         if out.dpo_lr is None:
             out.dpo_lr = 1e-4 if adapter else 5e-6
         if out.reward_epochs is None:
