@@ -114,7 +114,7 @@ def test_ppo_run_writes_a_new_version_and_leaves_the_parent_alone(base_state, to
     assert len(run.metrics["ppo"]) == 4 and {"reward", "kl", "entropy", "clip_fraction", "value_loss", "approx_kl",
                                              "reply_length"} <= set(run.metrics["ppo"][0])
     assert run.metrics["reward"]["eval_pairs"] > 0
-    assert set(outcome.phase_seconds) == {"sft", "reward", "ppo", "evaluate"}
+    assert set(outcome.phase_seconds) == {"setup", "sft", "reward", "ppo", "evaluate", "save"}
     assert len(outcome.samples) == 3 and all({"prompt", "parent", "new"} <= set(s) for s in outcome.samples)
     # The new version loads like any stored model and differs from its parent.
     new, parent = load_model(version.path), load_model(base.path)

@@ -303,6 +303,7 @@ class TrainingRun:
 
         s = self.settings
         policy = loaded.model
+        started = time.perf_counter()  # the reference log-probs are part of the phase's cost
         if "dpo_reference" in self.state:
             reference = {int(k): v for k, v in self.checkpoint.load_object("dpo-reference").items()}
         else:
@@ -332,7 +333,6 @@ class TrainingRun:
             if step % s.checkpoint_every == 0 or step == s.steps:
                 self.checkpoint_policy("dpo", step, policy, {"optimizer": optimizer.state_dict()})
 
-        started = time.perf_counter()
         result = train_dpo(policy, sets.train_groups, sets.eval_groups, config, self.accelerator, pad_id, self.progress,
                            start_step=start_step, on_step=on_step, reference=reference, optimizer_state=optimizer_state)
         self.timed("dpo", started)
@@ -372,6 +372,8 @@ class TrainingRun:
                                              s.max_reply_tokens, s.temperature, seed=s.seed + 1)
         self.timed("evaluate", started)
         metrics = comparison.metrics()
+        if reward_model is None:  # DPO: no reward model to score with, only KL and lengths
+            metrics = {k: v for k, v in metrics.items() if "reward" not in k}
         improved = comparison.improved if reward_model is not None else False
         return metrics, improved, comparison.samples
 

@@ -21,6 +21,7 @@ Only the main process writes to the stores and the checkpoint; the others train 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,7 @@ def run_training(
     seed_everything(s.seed, run.accelerator.process_index)
     resume_id, snapshot_id = run.choose_snapshot(dry_run)
     data = store.training_data(snapshot_id)
+    setup_started = time.perf_counter()
     loaded = run.load_base()
     num_layers = loaded.config.num_hidden_layers
     if settings.top_layers is None and s.top_layers > num_layers:
@@ -107,6 +109,7 @@ def run_training(
     sets = build_training_sets(loaded, data, limits, s.eval_fraction, s.seed)
     plan = plan_phases(s, sets)
     memory = run.estimate(loaded, plan, sets)
+    run.timed("setup", setup_started)  # loading the model, tokenizing and splitting the data
     outcome = RunOutcome(None, plan, sets.summary())
     for line in describe_plan(sets, plan, s, memory, base):
         run.echo(line)
@@ -165,7 +168,9 @@ def run_training(
                 if isinstance(value, float) and not math.isfinite(value) and key.endswith("loss"):
                     raise TrainingDivergedError(f"{key} is {value} after training; nothing was saved")
             activate = s.activate or bool(improved)
+            save_started = time.perf_counter()
             name, path = run.save_version(loaded, metrics, activate)
+            run.timed("save", save_started)
             outcome.version_name, outcome.version_path, outcome.activated = name, path, activate
             metrics["phase_seconds"] = dict(run.phase_seconds)
             version_id = store.get_model_version(name).id
