@@ -137,14 +137,14 @@ def world() -> World:
 
 
 def test_sft_base_policy_learned_the_reply_format(world):
-    assert world.sft_metrics["eval_loss_after"] < world.sft_metrics["eval_loss_before"] / 3  # 3.86 vs 29.2
+    assert world.sft_metrics["eval_loss_after"] < world.sft_metrics["eval_loss_before"] / 3  # 3.85 vs 30.5
     samples = sample_replies(LLMEngine(world.fresh_policy(), max_batch_size=64), world.eval_prompts, MAX_NEW, seed=3)
     assert sum(samples.finished) / len(samples.finished) > 0.9  # replies end with <|im_end|> (1.0)
 
 
 def test_reward_model_scripted_rater_held_out_accuracy_above_90_percent(world):
     assert len(world.groups) > 250 and world.rm.metrics["eval_pairs"] > 100
-    assert world.rm.metrics["eval_accuracy"] > 0.9  # 0.98
+    assert world.rm.metrics["eval_accuracy"] > 0.9  # 0.974 on 194 held-out pairs
 
 
 def test_engine_logprobs_equal_the_trainers_recomputed_logprobs(world):
@@ -179,8 +179,8 @@ def test_ppo_raises_the_preferred_behaviour_with_bounded_kl(world):
     assert {"reward", "kl", "entropy", "clip_fraction", "value_loss", "approx_kl", "reply_length"} <= set(history[0])
     assert history[0]["approx_kl"] < 0.05 and history[0]["kl"] < 0.5  # starts on the reference
     assert sum(h["reward"] for h in history[-5:]) > sum(h["reward"] for h in history[:5])
-    assert share_after > share_before + 0.25  # 0.26 -> 0.95
-    assert kl < 15.0  # about 4 nats per reply
+    assert share_after > share_before + 0.25  # 0.31 -> 0.91
+    assert kl < 15.0  # 4.3 nats per reply
 
 
 def test_ppo_with_lora_uses_the_disabled_adapter_as_reference(world):
@@ -195,8 +195,8 @@ def test_ppo_with_lora_uses_the_disabled_adapter_as_reference(world):
     trainer = PPOTrainer(loaded.model, value, world.reward_model, engine, config, world.accelerator, 0)
     trainer.train(world.train_prompts)
     share_after, kl = world.measure(loaded, None)
-    assert share_after > share_before + 0.2  # 0.26 -> 0.99 in 12 steps
-    assert kl < 15.0  # about 6
+    assert share_after > share_before + 0.2  # 0.31 -> 0.87
+    assert kl < 15.0  # 3.1
     with lora.disabled(loaded.model):
         base = world.fresh_policy().model
         ids = torch.tensor([world.eval_prompts[0].prompt_ids])
@@ -211,9 +211,9 @@ def test_dpo_raises_the_preferred_behaviour_with_bounded_kl(world):
     result = train_dpo(loaded.model, world.train_groups, world.eval_groups, DPOConfig(epochs=1, lr=3e-4, beta=0.1),
                        world.accelerator, 0)
     share_after, kl = world.measure(loaded, reference)
-    assert result.metrics["eval_accuracy"] > 0.7  # 0.80
-    assert share_after > share_before + 0.15  # 0.26 -> 0.65
-    assert kl < 15.0  # about 6
+    assert result.metrics["eval_accuracy"] > 0.6  # 0.75
+    assert share_after > share_before + 0.15  # 0.31 -> 0.66
+    assert kl < 15.0  # 4.7
 
 
 def test_ppo_with_a_shared_trunk_computes_the_same_experience_and_losses(world):
