@@ -41,10 +41,12 @@ def _print_outcome(outcome) -> None:
 @click.option("--kl-beta", default=0.03, show_default=True, help="PPO's per-token KL penalty coefficient.")
 @click.option("--adaptive-kl", is_flag=True, help="Adapt the KL coefficient towards a target KL.")
 @click.option("--max-reply-tokens", default=64, show_default=True, help="Longest reply trained on or generated.")
+@click.option("--threads", type=int, default=None,
+              help="CPU threads for this run (default: torch's; use fewer when other programs are busy).")
 @click.option("--dry-run", is_flag=True, help="Only print what data would be used and the plan.")
 @click.option("--activate", is_flag=True, help="Activate the new version even if evaluation did not improve.")
 def train(algo, use_lora, top_layers, steps, device, base_name, seed, grad_accum, kl_beta, adaptive_kl,
-          max_reply_tokens, dry_run, activate) -> None:
+          max_reply_tokens, threads, dry_run, activate) -> None:
     """Train a new model version from your ratings, rankings and demonstrations.
 
     Runs SFT on demonstrations (when there are any), trains a reward model and runs PPO,
@@ -58,6 +60,16 @@ def train(algo, use_lora, top_layers, steps, device, base_name, seed, grad_accum
     from trainer.pipeline import BaseVersion, run_training
     from trainer.settings import TrainSettings
 
+    if threads is not None:
+        import torch
+
+        from trainer.errors import TrainerError
+
+        if threads < 1:
+            raise TrainerError(f"--threads must be at least 1, got {threads}")
+        # CPU threads that wait on each other while another program holds a core slow every
+        # matmul down many times over (measured 20x on 2 busy cores); fewer threads avoid it.
+        torch.set_num_threads(threads)
     ensure_data_dir()
     store = Store(database_path())
     choice = choose_model(store, base_name, None, lambda label, text: click.echo(f"{label}: {text}", err=True))
