@@ -65,10 +65,13 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     return (UserError, EngineError, FeedbackError, TrainerError)
 
 
-def main() -> None:
-    """Console-script entry: runs the CLI and turns user errors into one-line messages."""
+def run_command(command: click.Command) -> None:
+    """Run a click command as a program: user errors become one line and exit status 1.
+
+    Used by the console script and by the `-m` entry points that accelerate launches.
+    """
     try:
-        cli(standalone_mode=False)
+        command(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
@@ -80,3 +83,8 @@ def main() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def main() -> None:
+    """Console-script entry: runs the CLI and turns user errors into one-line messages."""
+    run_command(cli)

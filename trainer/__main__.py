@@ -6,23 +6,12 @@ itself (options, store, printing) lives in chat_tui/commands/train.py.
 
 from __future__ import annotations
 
-import sys
-
-import click
-
 
 def main() -> None:
-    from chat_tui.cli import user_error_types
+    from chat_tui.cli import run_command
     from chat_tui.commands.train import train
 
-    try:
-        train(standalone_mode=False)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except user_error_types() as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
+    run_command(train)
 
 
 if __name__ == "__main__":

@@ -121,18 +121,9 @@ def pretrain(
 def main() -> None:
     """`accelerate launch -m chat_tui.commands.pretrain ...`: one process per device, with
     the CLI's one-line errors."""
-    import sys
+    from chat_tui.cli import run_command
 
-    from chat_tui.cli import user_error_types
-
-    try:
-        pretrain(standalone_mode=False)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except user_error_types() as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
+    run_command(pretrain)
 
 
 if __name__ == "__main__":
