@@ -72,7 +72,7 @@ class LoopRunner:
     def __init__(self, config: LoopConfig, echo: Echo | None = None) -> None:
         self.config = config
         self.echo = echo or (lambda text: print(text, file=sys.stderr, flush=True))
-        self.out_dir = Path(config.out_dir)
+        self.out_dir = Path(config.out_dir).expanduser().resolve()  # stored model paths must not depend on the cwd
         self.home = self.out_dir / "home"
         self.phases: list[PhaseRecord] = []
         self.results: dict[str, Any] = {"config": config.as_dict()}
