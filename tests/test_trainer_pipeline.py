@@ -238,3 +238,31 @@ def test_train_command_help_and_dry_run(base_state):
     result = runner.invoke(cli, ["train", "--dry-run", "--algo", "dpo", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "phases: sft -> dpo" in result.output
+
+
+def test_train_command_progress_json_is_what_the_chat_reads(base_state):
+    """Every stdout line of `chat-tui train --progress-json` is a JSON event, and the chat's
+    training-screen parser follows the run from them to the new version."""
+    import json
+
+    from chat_tui.services.training_process import TrainingProgress, apply_line
+
+    store, _ = install_base(base_state)
+    add_feedback(store, conversations=12, demos_every=0)
+    result = CliRunner().invoke(cli, ["train", "--progress-json", "--algo", "dpo", "--device", "cpu", "--steps", "2",
+                                      "--top-layers", "0", "--max-reply-tokens", "12"])
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    kinds = [e["event"] for e in events]
+    assert kinds[-1] == "done" and "message" in kinds
+    phases = [e for e in events if e["event"] == "phase"]
+    assert [p["phase"] for p in phases] == ["dpo"] and phases[0]["total"] == 2
+    steps = [e for e in events if e["event"] == "step"]
+    assert [s["step"] for s in steps] == [1, 2] and "loss" in steps[-1]["metrics"]
+    progress = TrainingProgress()
+    for line in result.stdout.splitlines():
+        apply_line(progress, line)
+    new_version = store.get_model_version("tiny-dpo-run1")
+    assert events[-1]["version"] == progress.result_version == new_version.name
+    assert events[-1]["version_id"] == progress.result_version_id == new_version.id
+    assert progress.phase == "dpo" and progress.step == 2

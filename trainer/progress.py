@@ -3,11 +3,15 @@
 `ConsoleProgress` prints to a stream (stderr by default); on a terminal the bar redraws in
 place, elsewhere (logs, tests) a line is printed every few percent. Only the main process
 of a multi-process run should print, so callers pass `enabled=accelerator.is_main_process`.
+`JsonProgress` writes one JSON object per line instead, for a program reading the run
+(the chat's training screen, `chat-tui train --progress-json`).
 `SilentProgress` records nothing and prints nothing.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 import time
 from typing import IO, Protocol
@@ -100,6 +104,46 @@ class ConsoleProgress:
 
     def message(self, text: str) -> None:
         self.write(text + "\n")
+
+
+class _JsonPhase:
+    def __init__(self, owner: "JsonProgress", name: str, total: int) -> None:
+        self.owner = owner
+        self.name = name
+        self.total = max(1, total)
+        self.done = 0
+        self.closed = False
+        owner.emit({"event": "phase", "phase": name, "total": self.total})
+
+    def advance(self, steps: int = 1, metrics: dict[str, float] | None = None) -> None:
+        if steps == 0 and not metrics:
+            return  # nothing happened (a phase starting from step 0)
+        self.done += steps
+        # JSON has no NaN or infinity; a metric that is not finite is left out of the line.
+        clean = {k: float(v) for k, v in (metrics or {}).items() if math.isfinite(float(v))}
+        self.owner.emit({"event": "step", "phase": self.name, "step": self.done, "total": self.total, "metrics": clean})
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class JsonProgress:
+    """Progress as JSON lines: {"event": "phase" | "step" | "message" | "done", ...}."""
+
+    def __init__(self, stream: IO[str] | None = None, enabled: bool = True) -> None:
+        self.stream = stream or sys.stdout
+        self.enabled = enabled
+
+    def emit(self, event: dict) -> None:
+        if self.enabled:
+            self.stream.write(json.dumps(event) + "\n")
+            self.stream.flush()
+
+    def phase(self, name: str, total: int) -> PhaseProgress:
+        return _JsonPhase(self, name, total)
+
+    def message(self, text: str) -> None:
+        self.emit({"event": "message", "text": text})
 
 
 class _SilentPhase:

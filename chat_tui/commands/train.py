@@ -26,6 +26,12 @@ def _print_outcome(outcome) -> None:
         click.echo(f"\nsaved model version {outcome.version_name!r} at {outcome.version_path} {state}")
 
 
+def _version_id(store, name: str | None) -> int | None:
+    if name is None:
+        return None
+    return store.get_model_version(name).id
+
+
 @click.command(name="train")
 @click.option("--algo", type=click.Choice(["ppo", "dpo"]), default="ppo", show_default=True,
               help="PPO with a reward model, or DPO directly on the preference pairs (cheaper).")
@@ -45,8 +51,10 @@ def _print_outcome(outcome) -> None:
               help="CPU threads for this run (default: torch's; use fewer when other programs are busy).")
 @click.option("--dry-run", is_flag=True, help="Only print what data would be used and the plan.")
 @click.option("--activate", is_flag=True, help="Activate the new version even if evaluation did not improve.")
+@click.option("--progress-json", is_flag=True,
+              help="Print progress as JSON lines on stdout (for programs, such as the chat, that follow the run).")
 def train(algo, use_lora, top_layers, steps, device, base_name, seed, grad_accum, kl_beta, adaptive_kl,
-          max_reply_tokens, threads, dry_run, activate) -> None:
+          max_reply_tokens, threads, dry_run, activate, progress_json) -> None:
     """Train a new model version from your ratings, rankings and demonstrations.
 
     Runs SFT on demonstrations (when there are any), trains a reward model and runs PPO,
@@ -82,9 +90,23 @@ def train(algo, use_lora, top_layers, steps, device, base_name, seed, grad_accum
         gradient_accumulation_steps=grad_accum, kl_beta=kl_beta, adaptive_kl=adaptive_kl,
         max_reply_tokens=max_reply_tokens, activate=activate,
     )
-    outcome = run_training(settings, store, base, data_dir(), models_dir(), dry_run=dry_run, echo=click.echo)
+    progress = echo = None
+    if progress_json:
+        from accelerate import PartialState
+
+        from trainer.progress import JsonProgress
+
+        progress = JsonProgress(enabled=PartialState().is_main_process)
+        echo = progress.message
+    outcome = run_training(settings, store, base, data_dir(), models_dir(), dry_run=dry_run, progress=progress,
+                           echo=echo or click.echo)
     if not dry_run:
         from accelerate import PartialState
 
         if PartialState().is_main_process:
-            _print_outcome(outcome)
+            if progress_json:
+                progress.emit({"event": "done", "run_id": outcome.run_id, "version": outcome.version_name,
+                               "version_id": _version_id(store, outcome.version_name), "activated": outcome.activated,
+                               "improved": outcome.improved})
+            else:
+                _print_outcome(outcome)

@@ -116,7 +116,8 @@ class TrainingScreen(Screen[int | None]):
         except ValueError as error:
             self.notify(f"Cannot read the options: {error}", severity="error")
             return
-        self.services.start_training(["--algo", str(method), *extra])
+        # JSON progress lines: the screen's parser needs no guessing at console bars.
+        self.services.start_training(["--algo", str(method), "--progress-json", *extra])
         self.shown_lines = 0
         self.query_one("#training-log", Log).clear()
         self.notify(f"Training ({method}) started in the background; the chat stays usable.", timeout=4)
