@@ -315,3 +315,25 @@ async def test_the_command_palette_runs_a_feedback_action_on_the_latest_reply(st
         await wait_for(pilot, lambda: reply_id in store.load_conversation(chat.session.conversation_id).ratings,
                        what="rating from the palette")
         assert store.load_conversation(chat.session.conversation_id).ratings[reply_id].value == 1
+
+
+@async_test
+async def test_enter_arriving_with_the_typed_text_sends_all_of_it(store):
+    """A terminal read can hold the typed characters and Enter together (tmux send-keys,
+    fast typists, pasted lines). Enter must act after the characters before it, never
+    before them: the message is sent whole, exactly once."""
+    from textual import events
+
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.screen
+        await ready(app, pilot)
+        text = "Hello all at once"
+        # Queued back to back, as the driver does for one read: no pause between them.
+        for character in text:
+            app.post_message(events.Key(character, character))
+        app.post_message(events.Key("enter", "\r"))
+        await wait_for(pilot, lambda: chat.job is None and len(chat.session.turns()) == 2, what="reply stored")
+        user, _ = store.load_conversation(chat.session.conversation_id).shown_path
+        assert user.content == text
+        assert chat.query_one("#prompt").text == ""

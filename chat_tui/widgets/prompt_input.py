@@ -7,7 +7,7 @@ the latest reply so feedback keys are one keystroke away.
 
 from __future__ import annotations
 
-from textual import on
+from textual import events, on
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import TextArea
@@ -15,8 +15,8 @@ from textual.widgets import TextArea
 
 class PromptInput(TextArea):
     BINDINGS = [
-        # priority: TextArea would otherwise take Enter as a newline first.
-        Binding("enter", "submit", "Send", id="prompt.send", priority=True),
+        # Shown in the footer and help; the key itself is handled in _on_key below.
+        Binding("enter", "submit", "Send", id="prompt.send"),
         Binding("ctrl+j,alt+enter,shift+enter", "newline", "Newline", id="prompt.newline", key_display="^j"),
         Binding("up", "to_replies", "Rate replies", id="prompt.to_replies", tooltip="Move to the latest reply (on the first line)"),
     ]
@@ -39,6 +39,18 @@ class PromptInput(TextArea):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, soft_wrap=True, show_line_numbers=False, tab_behavior="focus")
         self.placeholder = "Write a message. Enter sends, ctrl+j adds a line, F1 shows every key."
+
+    async def _on_key(self, event: events.Key) -> None:
+        # Enter is handled here, in this widget's own queue, after every character that
+        # arrived before it has been inserted. A priority binding would run in the app's
+        # queue instead, and when a terminal read holds text and Enter together it sent
+        # (or dropped) the message before the text was in the box.
+        if event.key == "enter":
+            event.stop()
+            event.prevent_default()
+            self.action_submit()
+            return
+        await super()._on_key(event)
 
     def action_submit(self) -> None:
         text = self.text.strip()
