@@ -39,7 +39,10 @@ class TrainSettings:
     gradient_accumulation_steps: int = 1
     eval_fraction: float = 0.1
     max_prompt_tokens: int = 256
-    max_reply_tokens: int = 64
+    # Long enough that a short reply is seen whole, end-of-turn included: with 64, replies
+    # of ~50 words were cut before their end and looked the same as long ones to the reward
+    # model (held-out pair accuracy 0.53 at 64 tokens, 0.67 at 256, default model).
+    max_reply_tokens: int = 128
     # SFT
     sft_epochs: int = 1
     sft_lr: float | None = None
@@ -104,7 +107,7 @@ class TrainSettings:
         if out.reward_epochs is None:
             out.reward_epochs = 2 if on_gpu else 1
         if out.steps is None:
-            out.steps = (8 if not on_gpu else 50) if out.algo == "ppo" else (30 if not on_gpu else 200)
+            out.steps = (16 if not on_gpu else 50) if out.algo == "ppo" else (30 if not on_gpu else 200)
         return out
 
     def fingerprint(self) -> dict[str, Any]:

@@ -46,7 +46,8 @@ def _version_id(store, name: str | None) -> int | None:
 @click.option("--grad-accum", default=1, show_default=True, help="Gradient accumulation steps.")
 @click.option("--kl-beta", default=0.03, show_default=True, help="PPO's per-token KL penalty coefficient.")
 @click.option("--adaptive-kl", is_flag=True, help="Adapt the KL coefficient towards a target KL.")
-@click.option("--max-reply-tokens", default=64, show_default=True, help="Longest reply trained on or generated.")
+@click.option("--max-reply-tokens", type=int, default=None,
+              help="Longest reply trained on or generated (default: 128); longer replies are cut.")
 @click.option("--threads", type=int, default=None,
               help="CPU threads for this run (default: torch's; use fewer when other programs are busy).")
 @click.option("--dry-run", is_flag=True, help="Only print what data would be used and the plan.")
@@ -88,7 +89,7 @@ def train(algo, use_lora, top_layers, steps, device, base_name, seed, grad_accum
     settings = TrainSettings(
         algo=algo, use_lora=use_lora, top_layers=top_layers, steps=steps, device=device, seed=seed,
         gradient_accumulation_steps=grad_accum, kl_beta=kl_beta, adaptive_kl=adaptive_kl,
-        max_reply_tokens=max_reply_tokens, activate=activate,
+        activate=activate, **({"max_reply_tokens": max_reply_tokens} if max_reply_tokens is not None else {}),
     )
     progress = echo = None
     if progress_json:
