@@ -61,3 +61,27 @@ def test_dpo_starts_at_ln2_and_a_resumed_run_matches_an_uninterrupted_one():
               optimizer_state=saved["optimizer"])
     for key, value in lora.adapter_state_dict(straight).items():
         assert torch.allclose(lora.adapter_state_dict(resumed)[key], value, atol=1e-6), key
+
+
+def test_dpo_nll_term_is_the_per_token_nll_of_each_groups_best_reply():
+    from trainer.batch import make_batch
+    from trainer.dpo import best_reply_rows, dpo_batch_loss
+    from trainer.logprobs import reply_logprobs
+
+    groups = scripted_groups(3, seed=7)
+    policy = tiny_policy()
+    reference = reference_logprobs(policy, groups, 0, "cpu")
+    scorer = ReplyScorer(policy)
+    plain, _ = dpo_batch_loss(scorer, groups, reference, DPOConfig(), 0, torch.device("cpu"))
+    with_nll, stats = dpo_batch_loss(scorer, groups, reference, DPOConfig(nll_weight=0.5), 0, torch.device("cpu"))
+    # By hand: each group ranks 3 replies (pairs 0>1, 0>2, 1>2); its best reply is row 0.
+    assert best_reply_rows(torch.tensor([[0, 1], [0, 2], [1, 2], [3, 5], [4, 5], [3, 4]])).tolist() == [0, 3]
+    nlls = []
+    for group in groups:  # replies preferred in a pair and never beaten
+        for top in sorted({p for p, _ in group.pairs} - {o for _, o in group.pairs}):
+            best = group.replies[top]
+            batch = make_batch([group.prompt_ids], [best], 0, "cpu")
+            nlls.append(-float(reply_logprobs(scorer, batch).sums()[0]) / len(best))
+    expected = sum(nlls) / len(nlls)
+    assert abs(float(stats["best_nll"]) - expected) < 1e-5
+    assert abs(float(with_nll - plain) - 0.5 * expected) < 1e-5

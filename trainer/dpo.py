@@ -39,6 +39,10 @@ class DPOConfig:
     seed: int = 0
     max_steps: int | None = None  # stop early after this many optimizer steps
     trunk_layers: int = 0  # frozen bottom layers: run once per reply and cached
+    # Weight of the per-token NLL of each group's best reply, added to the DPO loss. DPO
+    # alone can widen the margin by pushing every reply's likelihood down, which drifts the
+    # model away from fluent text; the NLL term holds the preferred replies up.
+    nll_weight: float = 0.0
 
 
 @dataclass
@@ -83,6 +87,12 @@ def pair_tensors(groups: list[ComparisonGroup], reference: dict[int, torch.Tenso
     return index, ref[index[:, 0]], ref[index[:, 1]]
 
 
+def best_reply_rows(pairs: torch.Tensor) -> torch.Tensor:
+    """Rows preferred in some pair and never the other side: each group's top reply."""
+    preferred = set(pairs[:, 0].tolist()) - set(pairs[:, 1].tolist())
+    return torch.tensor(sorted(preferred), dtype=torch.long, device=pairs.device)
+
+
 def dpo_batch_loss(
     scorer: nn.Module, groups: list[ComparisonGroup], reference: dict[int, torch.Tensor], config: DPOConfig, pad_id: int,
     device: torch.device, trunks: TrunkCache | None = None,
@@ -90,12 +100,20 @@ def dpo_batch_loss(
     prompts, replies, _, _ = flatten_groups(groups)
     batch = make_batch(prompts, replies, pad_id, device)
     trunk = trunks.batch(row_keys(groups), batch.input_ids, batch.lengths.tolist()) if trunks else None
-    sums = reply_logprobs(scorer, batch, trunk=trunk).sums()  # (rows,)
+    scored = reply_logprobs(scorer, batch, trunk=trunk)
+    sums = scored.sums()  # (rows,)
     index, ref_chosen, ref_rejected = pair_tensors(groups, reference)
     index = index.to(device)
-    return ops.dpo_loss(
+    loss, stats = ops.dpo_loss(
         sums[index[:, 0]], sums[index[:, 1]], ref_chosen.to(device), ref_rejected.to(device), config.beta, config.label_smoothing
     )
+    if config.nll_weight > 0:
+        best = best_reply_rows(index)
+        tokens = scored.mask.sum(dim=1).clamp(min=1)
+        nll = -(sums[best] / tokens[best]).mean()
+        loss = loss + config.nll_weight * nll
+        stats["best_nll"] = nll.detach()
+    return loss, stats
 
 
 @torch.no_grad()

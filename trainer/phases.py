@@ -321,7 +321,7 @@ class TrainingRun:
         # Enough epochs to reach --steps, at least --dpo-epochs; max_steps stops it there.
         epochs = max(1, math.ceil(s.steps / steps_per_epoch))
         config = DPOConfig(epochs=epochs, lr=s.dpo_lr, beta=s.dpo_beta, groups_per_batch=groups_per_batch,
-                           seed=s.seed, max_steps=s.steps, trunk_layers=self.trunk_layers)
+                           seed=s.seed, max_steps=s.steps, trunk_layers=self.trunk_layers, nll_weight=s.dpo_nll_weight)
         start_step = self.state.get("policy_step", 0)
         optimizer_state = None
         if start_step:

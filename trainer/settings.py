@@ -65,6 +65,7 @@ class TrainSettings:
     # DPO
     dpo_lr: float | None = None
     dpo_beta: float = 0.1
+    dpo_nll_weight: float = 0.0  # per-token NLL of each prompt's best reply, added to the DPO loss
     # Evaluation and output
     num_eval_prompts: int = 8
     checkpoint_every: int = 2
@@ -84,6 +85,7 @@ class TrainSettings:
             "prompts per step": self.prompts_per_step >= 1,
             "temperature": self.temperature > 0,
             "kl beta": self.kl_beta >= 0,
+            "dpo nll weight": self.dpo_nll_weight >= 0,
             "max reply tokens": self.max_reply_tokens >= 1,
             "max prompt tokens": self.max_prompt_tokens >= 1,
         }
