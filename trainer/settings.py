@@ -65,7 +65,11 @@ class TrainSettings:
     # DPO
     dpo_lr: float | None = None
     dpo_beta: float = 0.1
-    dpo_nll_weight: float = 0.0  # per-token NLL of each prompt's best reply, added to the DPO loss
+    # Per-token NLL of each prompt's best reply, added to the DPO loss. Measured on the
+    # default model (128 ranked prompts, 72 held out, bench.loop.diagnose): DPO alone took
+    # the preference rate 13.9% -> 30.6% but the perplexity on a fixed text up 19% (KL 12
+    # nats/reply); with this term at 1.0, 13.9% -> 31.9% at +1.6% perplexity (KL 2.0).
+    dpo_nll_weight: float = 1.0
     # Evaluation and output
     num_eval_prompts: int = 8
     checkpoint_every: int = 2
@@ -107,7 +111,9 @@ class TrainSettings:
             # (approx KL per update ~1e-6, clip fraction 0, held-out KL 0.02 nats/reply).
             out.ppo_lr = 1e-3 if adapter else 5e-6
         if out.dpo_lr is None:
-            out.dpo_lr = 1e-4 if adapter else 5e-6
+            # 1e-4 moved the LoRA policy too little in 30 CPU steps (15% -> 12.5% on held-out
+            # prompts, KL 0.02 nats/reply); 1e-3 reached the figures above.
+            out.dpo_lr = 1e-3 if adapter else 5e-6
         if out.reward_epochs is None:
             out.reward_epochs = 2 if on_gpu else 1
         if out.steps is None:
