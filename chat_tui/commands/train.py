@@ -44,7 +44,7 @@ def _version_id(store, name: str | None) -> int | None:
 @click.option("--base", "base_name", default=None, help="Model version to start from (default: the active one).")
 @click.option("--seed", default=0, show_default=True, help="Random seed.")
 @click.option("--grad-accum", default=1, show_default=True, help="Gradient accumulation steps.")
-@click.option("--kl-beta", default=0.03, show_default=True, help="PPO's per-token KL penalty coefficient.")
+@click.option("--kl-beta", default=0.2, show_default=True, help="PPO's per-token KL penalty coefficient.")
 @click.option("--adaptive-kl", is_flag=True, help="Adapt the KL coefficient towards a target KL.")
 @click.option("--max-reply-tokens", type=int, default=None,
               help="Longest reply trained on or generated (default: 128); longer replies are cut.")
