@@ -22,15 +22,19 @@ K = 4
 TRAIN_ARGS = ["--steps", "2", "--top-layers", "0", "--max-reply-tokens", "12"]
 
 
-def test_loop_end_to_end(tmp_path: Path) -> None:
-    model_dir = make_tiny_model_dir(tmp_path / "tiny-model")
-    out = tmp_path / "out"
+def run_loop(model_dir: Path, out: Path) -> dict:
     config = LoopConfig(
         out_dir=out, model=str(model_dir), k=K, max_words=4, num_train_prompts=NUM_TRAIN,
         num_held_out_prompts=NUM_HELD_OUT, max_new_tokens=12, threads=1,
         train_args={"ppo": TRAIN_ARGS, "dpo": TRAIN_ARGS},
     )
-    results = LoopRunner(config, echo=lambda text: None).run()
+    return LoopRunner(config, echo=lambda text: None).run()
+
+
+def test_loop_end_to_end(tmp_path: Path) -> None:
+    model_dir = make_tiny_model_dir(tmp_path / "tiny-model")
+    out = tmp_path / "out"
+    results = run_loop(model_dir, out)
 
     store = Store(out / "home" / "feedback.db")
     base = store.get_model_version(results["base_version"]["id"])
@@ -73,3 +77,20 @@ def test_loop_end_to_end(tmp_path: Path) -> None:
     assert (out / "training.png").stat().st_size > 10_000
     assert [p["name"] for p in saved["phases"]] == ["setup", "collect", "train_ppo", "train_dpo", "eval_base", "eval_ppo", "eval_dpo"]
     assert all(p["peak_rss_mb"] > 0 and p["wall_s"] > 0 for p in saved["phases"])
+
+
+def test_loop_is_reproducible_with_a_fixed_seed(tmp_path: Path) -> None:
+    """Two runs with the same seed: the same feedback, the same held-out replies from every
+    version, the same rates and KL."""
+    model_dir = make_tiny_model_dir(tmp_path / "tiny-model")
+    first, second = run_loop(model_dir, tmp_path / "first"), run_loop(model_dir, tmp_path / "second")
+    assert first["collection"]["store"]["pairs"] == second["collection"]["store"]["pairs"] > 0
+    pairs = [[(p.chosen, p.rejected) for p in Store(tmp_path / name / "home" / "feedback.db").preference_pairs()]
+             for name in ("first", "second")]
+    assert pairs[0] == pairs[1]
+    assert first["held_out_replies"] == second["held_out_replies"]
+    for name in ("base", "ppo", "dpo"):
+        a, b = first["evaluation"][name], second["evaluation"][name]
+        assert a["preference_rate"] == b["preference_rate"] and a["perplexity"] == b["perplexity"]
+        if name != "base":
+            assert a["kl_to_parent"]["kl_per_reply"] == b["kl_to_parent"]["kl_per_reply"]
