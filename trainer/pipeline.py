@@ -48,6 +48,7 @@ class RunOutcome:
     summary: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)
     version_name: str | None = None
+    version_id: int | None = None
     version_path: str | None = None
     activated: bool = False
     improved: bool | None = None
@@ -173,8 +174,8 @@ def run_training(
             run.timed("save", save_started)
             outcome.version_name, outcome.version_path, outcome.activated = name, path, activate
             metrics["phase_seconds"] = dict(run.phase_seconds)
-            version_id = store.get_model_version(name).id
-            store.finish_training_run(run.run_id, "succeeded", version_id, metrics)
+            outcome.version_id = store.get_model_version(name).id
+            store.finish_training_run(run.run_id, "succeeded", outcome.version_id, metrics)
             run.checkpoint.remove()
         run.accelerator.wait_for_everyone()
         outcome.improved, outcome.samples = improved, samples

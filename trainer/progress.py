@@ -112,7 +112,6 @@ class _JsonPhase:
         self.name = name
         self.total = max(1, total)
         self.done = 0
-        self.closed = False
         owner.emit({"event": "phase", "phase": name, "total": self.total})
 
     def advance(self, steps: int = 1, metrics: dict[str, float] | None = None) -> None:
@@ -124,7 +123,7 @@ class _JsonPhase:
         self.owner.emit({"event": "step", "phase": self.name, "step": self.done, "total": self.total, "metrics": clean})
 
     def close(self) -> None:
-        self.closed = True
+        pass  # the next "phase" or "done" event tells a reader this phase is over
 
 
 class JsonProgress:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import click
 
+from trainer.settings import TrainSettings  # no torch: the defaults shown in --help come from here
+
 
 def _print_outcome(outcome) -> None:
     metrics = outcome.metrics
@@ -26,12 +28,6 @@ def _print_outcome(outcome) -> None:
         click.echo(f"\nsaved model version {outcome.version_name!r} at {outcome.version_path} {state}")
 
 
-def _version_id(store, name: str | None) -> int | None:
-    if name is None:
-        return None
-    return store.get_model_version(name).id
-
-
 @click.command(name="train")
 @click.option("--algo", type=click.Choice(["ppo", "dpo"]), default="ppo", show_default=True,
               help="PPO with a reward model, or DPO directly on the preference pairs (cheaper).")
@@ -44,10 +40,10 @@ def _version_id(store, name: str | None) -> int | None:
 @click.option("--base", "base_name", default=None, help="Model version to start from (default: the active one).")
 @click.option("--seed", default=0, show_default=True, help="Random seed.")
 @click.option("--grad-accum", default=1, show_default=True, help="Gradient accumulation steps.")
-@click.option("--kl-beta", default=0.2, show_default=True, help="PPO's per-token KL penalty coefficient.")
+@click.option("--kl-beta", default=TrainSettings.kl_beta, show_default=True, help="PPO's per-token KL penalty coefficient.")
 @click.option("--adaptive-kl", is_flag=True, help="Adapt the KL coefficient towards a target KL.")
-@click.option("--max-reply-tokens", type=int, default=None,
-              help="Longest reply trained on or generated (default: 128); longer replies are cut.")
+@click.option("--max-reply-tokens", default=TrainSettings.max_reply_tokens, show_default=True,
+              help="Longest reply trained on or generated; longer replies are cut.")
 @click.option("--threads", type=int, default=None,
               help="CPU threads for this run (default: torch's; use fewer when other programs are busy).")
 @click.option("--dry-run", is_flag=True, help="Only print what data would be used and the plan.")
@@ -63,11 +59,12 @@ def train(algo, use_lora, top_layers, steps, device, base_name, seed, grad_accum
     a new version (the one in use is never overwritten). Interrupted runs resume when the
     same command is run again.
     """
+    from accelerate import PartialState
+
     from chat_tui.paths import data_dir, database_path, ensure_data_dir, models_dir
     from chat_tui.services.bootstrap import choose_model, register_loaded
     from feedback import Store
     from trainer.pipeline import BaseVersion, run_training
-    from trainer.settings import TrainSettings
 
     if threads is not None:
         import torch
@@ -89,25 +86,19 @@ def train(algo, use_lora, top_layers, steps, device, base_name, seed, grad_accum
     settings = TrainSettings(
         algo=algo, use_lora=use_lora, top_layers=top_layers, steps=steps, device=device, seed=seed,
         gradient_accumulation_steps=grad_accum, kl_beta=kl_beta, adaptive_kl=adaptive_kl,
-        activate=activate, **({"max_reply_tokens": max_reply_tokens} if max_reply_tokens is not None else {}),
+        max_reply_tokens=max_reply_tokens, activate=activate,
     )
     progress = echo = None
     if progress_json:
-        from accelerate import PartialState
-
         from trainer.progress import JsonProgress
 
         progress = JsonProgress(enabled=PartialState().is_main_process)
         echo = progress.message
     outcome = run_training(settings, store, base, data_dir(), models_dir(), dry_run=dry_run, progress=progress,
                            echo=echo or click.echo)
-    if not dry_run:
-        from accelerate import PartialState
-
-        if PartialState().is_main_process:
-            if progress_json:
-                progress.emit({"event": "done", "run_id": outcome.run_id, "version": outcome.version_name,
-                               "version_id": _version_id(store, outcome.version_name), "activated": outcome.activated,
-                               "improved": outcome.improved})
-            else:
-                _print_outcome(outcome)
+    if not dry_run and PartialState().is_main_process:
+        if progress_json:
+            progress.emit({"event": "done", "run_id": outcome.run_id, "version": outcome.version_name,
+                           "version_id": outcome.version_id, "activated": outcome.activated, "improved": outcome.improved})
+        else:
+            _print_outcome(outcome)
