@@ -88,7 +88,8 @@ def pair_tensors(groups: list[ComparisonGroup], reference: dict[int, torch.Tenso
 
 
 def best_reply_rows(pairs: torch.Tensor) -> torch.Tensor:
-    """Rows preferred in some pair and never the other side: each group's top reply."""
+    """Rows preferred in some pair and never the other side: each group's top reply (a
+    ranking has one; thumbs alone can leave several)."""
     preferred = set(pairs[:, 0].tolist()) - set(pairs[:, 1].tolist())
     return torch.tensor(sorted(preferred), dtype=torch.long, device=pairs.device)
 

@@ -8,7 +8,9 @@ largest activations: vocab-wide logits of a minibatch (the log-softmax doubles t
 per-layer hidden states kept for the backward pass; the parent version loaded for the
 evaluation; cached trunk outputs (trainer/trunk.py); and the runtime itself (about 0.6 GiB
 of Python, torch and allocator slack, measured on CPU). Measured on the default model:
-estimate 3.65 GiB, peak RSS 3.39 GiB. `available_bytes` reads what the device has free.
+estimate 3.65 GiB, peak RSS 3.39 GiB with 64-token replies; estimate 4.04 GiB, peak RSS
+4.57 GiB with 128-token replies (PPO), so it can run about 13% low. `available_bytes`
+reads what the device has free.
 """
 
 from __future__ import annotations
