@@ -45,7 +45,10 @@ class LLMEngine:
         max_cached_tokens: int | None = None,
         block_size: int = DEFAULT_BLOCK_SIZE,
         max_prefill_tokens: int = 4096,
+        fast_cpu_linear: bool = True,
     ) -> None:
+        """fast_cpu_linear: run an fp32 model's linear layers on the CPU through the faster
+        kernels of engine/cpu_linear.py (False: PyTorch's own, for comparisons)."""
         self.loaded = loaded
         self.model = loaded.model
         self.config = loaded.config
@@ -60,7 +63,8 @@ class LLMEngine:
         param = next(self.model.parameters())
         max_blocks_per_seq = min(num_blocks, -(-self.max_context // block_size))
         self.runner = ModelRunner(
-            self.model, num_blocks, block_size, max_batch_size, max_blocks_per_seq, param.device, param.dtype
+            self.model, num_blocks, block_size, max_batch_size, max_blocks_per_seq, param.device, param.dtype,
+            fast_cpu_linear=fast_cpu_linear,
         )
         self._default_stop_ids = frozenset(loaded.stop_token_ids)
         self._requests: dict[str, Request] = {}

@@ -1,8 +1,9 @@
 """int8 weight-only quantization of a model's linear layers, for CPU inference.
 
 Each nn.Linear weight becomes int8 with one fp32 scale per output row (symmetric,
-round-to-nearest); activations stay fp32 and the matmul runs in PyTorch's int8
-weight-only kernel. Weights take a quarter of the memory, which is what bounds batch-1
+round-to-nearest); activations stay fp32. A single row (batch-1 decode) goes through the
+compiled multiply-and-sum of engine/cpu_linear.py, which reads each int8 weight once;
+several rows use PyTorch's int8 weight-only kernel. Weights take a quarter of the memory, which is what bounds batch-1
 decoding. Inference only: the quantized model cannot be trained or saved back.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from engine.cpu_linear import compiled_row_kernel
 
 
 class Int8Linear(nn.Module):
@@ -25,7 +28,11 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, shape[-1]).float(), self.weight_int8, self.scale)
+        kernel = compiled_row_kernel("int8") if x.numel() == shape[-1] and x.device.type == "cpu" else None
+        if kernel is not None:
+            y = kernel(self.weight_int8, self.scale, x.reshape(-1).float().clone())  # (out,)
+        else:
+            y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, shape[-1]).float(), self.weight_int8, self.scale)
         if self.bias is not None:
             y = y + self.bias
         return y.view(*shape[:-1], self.out_features).to(x.dtype)

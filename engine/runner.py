@@ -10,11 +10,13 @@ mirrors their decisions into tensors.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from engine.cpu_linear import fast_linear
 from engine.sampling import SamplingParams
 from engine.sampling_ops import sample_next_tokens
 
@@ -66,10 +68,13 @@ class ModelRunner:
         max_blocks_per_seq: int,
         device: torch.device,
         dtype: torch.dtype,
+        fast_cpu_linear: bool = True,
     ) -> None:
         config = model.config
         self.model = model
         self.device = device
+        self.dtype = dtype
+        self.fast_cpu_linear = fast_cpu_linear
         self.block_size = block_size
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
@@ -134,6 +139,12 @@ class ModelRunner:
 
     # --- forward passes ----------------------------------------------------------------
 
+    def _linear_context(self) -> contextlib.AbstractContextManager:
+        """Faster linear kernels for an fp32 model on the CPU (engine/cpu_linear.py)."""
+        if self.fast_cpu_linear:
+            return fast_linear(self.device, self.dtype)
+        return contextlib.nullcontext()
+
     @torch.inference_mode()
     def prefill(self, prompt_ids: list[int], block_table: list[int]) -> torch.Tensor:
         """Run a whole prompt, filling its cache blocks; returns last-position logits (1, V)."""
@@ -142,8 +153,9 @@ class ModelRunner:
         positions = torch.arange(T, device=self.device)
         table = torch.tensor(block_table, dtype=torch.long, device=self.device)
         slots = table[positions // self.block_size] * self.block_size + positions % self.block_size
-        hidden = self.model.hidden_states(ids, positions[None], cache=_PrefillCache(self, slots))
-        return self.model.lm_head(hidden[:, -1]).float()  # (1, V)
+        with self._linear_context():
+            hidden = self.model.hidden_states(ids, positions[None], cache=_PrefillCache(self, slots))
+            return self.model.lm_head(hidden[:, -1]).float()  # (1, V)
 
     @torch.inference_mode()
     def decode(self, rows: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
@@ -157,9 +169,11 @@ class ModelRunner:
         span = torch.arange(num_blocks * self.block_size, device=self.device)
         mask = (span[None] <= positions[:, None])[:, None, None]  # (B, 1, 1, S)
         cache = _DecodeCache(self, new_slots, blocks, mask)
-        hidden = self.model.hidden_states(token_ids[:, None], positions[:, None], cache=cache)
+        with self._linear_context():
+            hidden = self.model.hidden_states(token_ids[:, None], positions[:, None], cache=cache)
+            logits = self.model.lm_head(hidden[:, -1]).float()  # (B, V)
         self.context_lens[rows] += 1
-        return self.model.lm_head(hidden[:, -1]).float()  # (B, V)
+        return logits
 
     @torch.inference_mode()
     def sample(self, logits: torch.Tensor, rows: torch.Tensor, want_logprobs: bool) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -70,6 +70,7 @@ class BenchReport:
     device: str
     dtype: str
     threads: int
+    fast_cpu_linear: bool  # engine/cpu_linear.py's kernels (else PyTorch's F.linear)
     max_tokens: int
     weight_bytes_per_token: int
     bandwidth_gb_s: float
@@ -124,13 +125,15 @@ def measure_bandwidth_gb_s(size_mb: int = 1024, repeats: int = 5) -> float:
     return best
 
 
-def run_engine_level(loaded: LoadedModel, concurrency: int, max_tokens: int) -> LevelResult:
+def run_engine_level(loaded: LoadedModel, concurrency: int, max_tokens: int, fast_cpu_linear: bool = True) -> LevelResult:
     engine = LLMEngine(
-        loaded, max_batch_size=max(concurrency, 1), max_cached_tokens=concurrency * (max_tokens + 128)
+        loaded, max_batch_size=max(concurrency, 1), max_cached_tokens=concurrency * (max_tokens + 128),
+        fast_cpu_linear=fast_cpu_linear,
     )
     params = SamplingParams(temperature=0, max_new_tokens=max_tokens, ignore_eos=True)
     prompts = chat_prompts(loaded, concurrency)
-    engine.generate(prompts[:1], SamplingParams(temperature=0, max_new_tokens=4, ignore_eos=True))  # warm-up
+    # Warm-up at the level's own batch size (one-row kernels compile on first use).
+    engine.generate(prompts, SamplingParams(temperature=0, max_new_tokens=2, ignore_eos=True))
     process = psutil.Process()
     peak_rss = process.memory_info().rss
     ids = [engine.add_request(p, params) for p in prompts]
@@ -184,7 +187,8 @@ def run_hf_level(model_dir: str, loaded: LoadedModel, concurrency: int, max_toke
 
 
 def run_benchmark(
-    loaded: LoadedModel, concurrency_levels: list[int], max_tokens: int, compare_hf: bool, log=print
+    loaded: LoadedModel, concurrency_levels: list[int], max_tokens: int, compare_hf: bool, log=print,
+    fast_cpu_linear: bool = True,
 ) -> BenchReport:
     param = next(loaded.model.parameters())
     bytes_per_token = weight_bytes_per_decode_step(loaded.model)
@@ -194,6 +198,7 @@ def run_benchmark(
         device=str(param.device),
         dtype=str(param.dtype).removeprefix("torch."),
         threads=torch.get_num_threads(),
+        fast_cpu_linear=fast_cpu_linear,
         max_tokens=max_tokens,
         weight_bytes_per_token=bytes_per_token,
         bandwidth_gb_s=bandwidth,
@@ -205,7 +210,7 @@ def run_benchmark(
     )
     hf_model = None
     for c in concurrency_levels:
-        level = run_engine_level(loaded, c, max_tokens)
+        level = run_engine_level(loaded, c, max_tokens, fast_cpu_linear)
         if compare_hf:
             level.hf_e2e_tokens_per_s, hf_model = run_hf_level(str(loaded.path), loaded, c, max_tokens, hf_model)
         report.levels.append(level)

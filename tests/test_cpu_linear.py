@@ -1,0 +1,105 @@
+"""The engine's CPU linear kernels compute what F.linear computes, follow weight updates,
+leave autograd alone, and keep the engine's greedy output unchanged."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import engine.cpu_linear as cpu_linear_module
+from engine.cpu_linear import compiled_row_kernel, cpu_linear, fast_linear
+from engine.engine import LLMEngine
+from engine.loading import load_model
+from engine.quantize import Int8Linear
+from engine.sampling import SamplingParams
+from tiny_models import make_tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return load_model(make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model"))
+
+
+@pytest.mark.parametrize("shape", [(1, 96), (1, 1, 96), (5, 96), (3, 1, 96), (1, 200, 96)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_cpu_linear_matches_f_linear(shape, with_bias):
+    torch.manual_seed(0)
+    weight, x = torch.randn(48, 96), torch.randn(*shape)
+    bias = torch.randn(48) if with_bias else None
+    with torch.inference_mode():
+        ours = cpu_linear(x, weight, bias)
+    assert ours.shape == (*shape[:-1], 48)
+    torch.testing.assert_close(ours, F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+
+
+def test_one_row_kernel_compiles_here():
+    # CI machines have a C++ compiler, so the fast one-row path must really be in use there;
+    # the fallback is tested separately below.
+    assert compiled_row_kernel("fp32") is not None
+    assert compiled_row_kernel("int8") is not None
+
+
+def test_without_a_compiler_one_row_falls_back_to_onednn(monkeypatch):
+    monkeypatch.setitem(cpu_linear_module._compiled, "fp32", False)  # as if compiling had failed
+    assert compiled_row_kernel("fp32") is None
+    weight, x = torch.randn(48, 96), torch.randn(1, 96)
+    with torch.inference_mode():
+        torch.testing.assert_close(cpu_linear(x, weight), F.linear(x, weight), rtol=1e-5, atol=1e-5)
+
+
+def test_results_follow_in_place_weight_updates():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(96, 48, bias=False)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.5)
+    for rows in (1, 4):
+        x = torch.randn(rows, 96)
+        with torch.inference_mode():
+            before = cpu_linear(x, layer.weight)
+        layer(x).square().sum().backward()
+        optimizer.step()  # changes the weight in place, as PPO does between rollouts
+        with torch.inference_mode():
+            after = cpu_linear(x, layer.weight)
+        assert not torch.allclose(before, after)
+        torch.testing.assert_close(after, F.linear(x, layer.weight.detach()), rtol=1e-5, atol=1e-5)
+
+
+def test_mode_leaves_autograd_and_other_dtypes_alone():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(96, 48)
+    x = torch.randn(3, 96)
+    layer(x).sum().backward()
+    expected = layer.weight.grad.clone()
+    layer.zero_grad()
+    with fast_linear(torch.device("cpu"), torch.float32):
+        out = layer(x)
+        assert out.grad_fn is not None  # recorded by autograd: the plain F.linear ran
+        out.sum().backward()
+        half = layer.to(torch.float64)(x.double())  # other dtypes pass through unchanged
+    assert half.dtype == torch.float64
+    torch.testing.assert_close(layer.weight.grad.float(), expected)
+
+
+def test_int8_one_row_matches_its_several_row_kernel():
+    torch.manual_seed(0)
+    layer = Int8Linear(torch.nn.Linear(96, 48))
+    rows = torch.randn(4, 96)
+    with torch.inference_mode():
+        together = layer(rows)
+        one_by_one = torch.cat([layer(row[None]) for row in rows])
+    torch.testing.assert_close(one_by_one, together, rtol=1e-4, atol=1e-4)
+
+
+def test_engine_output_is_the_same_with_and_without_the_fast_kernels(tiny):
+    params = SamplingParams(temperature=0, max_new_tokens=16, ignore_eos=True, logprobs=True)
+    prompts = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14, 15, 16, 17, 18, 19, 20]]
+    results = {}
+    for fast in (False, True):
+        engine = LLMEngine(tiny, max_batch_size=4, fast_cpu_linear=fast)
+        batched = engine.generate(prompts, params)
+        alone = engine.generate(prompts[:1], params)  # the one-row path
+        results[fast] = batched + alone
+    for plain, fast in zip(results[False], results[True]):
+        assert fast.completions[0].token_ids == plain.completions[0].token_ids
+        torch.testing.assert_close(torch.tensor(fast.completions[0].logprobs),
+                                   torch.tensor(plain.completions[0].logprobs), rtol=0, atol=1e-4)
