@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import platform
+import threading
 from collections.abc import Callable
 
 import torch
@@ -35,8 +36,9 @@ from torch.overrides import TorchFunctionMode
 
 log = logging.getLogger(__name__)
 
-# The compiled one-row kernels: None until first tried, False when compiling failed here.
+# The compiled one-row kernels: absent until first tried, False when compiling failed here.
 _compiled: dict[str, Callable | bool] = {}
+_compile_lock = threading.Lock()  # two engine threads must not compile the same kernel twice
 
 
 def _row_product(weight: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
@@ -52,7 +54,17 @@ _KERNELS: dict[str, Callable] = {"fp32": _row_product, "int8": _row_product_int8
 
 def compiled_row_kernel(name: str) -> Callable | None:
     """The compiled one-row kernel `name` ("fp32" or "int8"), or None where torch.compile
-    cannot build it (no C++ compiler, unsupported platform). Tried once per process."""
+    cannot build it (no C++ compiler, unsupported platform). Tried once per process; the
+    first call takes 5-6 s even when inductor's disk cache has the kernel, so long-lived
+    callers warm it up early (LLMEngine.warm_up)."""
+    kernel = _compiled.get(name)
+    if kernel is not None:
+        return kernel or None
+    with _compile_lock:
+        return _compile(name)
+
+
+def _compile(name: str) -> Callable | None:
     kernel = _compiled.get(name)
     if kernel is None:
         kernel = torch.compile(_KERNELS[name], dynamic=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from engine.cpu_linear import fast_linear
+from engine.cpu_linear import compiled_row_kernel, fast_linear
 from engine.sampling import SamplingParams
 from engine.sampling_ops import sample_next_tokens
 
@@ -144,6 +144,11 @@ class ModelRunner:
         if self.fast_cpu_linear:
             return fast_linear(self.device, self.dtype)
         return contextlib.nullcontext()
+
+    def warm_up(self) -> None:
+        """Compile the one-row kernel now rather than in the first reply (engine/cpu_linear.py)."""
+        if self.fast_cpu_linear and self.device.type == "cpu" and self.dtype == torch.float32:
+            compiled_row_kernel("fp32")
 
     @torch.inference_mode()
     def prefill(self, prompt_ids: list[int], block_table: list[int]) -> torch.Tensor:

@@ -123,6 +123,7 @@ class StreamingEngine:
 
     def _loop(self) -> None:
         engine = self.engine
+        engine.warm_up()  # requests submitted meanwhile wait in the queue, in order
         while not self._stopping:
             while True:
                 try:

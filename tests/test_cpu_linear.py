@@ -103,3 +103,11 @@ def test_engine_output_is_the_same_with_and_without_the_fast_kernels(tiny):
         assert fast.completions[0].token_ids == plain.completions[0].token_ids
         torch.testing.assert_close(torch.tensor(fast.completions[0].logprobs),
                                    torch.tensor(plain.completions[0].logprobs), rtol=0, atol=1e-4)
+
+
+def test_warm_up_compiles_the_one_row_kernel_before_any_request(tiny, monkeypatch):
+    monkeypatch.delitem(cpu_linear_module._compiled, "fp32", raising=False)
+    LLMEngine(tiny, fast_cpu_linear=False).warm_up()
+    assert "fp32" not in cpu_linear_module._compiled  # PyTorch's own path needs nothing
+    LLMEngine(tiny).warm_up()
+    assert callable(cpu_linear_module._compiled["fp32"])
