@@ -13,7 +13,8 @@ shipped inside the torch wheel:
   1.24x at 8 rows and none at 32, for 1 GB more memory on the default model: not done.)
 
 `fast_linear(device, dtype)` gives a context in which `F.linear` takes these paths; the
-runner enters it around its forward passes. Outside it, on other devices or dtypes, and
+runner enters it around its forward passes, and `warm_up` compiles the one-row kernel
+ahead of the first one. Outside it, on other devices or dtypes, and
 wherever autograd records, `F.linear` runs unchanged, so training is untouched. Weights
 are read where they are, never copied, so a model trained between engine steps (PPO
 rollouts) is always used as it is now.
@@ -57,31 +58,29 @@ def compiled_row_kernel(name: str) -> Callable | None:
     cannot build it (no C++ compiler, unsupported platform). Tried once per process; the
     first call takes 5-6 s even when inductor's disk cache has the kernel, so long-lived
     callers warm it up early (LLMEngine.warm_up)."""
-    kernel = _compiled.get(name)
-    if kernel is not None:
-        return kernel or None
-    with _compile_lock:
-        return _compile(name)
+    if name not in _compiled:
+        with _compile_lock:
+            if name not in _compiled:  # another thread may have compiled it meanwhile
+                _compiled[name] = _try_compile(name)
+    return _compiled[name] or None
 
 
-def _compile(name: str) -> Callable | None:
-    kernel = _compiled.get(name)
-    if kernel is None:
-        kernel = torch.compile(_KERNELS[name], dynamic=True)
-        try:
-            with torch.inference_mode():  # compile in the mode the runner calls it in
-                if name == "fp32":
-                    kernel(torch.ones(3, 5), torch.ones(5))
-                else:
-                    kernel(torch.ones(3, 5, dtype=torch.int8), torch.ones(3), torch.ones(5))
-        # A capability probe, not real work: inductor reports a missing or broken compiler
-        # through several exception types, and every one of them means "use the fallback".
-        except Exception as error:  # noqa: BLE001
-            log.warning("torch.compile is unavailable here (%s); using oneDNN for one-row products",
-                        str(error).splitlines()[0] if str(error) else type(error).__name__)
-            kernel = False
-        _compiled[name] = kernel
-    return kernel or None
+def _try_compile(name: str) -> Callable | bool:
+    """The compiled kernel, run once on a tiny input to prove it builds; False if it does not."""
+    kernel = torch.compile(_KERNELS[name], dynamic=True)
+    try:
+        with torch.inference_mode():  # compile in the mode the runner calls it in
+            if name == "fp32":
+                kernel(torch.ones(3, 5), torch.ones(5))
+            else:
+                kernel(torch.ones(3, 5, dtype=torch.int8), torch.ones(3), torch.ones(5))
+    # A capability probe, not real work: inductor reports a missing or broken compiler
+    # through several exception types, and every one of them means "use the fallback".
+    except Exception as error:  # noqa: BLE001
+        log.warning("torch.compile is unavailable here (%s); using oneDNN for one-row products",
+                    str(error).splitlines()[0] if str(error) else type(error).__name__)
+        return False
+    return kernel
 
 
 # MKL's slow path is an x86 matter; elsewhere PyTorch's own choice of library stays.
@@ -130,8 +129,16 @@ class _FastLinearMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def _applies_to(device: torch.device, dtype: torch.dtype) -> bool:
+    return torch.device(device).type == "cpu" and dtype == torch.float32
+
+
 def fast_linear(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
     """A context that speeds up `F.linear` for an fp32 model on the CPU; a no-op otherwise."""
-    if torch.device(device).type == "cpu" and dtype == torch.float32:
-        return _FastLinearMode()
-    return contextlib.nullcontext()
+    return _FastLinearMode() if _applies_to(device, dtype) else contextlib.nullcontext()
+
+
+def warm_up(device: torch.device, dtype: torch.dtype) -> None:
+    """Compile the one-row kernel now, for a model that `fast_linear` applies to."""
+    if _applies_to(device, dtype):
+        compiled_row_kernel("fp32")

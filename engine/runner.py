@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from engine.cpu_linear import compiled_row_kernel, fast_linear
+from engine.cpu_linear import fast_linear, warm_up
 from engine.sampling import SamplingParams
 from engine.sampling_ops import sample_next_tokens
 
@@ -147,8 +147,8 @@ class ModelRunner:
 
     def warm_up(self) -> None:
         """Compile the one-row kernel now rather than in the first reply (engine/cpu_linear.py)."""
-        if self.fast_cpu_linear and self.device.type == "cpu" and self.dtype == torch.float32:
-            compiled_row_kernel("fp32")
+        if self.fast_cpu_linear:
+            warm_up(self.device, self.dtype)
 
     @torch.inference_mode()
     def prefill(self, prompt_ids: list[int], block_table: list[int]) -> torch.Tensor:
