@@ -19,6 +19,10 @@ wherever autograd records, `F.linear` runs unchanged, so training is untouched. 
 are read where they are, never copied, so a model trained between engine steps (PPO
 rollouts) is always used as it is now.
 
+Batch-1 decode of the Llama-family models goes further (engine/one_row_decode.py: whole
+layers compiled, products included); the one-row kernel here serves what that does not
+cover (LoRA adapters, PaLM, single-token prefills).
+
 Not here: choosing thread counts, and int8 (engine/quantize.py, which borrows the one-row
 kernel).
 """

@@ -45,10 +45,12 @@ class LLMEngine:
         max_cached_tokens: int | None = None,
         block_size: int = DEFAULT_BLOCK_SIZE,
         max_prefill_tokens: int = 4096,
-        fast_cpu_linear: bool = True,
+        fast_cpu_kernels: bool = True,
     ) -> None:
-        """fast_cpu_linear: run an fp32 model's linear layers on the CPU through the faster
-        kernels of engine/cpu_linear.py (False: PyTorch's own, for comparisons)."""
+        """fast_cpu_kernels: for an fp32 model on the CPU, decode batches of one through the
+        compiled decoder of engine/one_row_decode.py and run other linear layers through
+        engine/cpu_linear.py (False: the model's own forward with PyTorch's kernels, for
+        comparisons)."""
         self.loaded = loaded
         self.model = loaded.model
         self.config = loaded.config
@@ -64,7 +66,7 @@ class LLMEngine:
         max_blocks_per_seq = min(num_blocks, -(-self.max_context // block_size))
         self.runner = ModelRunner(
             self.model, num_blocks, block_size, max_batch_size, max_blocks_per_seq, param.device, param.dtype,
-            fast_cpu_linear=fast_cpu_linear,
+            fast_cpu_kernels=fast_cpu_kernels,
         )
         self._default_stop_ids = frozenset(loaded.stop_token_ids)
         self._requests: dict[str, Request] = {}

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.cpu_linear import fast_linear, warm_up
+from engine.one_row_decode import OneRowDecoder, supports
 from engine.sampling import SamplingParams
 from engine.sampling_ops import sample_next_tokens
 
@@ -68,13 +69,14 @@ class ModelRunner:
         max_blocks_per_seq: int,
         device: torch.device,
         dtype: torch.dtype,
-        fast_cpu_linear: bool = True,
+        fast_cpu_kernels: bool = True,
     ) -> None:
         config = model.config
         self.model = model
         self.device = device
         self.dtype = dtype
-        self.fast_cpu_linear = fast_cpu_linear
+        self.fast_cpu_kernels = fast_cpu_kernels
+        self._one_row = OneRowDecoder() if fast_cpu_kernels else None
         self.block_size = block_size
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
@@ -141,13 +143,21 @@ class ModelRunner:
 
     def _linear_context(self) -> contextlib.AbstractContextManager:
         """Faster linear kernels for an fp32 model on the CPU (engine/cpu_linear.py)."""
-        if self.fast_cpu_linear:
+        if self.fast_cpu_kernels:
             return fast_linear(self.device, self.dtype)
         return contextlib.nullcontext()
 
+    def _one_row_decoder(self) -> OneRowDecoder | None:
+        """The compiled batch-1 decoder (engine/one_row_decode.py) when it applies to the
+        model as it is now (LoRA may have been added since), else None."""
+        if self._one_row is not None and supports(self.model) and OneRowDecoder.available():
+            return self._one_row
+        return None
+
     def warm_up(self) -> None:
-        """Compile the one-row kernel now rather than in the first reply (engine/cpu_linear.py)."""
-        if self.fast_cpu_linear:
+        """Compile the CPU kernels that batch-1 decode will use now rather than in the first
+        reply: the compiled decoder where it covers the model, else the one-row product."""
+        if self.fast_cpu_kernels and self._one_row_decoder() is None:
             warm_up(self.device, self.dtype)
 
     @torch.inference_mode()
@@ -174,9 +184,13 @@ class ModelRunner:
         span = torch.arange(num_blocks * self.block_size, device=self.device)
         mask = (span[None] <= positions[:, None])[:, None, None]  # (B, 1, 1, S)
         cache = _DecodeCache(self, new_slots, blocks, mask)
-        with self._linear_context():
-            hidden = self.model.hidden_states(token_ids[:, None], positions[:, None], cache=cache)
-            logits = self.model.lm_head(hidden[:, -1]).float()  # (B, V)
+        one_row = self._one_row_decoder() if rows.numel() == 1 else None
+        if one_row is not None:
+            logits = one_row.logits(self.model, token_ids, positions, cache)  # (1, V)
+        else:
+            with self._linear_context():
+                hidden = self.model.hidden_states(token_ids[:, None], positions[:, None], cache=cache)
+                logits = self.model.lm_head(hidden[:, -1]).float()  # (B, V)
         self.context_lens[rows] += 1
         return logits
 

@@ -11,9 +11,11 @@ import engine.cpu_linear as cpu_linear_module
 from engine.cpu_linear import compiled_row_kernel, cpu_linear, fast_linear
 from engine.engine import LLMEngine
 from engine.loading import load_model
+from engine.one_row_decode import OneRowDecoder
 from engine.quantize import Int8Linear
 from engine.sampling import SamplingParams
 from tiny_models import make_tiny_model_dir
+from trainer.lora import apply_lora
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +97,7 @@ def test_engine_output_is_the_same_with_and_without_the_fast_kernels(tiny):
     prompts = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14, 15, 16, 17, 18, 19, 20]]
     results = {}
     for fast in (False, True):
-        engine = LLMEngine(tiny, max_batch_size=4, fast_cpu_linear=fast)
+        engine = LLMEngine(tiny, max_batch_size=4, fast_cpu_kernels=fast)
         batched = engine.generate(prompts, params)
         alone = engine.generate(prompts[:1], params)  # the one-row path
         results[fast] = batched + alone
@@ -105,9 +107,20 @@ def test_engine_output_is_the_same_with_and_without_the_fast_kernels(tiny):
                                    torch.tensor(plain.completions[0].logprobs), rtol=0, atol=1e-4)
 
 
-def test_warm_up_compiles_the_one_row_kernel_before_any_request(tiny, monkeypatch):
+def test_warm_up_compiles_the_one_row_kernel_before_any_request(tmp_path, monkeypatch):
+    # A model with LoRA adapters is not one the compiled batch-1 decoder covers
+    # (engine/one_row_decode.py), so its batch-1 steps use the one-row product.
+    with_lora = load_model(make_tiny_model_dir(tmp_path / "model"))
+    apply_lora(with_lora.model)
     monkeypatch.delitem(cpu_linear_module._compiled, "fp32", raising=False)
-    LLMEngine(tiny, fast_cpu_linear=False).warm_up()
+    LLMEngine(with_lora, fast_cpu_kernels=False).warm_up()
     assert "fp32" not in cpu_linear_module._compiled  # PyTorch's own path needs nothing
-    LLMEngine(tiny).warm_up()
+    LLMEngine(with_lora).warm_up()
     assert callable(cpu_linear_module._compiled["fp32"])
+
+
+def test_warm_up_compiles_the_batch_one_decoder_for_a_model_it_covers(tiny, monkeypatch):
+    monkeypatch.setattr(OneRowDecoder, "_pieces", None)
+    monkeypatch.delitem(cpu_linear_module._compiled, "fp32", raising=False)
+    LLMEngine(tiny).warm_up()
+    assert OneRowDecoder._pieces and "fp32" not in cpu_linear_module._compiled

@@ -70,7 +70,7 @@ class BenchReport:
     device: str
     dtype: str
     threads: int
-    fast_cpu_linear: bool  # engine/cpu_linear.py's kernels (else PyTorch's F.linear)
+    fast_cpu_kernels: bool  # engine/one_row_decode.py and engine/cpu_linear.py (else PyTorch's own)
     max_tokens: int
     weight_bytes_per_token: int
     bandwidth_gb_s: float
@@ -125,10 +125,10 @@ def measure_bandwidth_gb_s(size_mb: int = 1024, repeats: int = 5) -> float:
     return best
 
 
-def run_engine_level(loaded: LoadedModel, concurrency: int, max_tokens: int, fast_cpu_linear: bool = True) -> LevelResult:
+def run_engine_level(loaded: LoadedModel, concurrency: int, max_tokens: int, fast_cpu_kernels: bool = True) -> LevelResult:
     engine = LLMEngine(
         loaded, max_batch_size=max(concurrency, 1), max_cached_tokens=concurrency * (max_tokens + 128),
-        fast_cpu_linear=fast_cpu_linear,
+        fast_cpu_kernels=fast_cpu_kernels,
     )
     params = SamplingParams(temperature=0, max_new_tokens=max_tokens, ignore_eos=True)
     prompts = chat_prompts(loaded, concurrency)
@@ -189,7 +189,7 @@ def run_hf_level(model_dir: str, loaded: LoadedModel, concurrency: int, max_toke
 
 def run_benchmark(
     loaded: LoadedModel, concurrency_levels: list[int], max_tokens: int, compare_hf: bool, log=print,
-    fast_cpu_linear: bool = True,
+    fast_cpu_kernels: bool = True,
 ) -> BenchReport:
     param = next(loaded.model.parameters())
     bytes_per_token = weight_bytes_per_decode_step(loaded.model)
@@ -199,7 +199,7 @@ def run_benchmark(
         device=str(param.device),
         dtype=str(param.dtype).removeprefix("torch."),
         threads=torch.get_num_threads(),
-        fast_cpu_linear=fast_cpu_linear,
+        fast_cpu_kernels=fast_cpu_kernels,
         max_tokens=max_tokens,
         weight_bytes_per_token=bytes_per_token,
         bandwidth_gb_s=bandwidth,
@@ -211,7 +211,7 @@ def run_benchmark(
     )
     hf_model = None
     for c in concurrency_levels:
-        level = run_engine_level(loaded, c, max_tokens, fast_cpu_linear)
+        level = run_engine_level(loaded, c, max_tokens, fast_cpu_kernels)
         if compare_hf:
             level.hf_e2e_tokens_per_s, hf_model = run_hf_level(str(loaded.path), loaded, c, max_tokens, hf_model)
         report.levels.append(level)

@@ -42,8 +42,8 @@ def _levels(text: str) -> list[int]:
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
 @click.option("--dtype", default=None, help="float32 (CPU default) or bfloat16 (GPU default).")
 @click.option("--int8", "int8", is_flag=True, help="int8 weight-only linear layers (CPU).")
-@click.option("--torch-linear", is_flag=True,
-              help="CPU fp32: PyTorch's own linear layers instead of the engine's faster kernels (for comparison).")
+@click.option("--plain-torch", is_flag=True,
+              help="CPU fp32: PyTorch's own kernels instead of the engine's compiled and oneDNN ones (for comparison).")
 @click.option("--no-hf", is_flag=True, help="Skip the HF transformers comparison.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 def bench(
@@ -53,7 +53,7 @@ def bench(
     device: str,
     dtype: str | None,
     int8: bool,
-    torch_linear: bool,
+    plain_torch: bool,
     no_hf: bool,
     as_json: bool,
 ) -> None:
@@ -85,7 +85,7 @@ def bench(
     if import_s is not None:
         log(f"import of the default model into a fresh store: {import_s:.1f} s")
     log(f"load of {loaded.name} from the store: {load_s:.2f} s")
-    report = run_benchmark(loaded, levels, max_tokens, compare_hf, log=log, fast_cpu_linear=not torch_linear)
+    report = run_benchmark(loaded, levels, max_tokens, compare_hf, log=log, fast_cpu_kernels=not plain_torch)
     report.load_s, report.import_s = load_s, import_s
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))

@@ -1,0 +1,178 @@
+"""Batch-1 decode of a Llama-family model on the CPU, as a few compiled pieces per layer.
+
+Decoding one token for one sequence reads every weight once and does almost no
+arithmetic, so its speed is memory bandwidth plus per-operation overhead. Run through the
+model's own modules, a step is about 40 small PyTorch calls per layer (norms, rotary,
+seven products, activation, residuals), and on this project's CPU their overhead cost
+more than the products themselves. Here each layer is two calls of code that torch
+inductor compiled once, with every product written as multiply-and-sum (one vectorized
+pass over the weight; see engine/cpu_linear.py for why not `F.linear`):
+
+- `_before_attention`: input RMSNorm, the q/k/v products, rotary on q and k;
+- `_after_attention`: output product and residual, post-attention RMSNorm, the SwiGLU
+  products and activation, residual;
+
+and the model ends with one `_final_norm_and_head` call. Attention over the paged
+cache stays the runner's own (`cache.attend`). Shapes are compiled as dynamic, so one
+compilation serves every layer and every model size. Weights are passed in as they are
+at each call, never copied: a model trained between engine steps is used as it is now.
+
+What qualifies (`supports`): a `LlamaForCausalLM` in fp32 on the CPU whose projections
+are plain `nn.Linear` and norms plain `RMSNorm`; anything else (LoRA adapters, int8
+layers, PaLM blocks, other devices or dtypes) takes the model's own forward, as does every
+batch of more than one row. When torch.compile cannot build the pieces (no C++
+compiler), `OneRowDecoder.available()` is False and callers fall back the same way.
+
+Not here: attention, the KV cache, sampling, batched decode.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.models.llama import AttentionCache, LlamaForCausalLM, RMSNorm
+
+log = logging.getLogger(__name__)
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+
+def _product(weight: torch.Tensor, row: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    y = (weight * row).sum(-1)  # (out,): inductor fuses this into one read of the weight
+    return y if bias is None else y + bias
+
+
+def _rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+def _before_attention(
+    x: torch.Tensor, norm: torch.Tensor, eps: float, head_dim: int,
+    wq: torch.Tensor, wk: torch.Tensor, wv: torch.Tensor,
+    bq: torch.Tensor | None, bk: torch.Tensor | None, bv: torch.Tensor | None,
+    cos: torch.Tensor, sin: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x: (d,) residual stream. Returns q (Hq, D), k (Hkv, D) with rotary applied, v (Hkv, D)."""
+    h = _rms_norm(x, norm, eps)
+    q = _product(wq, h, bq).view(-1, head_dim)
+    k = _product(wk, h, bk).view(-1, head_dim)
+    v = _product(wv, h, bv).view(-1, head_dim)
+    return _rotary(q, cos, sin), _rotary(k, cos, sin), v
+
+
+def _after_attention(
+    x: torch.Tensor, attended: torch.Tensor, wo: torch.Tensor, bo: torch.Tensor | None,
+    norm: torch.Tensor, eps: float,
+    wg: torch.Tensor, wu: torch.Tensor, wd: torch.Tensor,
+    bg: torch.Tensor | None, bu: torch.Tensor | None, bd: torch.Tensor | None,
+) -> torch.Tensor:
+    """x: (d,) residual stream, attended: (Hq * D,). Returns the layer's output (d,)."""
+    x = x + _product(wo, attended, bo)
+    h = _rms_norm(x, norm, eps)
+    return x + _product(wd, F.silu(_product(wg, h, bg)) * _product(wu, h, bu), bd)
+
+
+def _final_norm_and_head(x: torch.Tensor, norm: torch.Tensor, eps: float, head: torch.Tensor) -> torch.Tensor:
+    return _product(head, _rms_norm(x, norm, eps), None)  # (V,)
+
+
+def _bias(linear: nn.Linear) -> torch.Tensor | None:
+    return None if linear.bias is None else linear.bias.detach()
+
+
+def supports(model: nn.Module) -> bool:
+    """Whether `model` can decode through this module (see the module docstring)."""
+    if type(model) is not LlamaForCausalLM or type(model.lm_head) is not nn.Linear:
+        return False
+    weight = model.lm_head.weight
+    if weight.device.type != "cpu" or weight.dtype != torch.float32:
+        return False
+    for layer in model.model.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        linears = (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)
+        if any(type(m) is not nn.Linear for m in linears):
+            return False
+        if type(layer.input_layernorm) is not RMSNorm or type(layer.post_attention_layernorm) is not RMSNorm:
+            return False
+    return type(model.model.norm) is RMSNorm
+
+
+class OneRowDecoder:
+    """Compiled batch-1 decode steps for a Llama-family model (see the module docstring).
+
+    The compiled pieces are shared by every instance in the process; compiling them takes
+    5-15 s once (`warm_up`), later calls cost a few microseconds each.
+    """
+
+    _pieces: tuple | None | bool = None  # None: not tried yet; False: compiling failed here
+    _lock = threading.Lock()
+
+    @classmethod
+    def available(cls) -> bool:
+        """Compile the pieces if not tried yet; False where torch.compile cannot build them."""
+        if cls._pieces is None:
+            with cls._lock:
+                if cls._pieces is None:
+                    cls._pieces = cls._compile()
+        return cls._pieces is not False
+
+    @classmethod
+    def _compile(cls) -> tuple | bool:
+        pieces = tuple(torch.compile(f, dynamic=True) for f in (_before_attention, _after_attention, _final_norm_and_head))
+        try:
+            cls._probe(*pieces)
+        # A capability probe: inductor reports a missing or broken compiler through several
+        # exception types, and every one of them means "use the model's own forward".
+        except Exception as error:  # noqa: BLE001
+            log.warning("torch.compile is unavailable here (%s); batch-1 decode uses the model's own forward",
+                        str(error).splitlines()[0] if str(error) else type(error).__name__)
+            return False
+        return pieces
+
+    @staticmethod
+    def _probe(before, after, head) -> None:
+        """Run each piece on tiny inputs, so that a model's first step finds them compiled.
+        (Models with biases, like Qwen2, compile their variant in their first step.)"""
+        d, hd, f = 8, 4, 12
+        x, ones = torch.ones(d), torch.ones
+        with torch.inference_mode():
+            q, _, _ = before(x, ones(d), 1e-5, hd, ones(d, d), ones(hd, d), ones(hd, d), None, None, None, ones(hd), ones(hd))
+            after(x, q.reshape(-1), ones(d, d), None, ones(d), 1e-5, ones(f, d), ones(f, d), ones(d, f), None, None, None)
+            head(x, ones(d), 1e-5, ones(16, d))
+
+    @torch.inference_mode()
+    def logits(self, model: LlamaForCausalLM, token: torch.Tensor, position: torch.Tensor, cache: AttentionCache) -> torch.Tensor:
+        """One decode step for one sequence: feed `token` (1,) at `position` (1,); returns logits (1, V).
+
+        Call only when `supports(model)` and `available()`.
+        """
+        before, after, head = self._pieces
+        backbone = model.model
+        x = backbone.embed_tokens(token).view(-1)  # (d,)
+        cos, sin = backbone.rotary(position.view(1, 1), x.dtype)  # (1, 1, 1, D)
+        cos, sin = cos.view(-1), sin.view(-1)
+        for index, layer in enumerate(backbone.layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            norm = layer.input_layernorm
+            q, k, v = before(
+                x, norm.weight.detach(), norm.eps, attn.head_dim,
+                attn.q_proj.weight.detach(), attn.k_proj.weight.detach(), attn.v_proj.weight.detach(),
+                _bias(attn.q_proj), _bias(attn.k_proj), _bias(attn.v_proj), cos, sin,
+            )
+            attended = cache.attend(index, q[None, :, None], k[None, :, None], v[None, :, None])  # (1, Hq, 1, D)
+            norm = layer.post_attention_layernorm
+            x = after(
+                x, attended.reshape(-1), attn.o_proj.weight.detach(), _bias(attn.o_proj), norm.weight.detach(), norm.eps,
+                mlp.gate_proj.weight.detach(), mlp.up_proj.weight.detach(), mlp.down_proj.weight.detach(),
+                _bias(mlp.gate_proj), _bias(mlp.up_proj), _bias(mlp.down_proj),
+            )
+        final = backbone.norm
+        return head(x, final.weight.detach(), final.eps, model.lm_head.weight.detach())[None]  # (1, V)
