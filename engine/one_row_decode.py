@@ -108,8 +108,11 @@ def supports(model: nn.Module) -> bool:
 class OneRowDecoder:
     """Compiled batch-1 decode steps for a Llama-family model (see the module docstring).
 
-    The compiled pieces are shared by every instance in the process; compiling them takes
-    5-15 s once (`warm_up`), later calls cost a few microseconds each.
+    The compiled pieces are shared by every instance in the process. Compiling them
+    (`available`, called by the runner's `warm_up`) takes about 5 s in a process that finds
+    them in inductor's disk cache, and 15-25 s the first time on a machine; after that each
+    call still carries about 0.1 ms of dynamo's own checks, 61 calls per step for a 30-layer
+    model.
     """
 
     _pieces: tuple | None | bool = None  # None: not tried yet; False: compiling failed here
