@@ -161,15 +161,17 @@ def run_engine_level(loaded: LoadedModel, concurrency: int, max_tokens: int, fas
     )
 
 
-def run_hf_level(model_dir: str, loaded: LoadedModel, concurrency: int, max_tokens: int, hf_model=None):
-    """transformers' generate on the same prompts; returns (tokens/s, the model for reuse)."""
+def run_hf_level(model_dir: str, loaded: LoadedModel, concurrency: int, max_tokens: int) -> float:
+    """transformers' generate on the same prompts; returns its tokens/s.
+
+    The HF model is loaded here and dropped on return, so the engine's next level does
+    not count its memory in the engine's peak RSS."""
     import transformers
 
-    if hf_model is None:
-        transformers.utils.logging.disable_progress_bar()
-        dtype = next(loaded.model.parameters()).dtype
-        hf_model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
-        hf_model.to(next(loaded.model.parameters()).device)
+    transformers.utils.logging.disable_progress_bar()
+    dtype = next(loaded.model.parameters()).dtype
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
+    hf_model.to(next(loaded.model.parameters()).device)
     prompts = chat_prompts(loaded, concurrency)
     width = max(len(p) for p in prompts)
     pad = loaded.tokenizer.pad_token_id or 0
@@ -184,7 +186,9 @@ def run_hf_level(model_dir: str, loaded: LoadedModel, concurrency: int, max_toke
         out = hf_model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
         wall = time.perf_counter() - start
     generated = (out.shape[1] - width) * concurrency
-    return generated / wall, hf_model
+    del hf_model, out
+    gc.collect()
+    return generated / wall
 
 
 def run_benchmark(
@@ -209,11 +213,10 @@ def run_benchmark(
         f"roofline (batch 1): {bytes_per_token / 1e6:.0f} MB of weights per token at {bandwidth:.1f} GB/s "
         f"-> {report.roofline_tokens_per_s:.1f} tokens/s"
     )
-    hf_model = None
     for c in concurrency_levels:
         level = run_engine_level(loaded, c, max_tokens, fast_cpu_kernels)
         if compare_hf:
-            level.hf_e2e_tokens_per_s, hf_model = run_hf_level(str(loaded.path), loaded, c, max_tokens, hf_model)
+            level.hf_e2e_tokens_per_s = run_hf_level(str(loaded.path), loaded, c, max_tokens)
         report.levels.append(level)
         log(format_level(level, report))
     return report
