@@ -72,12 +72,18 @@ def compiled_row_kernel(name: str) -> Callable | None:
 def _try_compile(name: str) -> Callable | bool:
     """The compiled kernel, run once on a tiny input to prove it builds; False if it does not."""
     kernel = torch.compile(_KERNELS[name], dynamic=True)
+    # Weights made outside inference mode, the row inside, as when the runner calls it:
+    # dynamo guards on that difference, and a mismatch would mean compiling again.
+    with torch.inference_mode(False):  # also when first called from inside the runner
+        weight = torch.ones(3, 5) if name == "fp32" else torch.ones(3, 5, dtype=torch.int8)
+        scale = torch.ones(3)
     try:
-        with torch.inference_mode():  # compile in the mode the runner calls it in
+        with torch.inference_mode():
+            row = torch.ones(5)
             if name == "fp32":
-                kernel(torch.ones(3, 5), torch.ones(5))
+                kernel(weight, row)
             else:
-                kernel(torch.ones(3, 5, dtype=torch.int8), torch.ones(3), torch.ones(5))
+                kernel(weight, scale, row)
     # A capability probe, not real work: inductor reports a missing or broken compiler
     # through several exception types, and every one of them means "use the fallback".
     except Exception as error:  # noqa: BLE001

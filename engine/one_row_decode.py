@@ -144,12 +144,20 @@ class OneRowDecoder:
     def _probe(before, after, head) -> None:
         """Run each piece on tiny inputs, so that a model's first step finds them compiled.
         (Models with biases, like Qwen2, compile their variant in their first step.)"""
-        d, hd, f = 8, 4, 12
-        x, ones = torch.ones(d), torch.ones
+        # Dynamo guards on what it sees here; a real step that differs means compiling
+        # again. So: every size distinct (equal sizes would be assumed equal forever),
+        # every weight its own tensor (else it guards `wg is wu`), and weights made
+        # outside inference mode, activations inside, as in a real step.
+        d, hd, q_out, kv_out, f, vocab = 10, 4, 12, 8, 14, 16
+        with torch.inference_mode(False):
+            norm1, norm2, final = torch.ones(d), torch.ones(d), torch.ones(d)
+            wq, wk, wv, wo = torch.ones(q_out, d), torch.ones(kv_out, d), torch.ones(kv_out, d), torch.ones(d, q_out)
+            wg, wu, wd, head_weight = torch.ones(f, d), torch.ones(f, d), torch.ones(d, f), torch.ones(vocab, d)
         with torch.inference_mode():
-            q, _, _ = before(x, ones(d), 1e-5, hd, ones(d, d), ones(hd, d), ones(hd, d), None, None, None, ones(hd), ones(hd))
-            after(x, q.reshape(-1), ones(d, d), None, ones(d), 1e-5, ones(f, d), ones(f, d), ones(d, f), None, None, None)
-            head(x, ones(d), 1e-5, ones(16, d))
+            x, cos, sin = torch.ones(d), torch.ones(hd), torch.ones(hd)
+            q, _, _ = before(x, norm1, 1e-5, hd, wq, wk, wv, None, None, None, cos, sin)
+            after(x, q.reshape(-1), wo, None, norm2, 1e-5, wg, wu, wd, None, None, None)
+            head(x, final, 1e-5, head_weight)
 
     @torch.inference_mode()
     def logits(self, model: LlamaForCausalLM, token: torch.Tensor, position: torch.Tensor, cache: AttentionCache) -> torch.Tensor:

@@ -155,10 +155,12 @@ class ModelRunner:
         return None
 
     def warm_up(self) -> None:
-        """Compile the CPU kernels that batch-1 decode will use now rather than in the first
-        reply: the compiled decoder where it covers the model, else the one-row product."""
-        if self.fast_cpu_kernels and self._one_row_decoder() is None:
+        """Compile the CPU kernels now rather than in the first reply: the one-row product
+        (a prefill's LM head, batch-1 decode of models the decoder does not cover) and the
+        compiled batch-1 decoder where it covers the model."""
+        if self.fast_cpu_kernels:
             warm_up(self.device, self.dtype)
+            self._one_row_decoder()
 
     @torch.inference_mode()
     def prefill(self, prompt_ids: list[int], block_table: list[int]) -> torch.Tensor:

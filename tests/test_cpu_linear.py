@@ -119,8 +119,15 @@ def test_warm_up_compiles_the_one_row_kernel_before_any_request(tmp_path, monkey
     assert callable(cpu_linear_module._compiled["fp32"])
 
 
-def test_warm_up_compiles_the_batch_one_decoder_for_a_model_it_covers(tiny, monkeypatch):
+def test_after_warm_up_the_first_request_compiles_nothing(tiny, monkeypatch):
+    torch._dynamo.reset()  # forget every compiled graph, as in a new process
     monkeypatch.setattr(OneRowDecoder, "_pieces", None)
     monkeypatch.delitem(cpu_linear_module._compiled, "fp32", raising=False)
-    LLMEngine(tiny).warm_up()
-    assert OneRowDecoder._pieces and "fp32" not in cpu_linear_module._compiled
+    engine = LLMEngine(tiny)
+    engine.warm_up()
+    assert OneRowDecoder._pieces and callable(cpu_linear_module._compiled["fp32"])
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    engine.generate([[5, 6, 7, 8]], SamplingParams(temperature=0, max_new_tokens=4, ignore_eos=True))
+    # A guard that the warm-up's inputs did not match (inference mode, a size or an
+    # identity the probe happened to share) would compile again here, in the first reply.
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs

@@ -132,7 +132,7 @@ def run_engine_level(loaded: LoadedModel, concurrency: int, max_tokens: int, fas
     )
     params = SamplingParams(temperature=0, max_new_tokens=max_tokens, ignore_eos=True)
     prompts = chat_prompts(loaded, concurrency)
-    engine.warm_up()  # compiles the one-row kernel, once per process
+    engine.warm_up()  # compiles the CPU kernels, once per process
     # A short run at the level's own batch size, so first-call set-up is not timed.
     engine.generate(prompts, SamplingParams(temperature=0, max_new_tokens=2, ignore_eos=True))
     process = psutil.Process()
