@@ -13,15 +13,16 @@ pass over the weight; see engine/cpu_linear.py for why not `F.linear`):
   products and activation, residual;
 
 and the model ends with one `_final_norm_and_head` call. Attention over the paged
-cache stays the runner's own (`cache.attend`). Shapes are compiled as dynamic, so one
-compilation serves every layer and every model size. Weights are passed in as they are
+cache stays the runner's own (`cache.attend`). Shapes are compiled as static, for the
+model's own sizes, which measured faster than dynamic ones; every layer of a model shares
+one compilation, and a model of another size compiles its own once. Weights are passed in as they are
 at each call, never copied: a model trained between engine steps is used as it is now.
 
 What qualifies (`supports`): a `LlamaForCausalLM` in fp32 on the CPU whose projections
 are plain `nn.Linear` and norms plain `RMSNorm`; anything else (LoRA adapters, int8
 layers, PaLM blocks, other devices or dtypes) takes the model's own forward, as does every
 batch of more than one row. When torch.compile cannot build the pieces (no C++
-compiler), `OneRowDecoder.available()` is False and callers fall back the same way.
+compiler), `OneRowDecoder.available(model)` is False and callers fall back the same way.
 
 Not here: attention, the KV cache, sampling, batched decode.
 """
@@ -88,6 +89,26 @@ def _bias(linear: nn.Linear) -> torch.Tensor | None:
     return None if linear.bias is None else linear.bias.detach()
 
 
+def _attention_weights(layer: nn.Module) -> tuple:
+    """`_before_attention`'s arguments from `norm` to `bv`, read from the layer as it is now."""
+    attn, norm = layer.self_attn, layer.input_layernorm
+    return (
+        norm.weight.detach(), norm.eps, attn.head_dim,
+        attn.q_proj.weight.detach(), attn.k_proj.weight.detach(), attn.v_proj.weight.detach(),
+        _bias(attn.q_proj), _bias(attn.k_proj), _bias(attn.v_proj),
+    )
+
+
+def _mlp_weights(layer: nn.Module) -> tuple:
+    """`_after_attention`'s arguments from `wo` on, read from the layer as it is now."""
+    attn, mlp, norm = layer.self_attn, layer.mlp, layer.post_attention_layernorm
+    return (
+        attn.o_proj.weight.detach(), _bias(attn.o_proj), norm.weight.detach(), norm.eps,
+        mlp.gate_proj.weight.detach(), mlp.up_proj.weight.detach(), mlp.down_proj.weight.detach(),
+        _bias(mlp.gate_proj), _bias(mlp.up_proj), _bias(mlp.down_proj),
+    )
+
+
 def supports(model: nn.Module) -> bool:
     """Whether `model` can decode through this module (see the module docstring)."""
     if type(model) is not LlamaForCausalLM or type(model.lm_head) is not nn.Linear:
@@ -119,19 +140,20 @@ class OneRowDecoder:
     _lock = threading.Lock()
 
     @classmethod
-    def available(cls) -> bool:
-        """Compile the pieces if not tried yet; False where torch.compile cannot build them."""
+    def available(cls, model: LlamaForCausalLM) -> bool:
+        """Compile the pieces if not tried yet, on `model`'s own weights; False where
+        torch.compile cannot build them."""
         if cls._pieces is None:
             with cls._lock:
                 if cls._pieces is None:
-                    cls._pieces = cls._compile()
+                    cls._pieces = cls._compile(model)
         return cls._pieces is not False
 
     @classmethod
-    def _compile(cls) -> tuple | bool:
-        pieces = tuple(torch.compile(f, dynamic=True) for f in (_before_attention, _after_attention, _final_norm_and_head))
+    def _compile(cls, model: LlamaForCausalLM) -> tuple | bool:
+        pieces = tuple(torch.compile(f, dynamic=False) for f in (_before_attention, _after_attention, _final_norm_and_head))
         try:
-            cls._probe(*pieces)
+            cls._first_call(model, *pieces)
         # A capability probe: inductor reports a missing or broken compiler through several
         # exception types, and every one of them means "use the model's own forward".
         except Exception as error:  # noqa: BLE001
@@ -141,29 +163,25 @@ class OneRowDecoder:
         return pieces
 
     @staticmethod
-    def _probe(before, after, head) -> None:
-        """Run each piece on tiny inputs, so that a model's first step finds them compiled.
-        (Models with biases, like Qwen2, compile their variant in their first step.)"""
-        # Dynamo guards on what it sees here; a real step that differs means compiling
-        # again. So: every size distinct (equal sizes would be assumed equal forever),
-        # every weight its own tensor (else it guards `wg is wu`), and weights made
-        # outside inference mode, activations inside, as in a real step.
-        d, hd, q_out, kv_out, f, vocab = 10, 4, 12, 8, 14, 16
-        with torch.inference_mode(False):
-            norm1, norm2, final = torch.ones(d), torch.ones(d), torch.ones(d)
-            wq, wk, wv, wo = torch.ones(q_out, d), torch.ones(kv_out, d), torch.ones(kv_out, d), torch.ones(d, q_out)
-            wg, wu, wd, head_weight = torch.ones(f, d), torch.ones(f, d), torch.ones(d, f), torch.ones(vocab, d)
-        with torch.inference_mode():
-            x, cos, sin = torch.ones(d), torch.ones(hd), torch.ones(hd)
-            q, _, _ = before(x, norm1, 1e-5, hd, wq, wk, wv, None, None, None, cos, sin)
-            after(x, q.reshape(-1), wo, None, norm2, 1e-5, wg, wu, wd, None, None, None)
-            head(x, final, 1e-5, head_weight)
+    @torch.inference_mode()
+    def _first_call(model: LlamaForCausalLM, before, after, head) -> None:
+        """Run each piece once on the model's own first layer and head (zero activations,
+        no cache), which compiles them for this model's sizes. Real weights matter:
+        dynamo compiles again for any later call whose inputs this one does not match
+        (a weight made in inference mode, two arguments that are one tensor, other sizes)."""
+        backbone = model.model
+        layer = backbone.layers[0]
+        x = torch.zeros(model.config.hidden_size)
+        cos, sin = backbone.rotary(torch.zeros(1, 1, dtype=torch.long), x.dtype)
+        q, _, _ = before(x, *_attention_weights(layer), cos.view(-1), sin.view(-1))
+        after(x, torch.zeros(q.numel()), *_mlp_weights(layer))
+        head(x, backbone.norm.weight.detach(), backbone.norm.eps, model.lm_head.weight.detach())
 
     @torch.inference_mode()
     def logits(self, model: LlamaForCausalLM, token: torch.Tensor, position: torch.Tensor, cache: AttentionCache) -> torch.Tensor:
         """One decode step for one sequence: feed `token` (1,) at `position` (1,); returns logits (1, V).
 
-        Call only when `supports(model)` and `available()`.
+        Call only when `supports(model)` and `available(model)`.
         """
         before, after, head = self._pieces
         backbone = model.model
@@ -171,19 +189,8 @@ class OneRowDecoder:
         cos, sin = backbone.rotary(position.view(1, 1), x.dtype)  # (1, 1, 1, D)
         cos, sin = cos.view(-1), sin.view(-1)
         for index, layer in enumerate(backbone.layers):
-            attn, mlp = layer.self_attn, layer.mlp
-            norm = layer.input_layernorm
-            q, k, v = before(
-                x, norm.weight.detach(), norm.eps, attn.head_dim,
-                attn.q_proj.weight.detach(), attn.k_proj.weight.detach(), attn.v_proj.weight.detach(),
-                _bias(attn.q_proj), _bias(attn.k_proj), _bias(attn.v_proj), cos, sin,
-            )
+            q, k, v = before(x, *_attention_weights(layer), cos, sin)
             attended = cache.attend(index, q[None, :, None], k[None, :, None], v[None, :, None])  # (1, Hq, 1, D)
-            norm = layer.post_attention_layernorm
-            x = after(
-                x, attended.reshape(-1), attn.o_proj.weight.detach(), _bias(attn.o_proj), norm.weight.detach(), norm.eps,
-                mlp.gate_proj.weight.detach(), mlp.up_proj.weight.detach(), mlp.down_proj.weight.detach(),
-                _bias(mlp.gate_proj), _bias(mlp.up_proj), _bias(mlp.down_proj),
-            )
+            x = after(x, attended.reshape(-1), *_mlp_weights(layer))
         final = backbone.norm
         return head(x, final.weight.detach(), final.eps, model.lm_head.weight.detach())[None]  # (1, V)

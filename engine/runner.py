@@ -150,7 +150,7 @@ class ModelRunner:
     def _one_row_decoder(self) -> OneRowDecoder | None:
         """The compiled batch-1 decoder (engine/one_row_decode.py) when it applies to the
         model as it is now (LoRA may have been added since), else None."""
-        if self._one_row is not None and supports(self.model) and OneRowDecoder.available():
+        if self._one_row is not None and supports(self.model) and OneRowDecoder.available(self.model):
             return self._one_row
         return None
 

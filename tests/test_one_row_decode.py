@@ -49,7 +49,7 @@ def _generate(loaded, fast: bool, prompt=PROMPT):
 @pytest.mark.parametrize("which", ["tiny", "tiny_with_biases"])
 def test_greedy_tokens_and_logprobs_match_the_models_own_forward(which, request, monkeypatch):
     loaded = request.getfixturevalue(which)
-    assert supports(loaded.model) and OneRowDecoder.available()
+    assert supports(loaded.model) and OneRowDecoder.available(loaded.model)
     plain = _generate(loaded, fast=False)
     steps = _count_one_row_steps(monkeypatch)
     fused = _generate(loaded, fast=True)
