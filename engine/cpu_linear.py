@@ -46,15 +46,17 @@ _compiled: dict[str, Callable | bool] = {}
 _compile_lock = threading.Lock()  # two engine threads must not compile the same kernel twice
 
 
-def _row_product(weight: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
-    return (weight * row).sum(-1)  # (out,): inductor fuses this into one read of weight
+def row_product(weight: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+    """weight (out, in) times row (in,), as multiply-and-sum: inductor compiles it into one
+    vectorized read of the weight (engine/one_row_decode.py uses it too)."""
+    return (weight * row).sum(-1)  # (out,)
 
 
 def _row_product_int8(weight_int8: torch.Tensor, scale: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
     return (weight_int8.to(row.dtype) * row).sum(-1) * scale  # (out,)
 
 
-_KERNELS: dict[str, Callable] = {"fp32": _row_product, "int8": _row_product_int8}
+_KERNELS: dict[str, Callable] = {"fp32": row_product, "int8": _row_product_int8}
 
 
 def compiled_row_kernel(name: str) -> Callable | None:

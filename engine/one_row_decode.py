@@ -36,23 +36,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.models.llama import AttentionCache, LlamaForCausalLM, RMSNorm
+from engine.cpu_linear import row_product
+from engine.models.llama import AttentionCache, LlamaForCausalLM, RMSNorm, apply_rotary, rms_norm
 
 log = logging.getLogger(__name__)
 
 
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
-
-
 def _product(weight: torch.Tensor, row: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    y = (weight * row).sum(-1)  # (out,): inductor fuses this into one read of the weight
+    y = row_product(weight, row)  # (out,)
     return y if bias is None else y + bias
-
-
-def _rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
 def _before_attention(
@@ -62,11 +54,11 @@ def _before_attention(
     cos: torch.Tensor, sin: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x: (d,) residual stream. Returns q (Hq, D), k (Hkv, D) with rotary applied, v (Hkv, D)."""
-    h = _rms_norm(x, norm, eps)
+    h = rms_norm(x, norm, eps)
     q = _product(wq, h, bq).view(-1, head_dim)
     k = _product(wk, h, bk).view(-1, head_dim)
     v = _product(wv, h, bv).view(-1, head_dim)
-    return _rotary(q, cos, sin), _rotary(k, cos, sin), v
+    return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
 
 
 def _after_attention(
@@ -77,12 +69,12 @@ def _after_attention(
 ) -> torch.Tensor:
     """x: (d,) residual stream, attended: (Hq * D,). Returns the layer's output (d,)."""
     x = x + _product(wo, attended, bo)
-    h = _rms_norm(x, norm, eps)
+    h = rms_norm(x, norm, eps)
     return x + _product(wd, F.silu(_product(wg, h, bg)) * _product(wu, h, bu), bd)
 
 
 def _final_norm_and_head(x: torch.Tensor, norm: torch.Tensor, eps: float, head: torch.Tensor) -> torch.Tensor:
-    return _product(head, _rms_norm(x, norm, eps), None)  # (V,)
+    return _product(head, rms_norm(x, norm, eps), None)  # (V,)
 
 
 def _bias(linear: nn.Linear) -> torch.Tensor | None:
@@ -129,7 +121,7 @@ def supports(model: nn.Module) -> bool:
 class OneRowDecoder:
     """Compiled batch-1 decode steps for a Llama-family model (see the module docstring).
 
-    The compiled pieces are shared by every instance in the process. Compiling them
+    Class-level: the compiled pieces are shared by the whole process. Compiling them
     (`available`, called by the runner's `warm_up`) takes about 5 s in a process that finds
     them in inductor's disk cache, and 15-25 s the first time on a machine; after that each
     call still carries about 0.1 ms of dynamo's own checks, 61 calls per step for a 30-layer
@@ -177,13 +169,14 @@ class OneRowDecoder:
         after(x, torch.zeros(q.numel()), *_mlp_weights(layer))
         head(x, backbone.norm.weight.detach(), backbone.norm.eps, model.lm_head.weight.detach())
 
+    @classmethod
     @torch.inference_mode()
-    def logits(self, model: LlamaForCausalLM, token: torch.Tensor, position: torch.Tensor, cache: AttentionCache) -> torch.Tensor:
+    def logits(cls, model: LlamaForCausalLM, token: torch.Tensor, position: torch.Tensor, cache: AttentionCache) -> torch.Tensor:
         """One decode step for one sequence: feed `token` (1,) at `position` (1,); returns logits (1, V).
 
         Call only when `supports(model)` and `available(model)`.
         """
-        before, after, head = self._pieces
+        before, after, head = cls._pieces
         backbone = model.model
         x = backbone.embed_tokens(token).view(-1)  # (d,)
         cos, sin = backbone.rotary(position.view(1, 1), x.dtype)  # (1, 1, 1, D)

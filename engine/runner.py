@@ -76,7 +76,6 @@ class ModelRunner:
         self.device = device
         self.dtype = dtype
         self.fast_cpu_kernels = fast_cpu_kernels
-        self._one_row = OneRowDecoder() if fast_cpu_kernels else None
         self.block_size = block_size
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
@@ -147,12 +146,10 @@ class ModelRunner:
             return fast_linear(self.device, self.dtype)
         return contextlib.nullcontext()
 
-    def _one_row_decoder(self) -> OneRowDecoder | None:
-        """The compiled batch-1 decoder (engine/one_row_decode.py) when it applies to the
-        model as it is now (LoRA may have been added since), else None."""
-        if self._one_row is not None and supports(self.model) and OneRowDecoder.available(self.model):
-            return self._one_row
-        return None
+    def _one_row_decoder_applies(self) -> bool:
+        """Whether the compiled batch-1 decoder (engine/one_row_decode.py) covers the model
+        as it is now (LoRA may have been added since); compiles it on first use."""
+        return self.fast_cpu_kernels and supports(self.model) and OneRowDecoder.available(self.model)
 
     def warm_up(self) -> None:
         """Compile the CPU kernels now rather than in the first reply: the one-row product
@@ -160,7 +157,7 @@ class ModelRunner:
         compiled batch-1 decoder where it covers the model."""
         if self.fast_cpu_kernels:
             warm_up(self.device, self.dtype)
-            self._one_row_decoder()
+            self._one_row_decoder_applies()
 
     @torch.inference_mode()
     def prefill(self, prompt_ids: list[int], block_table: list[int]) -> torch.Tensor:
@@ -186,9 +183,8 @@ class ModelRunner:
         span = torch.arange(num_blocks * self.block_size, device=self.device)
         mask = (span[None] <= positions[:, None])[:, None, None]  # (B, 1, 1, S)
         cache = _DecodeCache(self, new_slots, blocks, mask)
-        one_row = self._one_row_decoder() if rows.numel() == 1 else None
-        if one_row is not None:
-            logits = one_row.logits(self.model, token_ids, positions, cache)  # (1, V)
+        if rows.numel() == 1 and self._one_row_decoder_applies():
+            logits = OneRowDecoder.logits(self.model, token_ids, positions, cache)  # (1, V)
         else:
             with self._linear_context():
                 hidden = self.model.hidden_states(token_ids[:, None], positions[:, None], cache=cache)
