@@ -2,19 +2,22 @@
 
 PyTorch sends an fp32 `F.linear` on x86 to MKL. On the AMD EPYC (Zen 4) this project runs
 on, MKL's products read the weights at 7-10 GB/s, while a plain sum over a large tensor
-reads 22-33 GB/s; decoding is bound by exactly those weight reads. Two replacements, both
-shipped inside the torch wheel:
+reads 22-33 GB/s; decoding is bound by exactly those weight reads. Three replacements:
 
 - **one row** (batch-1 decode): the product written as multiply-and-sum, which torch
   inductor compiles into one vectorized pass over the weight (20-25 GB/s measured). It
-  needs a C++ compiler; if compiling fails once, the oneDNN path below is used instead.
-- **several rows** (batched decode, prefill): oneDNN's matmul, 1.2-2.8x faster than
-  MKL on 1-32 rows here. (Handing oneDNN a pre-blocked copy of each weight was another
-  1.24x at 8 rows and none at 32, for 1 GB more memory on the default model: not done.)
+  needs a C++ compiler; if compiling fails once, the paths below are used instead.
+- **a few rows** (batched decode, up to `FEW_ROWS_MAX`): the C++ kernel of
+  engine/few_rows_gemm.py, 1.4-1.7x faster than oneDNN on 2-16 rows of the default
+  model's weights, 1.2x on 24 and slower on 32.
+- **more rows** (prefill, large batches), or where that kernel cannot be built: oneDNN's
+  matmul, 1.2-2.8x faster than MKL on 1-32 rows here. (Handing oneDNN a pre-blocked copy
+  of each weight was another 1.24x at 8 rows and none at 32, for 1 GB more memory on the
+  default model: not done.)
 
 `fast_linear(device, dtype)` gives a context in which `F.linear` takes these paths; the
-runner enters it around its forward passes, and `warm_up` compiles the one-row kernel
-ahead of the first one. Outside it, on other devices or dtypes, and
+runner enters it around its forward passes, and `warm_up` builds the kernels ahead of
+the first one. Outside it, on other devices or dtypes, and
 wherever autograd records, `F.linear` runs unchanged, so training is untouched. Weights
 are read where they are, never copied, so a model trained between engine steps (PPO
 rollouts) is always used as it is now.
@@ -38,6 +41,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
+
+from engine import few_rows_gemm
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +104,19 @@ def _try_compile(name: str) -> Callable | bool:
 _ONEDNN_FOR_SEVERAL_ROWS = platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
 
 
+# The most rows the few-row kernel takes; above it oneDNN is as fast or faster (measured
+# on the default model's weights: 1.2x oneDNN at 24 rows, 0.93x at 32).
+FEW_ROWS_MAX = 24
+
+
 def _onednn_usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return _ONEDNN_FOR_SEVERAL_ROWS and x.dim() >= 2 and x.is_contiguous() and weight.is_contiguous()
 
 
 def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear(x, weight, bias)` for fp32 CPU tensors without autograd, by the faster path."""
-    if x.shape[-1] == x.numel():  # a single row
+    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    if rows == 1:
         kernel = compiled_row_kernel("fp32")
         if kernel is not None:
             # detach: dynamo would compile once per parameter shape; clone: the row is a tiny
@@ -113,6 +124,12 @@ def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
             y = kernel(weight.detach(), x.reshape(-1).clone())  # (out,)
             if bias is not None:
                 y = y + bias
+            return y.view(*x.shape[:-1], weight.shape[0])
+    if 1 <= rows <= FEW_ROWS_MAX and x.is_contiguous() and weight.is_contiguous():
+        y = few_rows_gemm.few_rows_linear(x.view(rows, -1), weight)  # None where unavailable
+        if y is not None:
+            if bias is not None:
+                y += bias
             return y.view(*x.shape[:-1], weight.shape[0])
     if _onednn_usable(x, weight):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
@@ -151,6 +168,8 @@ def fast_linear(device: torch.device, dtype: torch.dtype) -> contextlib.Abstract
 
 
 def warm_up(device: torch.device, dtype: torch.dtype) -> None:
-    """Compile the one-row kernel now, for a model that `fast_linear` applies to."""
+    """Compile the one-row kernel and build the few-row one now, for a model that
+    `fast_linear` applies to."""
     if _applies_to(device, dtype):
         compiled_row_kernel("fp32")
+        few_rows_gemm.available()

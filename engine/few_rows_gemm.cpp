@@ -1,0 +1,98 @@
+// y (M, N) = x (M, K) . w (N, K)^T for fp32 on the CPU, for the few rows of batched decode.
+//
+// Decoding a handful of sequences reads every weight once per step but does only a few
+// multiply-adds per weight, so the product is bound by how fast the weights stream in
+// from memory. The loop order below keeps that stream going: each thread takes blocks of
+// NB consecutive weight rows (outputs); a block is read from memory once, while every
+// input row is multiplied against it from L1; and the next block is prefetched while the
+// current one is computed. Each output is a dot product accumulated in 16-lane vectors,
+// in the same order whatever M is, so a row's result does not depend on which other rows
+// share the batch.
+//
+// Built at run time by engine/few_rows_gemm.py with -O3 -march=native -fopenmp; GCC's
+// vector extensions become AVX-512, AVX2 or SSE code, whatever the machine has.
+
+#include <cstdint>
+#include <cstring>
+
+namespace {
+
+typedef float v16 __attribute__((vector_size(64)));
+
+inline v16 load(const float* p) {
+    v16 v;
+    std::memcpy(&v, p, sizeof v);  // unaligned load
+    return v;
+}
+
+// How far ahead of the current k the next block's rows are prefetched, in floats.
+constexpr int64_t kPrefetchAhead = 256;
+
+// Rows [0, mr) of x against weight rows [0, nb) of w; MR and NB fix the register tile
+// (MR * NB accumulators), mr <= MR and nb <= NB say how much of it is real.
+template <int MR, int NB>
+inline void tile(const float* x, const float* w, const float* next_w, int64_t K, float* y, int64_t N,
+                 int mr, int nb) {
+    v16 acc[MR][NB];
+    for (int m = 0; m < MR; m++)
+        for (int j = 0; j < NB; j++) acc[m][j] = v16{};
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+        v16 wv[NB];
+        for (int j = 0; j < NB; j++) wv[j] = load(w + j * K + k);
+        for (int j = 0; j < NB; j++) __builtin_prefetch(next_w + j * K + k + kPrefetchAhead);
+        for (int m = 0; m < MR; m++) {
+            const v16 xv = load(x + m * K + k);
+            for (int j = 0; j < NB; j++) acc[m][j] += xv * wv[j];
+        }
+    }
+    for (int m = 0; m < mr; m++) {
+        for (int j = 0; j < nb; j++) {
+            float sum = 0.0f;
+            for (int lane = 0; lane < 16; lane++) sum += acc[m][j][lane];
+            for (int64_t kk = k; kk < K; kk++) sum += x[m * K + kk] * w[j * K + kk];
+            y[m * N + j] = sum;
+        }
+    }
+}
+
+template <int MR, int NB>
+void product(const float* x, int64_t M, int64_t K, const float* w, int64_t N, float* y, int threads) {
+    const int64_t full_blocks = N / NB;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t b = 0; b < full_blocks; b++) {
+        const int64_t n = b * NB;
+        const float* block = w + n * K;
+        const float* next = b + 1 < full_blocks ? block + NB * K : block;
+        int64_t m = 0;
+        for (; m + MR <= M; m += MR) tile<MR, NB>(x + m * K, block, next, K, y + m * N + n, N, MR, NB);
+        // Leftover rows in the largest smaller tiles; the block is still in L1.
+        if (MR > 4 && m + 4 <= M) {
+            tile<4, NB>(x + m * K, block, next, K, y + m * N + n, N, 4, NB);
+            m += 4;
+        }
+        if (MR > 2 && m + 2 <= M) {
+            tile<2, NB>(x + m * K, block, next, K, y + m * N + n, N, 2, NB);
+            m += 2;
+        }
+        if (m < M) tile<1, NB>(x + m * K, block, next, K, y + m * N + n, N, 1, NB);
+    }
+    // The last N % NB outputs, one at a time (same summation order as the tiles).
+    for (int64_t n = full_blocks * NB; n < N; n++)
+        for (int64_t m = 0; m < M; m++) tile<1, 1>(x + m * K, w + n * K, w + n * K, K, y + m * N + n, N, 1, 1);
+}
+
+}  // namespace
+
+extern "C" void few_rows_linear(const float* x, int64_t M, int64_t K, const float* w, int64_t N, float* y,
+                                int threads) {
+    // Tiles measured fastest on a Zen 4 core with the weights coming from memory.
+    if (M == 1)
+        product<1, 8>(x, M, K, w, N, y, threads);
+    else if (M == 2)
+        product<2, 6>(x, M, K, w, N, y, threads);
+    else if (M <= 4)
+        product<4, 6>(x, M, K, w, N, y, threads);  // 3 rows: a 2-row and a 1-row tile
+    else
+        product<8, 3>(x, M, K, w, N, y, threads);
+}
