@@ -18,11 +18,21 @@
 namespace {
 
 typedef float v16 __attribute__((vector_size(64)));
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v4 __attribute__((vector_size(16)));
 
 inline v16 load(const float* p) {
     v16 v;
     std::memcpy(&v, p, sizeof v);  // unaligned load
     return v;
+}
+
+// The sum of a vector's lanes, as a tree of half-width adds (the same order everywhere).
+inline float hsum(v16 v) {
+    const v8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                 __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    const v4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+    return (b[0] + b[2]) + (b[1] + b[3]);
 }
 
 // How far ahead of the current k the next block's rows are prefetched, in floats.
@@ -48,8 +58,7 @@ inline void tile(const float* x, const float* w, const float* next_w, int64_t K,
     }
     for (int m = 0; m < mr; m++) {
         for (int j = 0; j < nb; j++) {
-            float sum = 0.0f;
-            for (int lane = 0; lane < 16; lane++) sum += acc[m][j][lane];
+            float sum = hsum(acc[m][j]);
             for (int64_t kk = k; kk < K; kk++) sum += x[m * K + kk] * w[j * K + kk];
             y[m * N + j] = sum;
         }
