@@ -42,7 +42,7 @@ def test_one_row_kernel_compiles_here():
     assert compiled_row_kernel("int8") is not None
 
 
-def test_without_a_compiler_one_row_falls_back_to_onednn(monkeypatch):
+def test_without_a_compiler_one_row_falls_back(monkeypatch):
     monkeypatch.setitem(cpu_linear_module._compiled, "fp32", False)  # as if compiling had failed
     assert compiled_row_kernel("fp32") is None
     weight, x = torch.randn(48, 96), torch.randn(1, 96)

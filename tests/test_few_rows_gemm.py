@@ -1,0 +1,93 @@
+"""The few-row C++ product kernel: right answers for every tile shape, the same bits for a
+row whatever else is in the batch, a cached build, and a clean fallback without it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import engine.few_rows_gemm as few_rows_gemm
+from engine.cpu_linear import FEW_ROWS_MAX, cpu_linear
+from engine.few_rows_gemm import few_rows_linear
+
+
+def test_the_kernel_builds_here():
+    # CI machines have a C++ compiler, so the kernel must really be in use there.
+    assert few_rows_gemm.available()
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 8, 11, 16, 24])
+@pytest.mark.parametrize("outputs, inner", [(48, 96), (29, 37), (1, 16), (7, 1536)])
+def test_matches_a_float64_product(rows, outputs, inner):
+    # Odd sizes leave partial weight blocks (outputs not a multiple of the block) and
+    # partial vectors (inner not a multiple of 16).
+    generator = torch.Generator().manual_seed(rows * 1000 + outputs)
+    x = torch.randn(rows, inner, generator=generator)
+    weight = torch.randn(outputs, inner, generator=generator)
+    want = x.double() @ weight.double().T
+    torch.testing.assert_close(few_rows_linear(x, weight).double(), want, rtol=1e-5, atol=1e-4)
+
+
+def test_a_rows_result_does_not_depend_on_the_other_rows():
+    # Batched greedy decoding must pick what the same sequence alone would pick, so a row
+    # gets the same bits whichever tile (8, 4, 2 or 1 rows) it lands in.
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(1537, 576, generator=generator)
+    x = torch.randn(24, 576, generator=generator)
+    everything = few_rows_linear(x, weight)
+    for rows in range(1, 25):
+        assert torch.equal(few_rows_linear(x[:rows].contiguous(), weight), everything[:rows]), rows
+    assert torch.equal(few_rows_linear(x[13:14].contiguous(), weight), everything[13:14])
+
+
+@pytest.mark.parametrize("rows", [2, 5, FEW_ROWS_MAX])
+def test_cpu_linear_uses_the_kernel_for_a_few_rows(rows):
+    generator = torch.Generator().manual_seed(rows)
+    x = torch.randn(rows, 1, 96, generator=generator)  # decode's (B, 1, d) activations
+    weight, bias = torch.randn(48, 96, generator=generator), torch.randn(48, generator=generator)
+    with torch.inference_mode():
+        ours = cpu_linear(x, weight, bias)
+    assert torch.equal(ours, (few_rows_linear(x.view(rows, 96), weight) + bias).view(rows, 1, 48))
+    torch.testing.assert_close(ours, F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+
+
+def test_build_goes_to_the_cache_once(tmp_path):
+    # A fresh process with an empty cache builds one library there (and nothing
+    # half-written is left beside it); a second process loads it without building.
+    script = textwrap.dedent("""
+        import engine.few_rows_gemm as k, torch
+        assert k.available()
+        x, w = torch.randn(3, 40), torch.randn(9, 40)
+        torch.testing.assert_close(k.few_rows_linear(x, w), x @ w.T, rtol=1e-5, atol=1e-5)
+    """)
+    env = {**os.environ, "CHAT_TUI_KERNEL_CACHE": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True)
+    built = list(tmp_path.iterdir())
+    assert len(built) == 1 and built[0].suffix == ".so"
+    first_mtime = built[0].stat().st_mtime_ns
+    subprocess.run([sys.executable, "-c", script], env=env, check=True)
+    assert list(tmp_path.iterdir()) == built and built[0].stat().st_mtime_ns == first_mtime
+
+
+@pytest.mark.parametrize("compiler", ["no-such-compiler-here", "false"])
+def test_without_a_working_compiler_products_fall_back(compiler, tmp_path, monkeypatch, caplog):
+    # No compiler on PATH, or one that fails: one warning, no exception, and cpu_linear
+    # still computes the product (by oneDNN).
+    monkeypatch.setenv("CXX", compiler)
+    monkeypatch.setenv("CHAT_TUI_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setattr(few_rows_gemm, "_library", None)  # not tried yet in this process
+    with caplog.at_level(logging.WARNING, logger="engine.few_rows_gemm"):
+        assert not few_rows_gemm.available()
+        assert few_rows_linear(torch.randn(2, 8), torch.randn(3, 8)) is None
+    assert len(caplog.records) == 1 and "oneDNN" in caplog.records[0].getMessage()
+    x, weight = torch.randn(4, 96), torch.randn(48, 96)
+    with torch.inference_mode():
+        torch.testing.assert_close(cpu_linear(x, weight), F.linear(x, weight), rtol=1e-5, atol=1e-5)
+    assert list(tmp_path.iterdir()) == []  # nothing half-built left behind
