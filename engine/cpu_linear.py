@@ -8,8 +8,8 @@ reads 22-33 GB/s; decoding is bound by exactly those weight reads. Three replace
   inductor compiles into one vectorized pass over the weight (20-25 GB/s measured). It
   needs a C++ compiler; if compiling fails once, the paths below are used instead.
 - **a few rows** (batched decode, up to `FEW_ROWS_MAX`): the C++ kernel of
-  engine/few_rows_gemm.py, 1.4-1.7x faster than oneDNN on 2-16 rows of the default
-  model's weights, 1.2x on 24 and slower on 32.
+  engine/few_rows_gemm.py, 1.6-2.1x faster than oneDNN on 2-16 rows of the default
+  model's layer weights and 1.35x on 24 (bench/few_rows_gemm.py).
 - **more rows** (prefill, large batches), or where that kernel cannot be built: oneDNN's
   matmul, 1.2-2.8x faster than MKL on 1-32 rows here. (Handing oneDNN a pre-blocked copy
   of each weight was another 1.24x at 8 rows and none at 32, for 1 GB more memory on the
@@ -104,8 +104,8 @@ def _try_compile(name: str) -> Callable | bool:
 _ONEDNN_FOR_SEVERAL_ROWS = platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
 
 
-# The most rows the few-row kernel takes; above it oneDNN is as fast or faster (measured
-# on the default model's weights: 1.2x oneDNN at 24 rows, 0.93x at 32).
+# The most rows the few-row kernel takes. Its lead over oneDNN shrinks with rows (1.35x at
+# 24, 0.9-1.2x at 32, 0.88x at 64), and at 32 requests the engine measured no gain.
 FEW_ROWS_MAX = 24
 
 

@@ -4,7 +4,8 @@ Batched decode multiplies 2-16 rows by every weight matrix per step, so it is bo
 streaming the weights from memory. oneDNN's and MKL's small-row products read them at
 only 9-12 GB/s on this project's CPU; the kernel in `few_rows_gemm.cpp` reads each
 weight block once, reuses it from L1 for every row, and prefetches the next block, which
-measured 1.5-1.7x faster than oneDNN on 4-8 rows of the default model's weights.
+measured 1.6-2.1x faster than oneDNN on 1-16 rows of the default model's layer weights
+(bench/few_rows_gemm.py).
 
 The source is compiled here with the system C++ compiler (`$CXX`, else `g++`) into a
 shared library cached under the user's cache directory, keyed by the source, the
