@@ -35,20 +35,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import platform
-import threading
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from engine import few_rows_gemm
+from engine.built_once import BuiltOnce, first_line
 
 log = logging.getLogger(__name__)
-
-# The compiled one-row kernels: absent until first tried, False when compiling failed here.
-_compiled: dict[str, Callable | bool] = {}
-_compile_lock = threading.Lock()  # two engine threads must not compile the same kernel twice
 
 
 def row_product(weight: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
@@ -64,20 +61,8 @@ def _row_product_int8(weight_int8: torch.Tensor, scale: torch.Tensor, row: torch
 _KERNELS: dict[str, Callable] = {"fp32": row_product, "int8": _row_product_int8}
 
 
-def compiled_row_kernel(name: str) -> Callable | None:
-    """The compiled one-row kernel `name` ("fp32" or "int8"), or None where torch.compile
-    cannot build it (no C++ compiler, unsupported platform). Tried once per process; the
-    first call takes 5-6 s even when inductor's disk cache has the kernel, so long-lived
-    callers warm it up early (LLMEngine.warm_up)."""
-    if name not in _compiled:
-        with _compile_lock:
-            if name not in _compiled:  # another thread may have compiled it meanwhile
-                _compiled[name] = _try_compile(name)
-    return _compiled[name] or None
-
-
-def _try_compile(name: str) -> Callable | bool:
-    """The compiled kernel, run once on a tiny input to prove it builds; False if it does not."""
+def _try_compile(name: str) -> Callable | None:
+    """The compiled kernel, run once on a tiny input to prove it builds; None if it does not."""
     kernel = torch.compile(_KERNELS[name], dynamic=True)
     # Weights made outside inference mode, the row inside, as when the runner calls it:
     # dynamo guards on that difference, and a mismatch would mean compiling again.
@@ -94,10 +79,21 @@ def _try_compile(name: str) -> Callable | bool:
     # A capability probe, not real work: inductor reports a missing or broken compiler
     # through several exception types, and every one of them means "use the fallback".
     except Exception as error:  # noqa: BLE001
-        log.warning("torch.compile is unavailable here (%s); using oneDNN for one-row products",
-                    str(error).splitlines()[0] if str(error) else type(error).__name__)
-        return False
+        log.warning("torch.compile is unavailable here (%s); one-row products take the few-row kernel or oneDNN", first_line(error))
+        return None
     return kernel
+
+
+# The compiled one-row kernels, each compiled on first use.
+_row_kernels: dict[str, BuiltOnce[Callable]] = {name: BuiltOnce(partial(_try_compile, name)) for name in _KERNELS}
+
+
+def compiled_row_kernel(name: str) -> Callable | None:
+    """The compiled one-row kernel `name` ("fp32" or "int8"), or None where torch.compile
+    cannot build it (no C++ compiler, unsupported platform). Tried once per process; the
+    first call takes 5-6 s even when inductor's disk cache has the kernel, so long-lived
+    callers warm it up early (LLMEngine.warm_up)."""
+    return _row_kernels[name].get()
 
 
 # MKL's slow path is an x86 matter; elsewhere PyTorch's own choice of library stays.

@@ -26,20 +26,17 @@ import platform
 import shutil
 import subprocess
 import tempfile
-import threading
 from pathlib import Path
 
 import platformdirs
 import torch
 
+from engine.built_once import BuiltOnce, first_line
+
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("few_rows_gemm.cpp")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
-
-_library: ctypes.CDLL | bool | None = None  # None: not tried yet; False: unavailable here
-_lock = threading.Lock()
-
 
 def cache_dir() -> Path:
     """Where built kernels are kept: $CHAT_TUI_KERNEL_CACHE, else the user cache dir."""
@@ -76,19 +73,17 @@ def _build(compiler: str) -> Path:
     return target
 
 
-def _load() -> ctypes.CDLL | bool:
-    """The built library, checked on a probe product; False where it cannot be had."""
+def _load() -> ctypes.CDLL | None:
+    """The built library, checked on a probe product; None where it cannot be had."""
     compiler = shutil.which(os.environ.get("CXX", "g++"))
     if compiler is None:
         log.warning("no C++ compiler found; using oneDNN for few-row products")
-        return False
+        return None
     try:
         library = ctypes.CDLL(str(_build(compiler)))
     except (OSError, subprocess.CalledProcessError) as error:
-        detail = getattr(error, "stderr", None) or str(error)
-        log.warning("could not build the few-row product kernel (%s); using oneDNN",
-                    detail.strip().splitlines()[0] if detail.strip() else type(error).__name__)
-        return False
+        log.warning("could not build the few-row product kernel (%s); using oneDNN", first_line(error))
+        return None
     function = library.few_rows_linear
     function.restype = None
     function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
@@ -100,7 +95,7 @@ def _load() -> ctypes.CDLL | bool:
     got = _call(function, x, weight)
     if not torch.allclose(got, x.double().mm(weight.double().t()).float(), rtol=1e-4, atol=1e-4):
         log.warning("the few-row product kernel gave a wrong answer on this machine; using oneDNN")
-        return False
+        return None
     return library
 
 
@@ -112,19 +107,16 @@ def _call(function, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return out
 
 
+_library: BuiltOnce[ctypes.CDLL] = BuiltOnce(_load)
+
+
 def available() -> bool:
     """Whether the kernel works on this machine; builds and checks it on the first call."""
-    global _library
-    if _library is None:
-        with _lock:
-            if _library is None:  # another thread may have built it meanwhile
-                _library = _load()
-    return bool(_library)
+    return _library.get() is not None
 
 
 def few_rows_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor | None:
     """x (M, K) @ weight (N, K)^T for contiguous fp32 CPU tensors, or None when the kernel
     is unavailable here. The caller checks dtype, device and contiguity."""
-    if not available():
-        return None
-    return _call(_library.few_rows_linear, x, weight)
+    library = _library.get()
+    return None if library is None else _call(library.few_rows_linear, x, weight)

@@ -30,12 +30,12 @@ Not here: attention, the KV cache, sampling, batched decode.
 from __future__ import annotations
 
 import logging
-import threading
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.built_once import BuiltOnce, first_line
 from engine.cpu_linear import row_product
 from engine.models.llama import AttentionCache, LlamaForCausalLM, RMSNorm, apply_rotary, rms_norm
 
@@ -118,6 +118,35 @@ def supports(model: nn.Module) -> bool:
     return type(model.model.norm) is RMSNorm
 
 
+@torch.inference_mode()
+def _first_call(model: LlamaForCausalLM, before, after, head) -> None:
+    """Run each piece once on the model's own first layer and head (zero activations,
+    no cache), which compiles them for this model's sizes. Real weights matter:
+    dynamo compiles again for any later call whose inputs this one does not match
+    (a weight made in inference mode, two arguments that are one tensor, other sizes)."""
+    backbone = model.model
+    layer = backbone.layers[0]
+    x = torch.zeros(model.config.hidden_size)
+    cos, sin = backbone.rotary(torch.zeros(1, 1, dtype=torch.long), x.dtype)
+    q, _, _ = before(x, *_attention_weights(layer), cos.view(-1), sin.view(-1))
+    after(x, torch.zeros(q.numel()), *_mlp_weights(layer))
+    head(x, backbone.norm.weight.detach(), backbone.norm.eps, model.lm_head.weight.detach())
+
+
+def _compile_pieces(model: LlamaForCausalLM) -> tuple | None:
+    """The three pieces compiled for `model`'s sizes, or None where torch.compile cannot build them."""
+    pieces = tuple(torch.compile(f, dynamic=False) for f in (_before_attention, _after_attention, _final_norm_and_head))
+    try:
+        _first_call(model, *pieces)
+    # A capability probe: inductor reports a missing or broken compiler through several
+    # exception types, and every one of them means "use the model's own forward".
+    except Exception as error:  # noqa: BLE001
+        log.warning("torch.compile is unavailable here (%s); batch-1 decode uses the model's own forward",
+                    first_line(error))
+        return None
+    return pieces
+
+
 class OneRowDecoder:
     """Compiled batch-1 decode steps for a Llama-family model (see the module docstring).
 
@@ -128,46 +157,13 @@ class OneRowDecoder:
     model.
     """
 
-    _pieces: tuple | None | bool = None  # None: not tried yet; False: compiling failed here
-    _lock = threading.Lock()
+    _pieces: BuiltOnce[tuple] = BuiltOnce(_compile_pieces)
 
     @classmethod
     def available(cls, model: LlamaForCausalLM) -> bool:
         """Compile the pieces if not tried yet, on `model`'s own weights; False where
         torch.compile cannot build them."""
-        if cls._pieces is None:
-            with cls._lock:
-                if cls._pieces is None:
-                    cls._pieces = cls._compile(model)
-        return cls._pieces is not False
-
-    @classmethod
-    def _compile(cls, model: LlamaForCausalLM) -> tuple | bool:
-        pieces = tuple(torch.compile(f, dynamic=False) for f in (_before_attention, _after_attention, _final_norm_and_head))
-        try:
-            cls._first_call(model, *pieces)
-        # A capability probe: inductor reports a missing or broken compiler through several
-        # exception types, and every one of them means "use the model's own forward".
-        except Exception as error:  # noqa: BLE001
-            log.warning("torch.compile is unavailable here (%s); batch-1 decode uses the model's own forward",
-                        str(error).splitlines()[0] if str(error) else type(error).__name__)
-            return False
-        return pieces
-
-    @staticmethod
-    @torch.inference_mode()
-    def _first_call(model: LlamaForCausalLM, before, after, head) -> None:
-        """Run each piece once on the model's own first layer and head (zero activations,
-        no cache), which compiles them for this model's sizes. Real weights matter:
-        dynamo compiles again for any later call whose inputs this one does not match
-        (a weight made in inference mode, two arguments that are one tensor, other sizes)."""
-        backbone = model.model
-        layer = backbone.layers[0]
-        x = torch.zeros(model.config.hidden_size)
-        cos, sin = backbone.rotary(torch.zeros(1, 1, dtype=torch.long), x.dtype)
-        q, _, _ = before(x, *_attention_weights(layer), cos.view(-1), sin.view(-1))
-        after(x, torch.zeros(q.numel()), *_mlp_weights(layer))
-        head(x, backbone.norm.weight.detach(), backbone.norm.eps, model.lm_head.weight.detach())
+        return cls._pieces.get(model) is not None
 
     @classmethod
     @torch.inference_mode()
@@ -176,7 +172,7 @@ class OneRowDecoder:
 
         Call only when `supports(model)` and `available(model)`.
         """
-        before, after, head = cls._pieces
+        before, after, head = cls._pieces.result
         backbone = model.model
         x = backbone.embed_tokens(token).view(-1)  # (d,)
         cos, sin = backbone.rotary(position.view(1, 1), x.dtype)  # (1, 1, 1, D)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import engine.cpu_linear as cpu_linear_module
+from engine.built_once import NOT_TRIED
 from engine.cpu_linear import compiled_row_kernel, cpu_linear, fast_linear
 from engine.engine import LLMEngine
 from engine.loading import load_model
@@ -43,7 +44,7 @@ def test_one_row_kernel_compiles_here():
 
 
 def test_without_a_compiler_one_row_falls_back(monkeypatch):
-    monkeypatch.setitem(cpu_linear_module._compiled, "fp32", False)  # as if compiling had failed
+    monkeypatch.setattr(cpu_linear_module._row_kernels["fp32"], "result", None)  # as if compiling had failed
     assert compiled_row_kernel("fp32") is None
     weight, x = torch.randn(48, 96), torch.randn(1, 96)
     with torch.inference_mode():
@@ -112,20 +113,21 @@ def test_warm_up_compiles_the_one_row_kernel_before_any_request(tmp_path, monkey
     # (engine/one_row_decode.py), so its batch-1 steps use the one-row product.
     with_lora = load_model(make_tiny_model_dir(tmp_path / "model"))
     apply_lora(with_lora.model)
-    monkeypatch.delitem(cpu_linear_module._compiled, "fp32", raising=False)
+    fp32_kernel = cpu_linear_module._row_kernels["fp32"]
+    monkeypatch.setattr(fp32_kernel, "result", NOT_TRIED)
     LLMEngine(with_lora, fast_cpu_kernels=False).warm_up()
-    assert "fp32" not in cpu_linear_module._compiled  # PyTorch's own path needs nothing
+    assert fp32_kernel.result is NOT_TRIED  # PyTorch's own path needs nothing
     LLMEngine(with_lora).warm_up()
-    assert callable(cpu_linear_module._compiled["fp32"])
+    assert callable(fp32_kernel.result)
 
 
 def test_after_warm_up_the_first_request_compiles_nothing(tiny, monkeypatch):
     torch._dynamo.reset()  # forget every compiled graph, as in a new process
-    monkeypatch.setattr(OneRowDecoder, "_pieces", None)
-    monkeypatch.delitem(cpu_linear_module._compiled, "fp32", raising=False)
+    monkeypatch.setattr(OneRowDecoder._pieces, "result", NOT_TRIED)
+    monkeypatch.setattr(cpu_linear_module._row_kernels["fp32"], "result", NOT_TRIED)
     engine = LLMEngine(tiny)
     engine.warm_up()
-    assert OneRowDecoder._pieces and callable(cpu_linear_module._compiled["fp32"])
+    assert OneRowDecoder._pieces.result and callable(cpu_linear_module._row_kernels["fp32"].result)
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     engine.generate([[5, 6, 7, 8]], SamplingParams(temperature=0, max_new_tokens=4, ignore_eos=True))
     # A guard that the warm-up's inputs did not match (inference mode, a size or an

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import engine.few_rows_gemm as few_rows_gemm
+from engine.built_once import NOT_TRIED
 from engine.cpu_linear import FEW_ROWS_MAX, cpu_linear
 from engine.few_rows_gemm import few_rows_linear
 
@@ -82,7 +83,7 @@ def test_without_a_working_compiler_products_fall_back(compiler, tmp_path, monke
     # still computes the product (by oneDNN).
     monkeypatch.setenv("CXX", compiler)
     monkeypatch.setenv("CHAT_TUI_KERNEL_CACHE", str(tmp_path))
-    monkeypatch.setattr(few_rows_gemm, "_library", None)  # not tried yet in this process
+    monkeypatch.setattr(few_rows_gemm._library, "result", NOT_TRIED)  # not tried yet in this process
     with caplog.at_level(logging.WARNING, logger="engine.few_rows_gemm"):
         assert not few_rows_gemm.available()
         assert few_rows_linear(torch.randn(2, 8), torch.randn(3, 8)) is None

@@ -94,7 +94,7 @@ def test_palm_models_are_not_covered(tmp_path):
 
 
 def test_without_a_compiler_batch_one_falls_back_to_the_models_forward(tiny, monkeypatch):
-    monkeypatch.setattr(OneRowDecoder, "_pieces", False)  # as if compiling had failed here
+    monkeypatch.setattr(OneRowDecoder._pieces, "result", None)  # as if compiling had failed here
     steps = _count_one_row_steps(monkeypatch)
     out = _generate(tiny, fast=True)
     assert not steps
