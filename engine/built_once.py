@@ -1,8 +1,9 @@
 """Build once per process, or remember that building failed.
 
 The engine's fast CPU paths each need something made at run time that a machine may not
-allow: kernels torch inductor compiles (engine/cpu_linear.py, engine/one_row_decode.py)
-and a C++ library (engine/few_rows_gemm.py). `BuiltOnce` makes it on first use, in one
+allow: a C++ library (engine/native_library.py) and the kernels checked on it
+(engine/few_rows_gemm.py, engine/llama_decode.py), and an int8 kernel torch inductor
+compiles (engine/cpu_linear.py). `BuiltOnce` makes it on first use, in one
 thread even when two engine threads ask at once, and keeps the result: the built thing,
 or None when building failed, so a missing compiler costs one warning rather than one
 per call. Not here: what is built, or the fallback a caller takes on None.

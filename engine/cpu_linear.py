@@ -1,33 +1,32 @@
-"""Faster fp32 linear layers for the engine's CPU forward passes.
+"""Faster fp32 linear layers for the engine's CPU forward passes through PyTorch modules.
 
 PyTorch sends an fp32 `F.linear` on x86 to MKL. On the AMD EPYC (Zen 4) this project runs
 on, MKL's products read the weights at 7-10 GB/s, while a plain sum over a large tensor
-reads 22-33 GB/s; decoding is bound by exactly those weight reads. Three replacements:
+reads 22-33 GB/s; decoding is bound by exactly those weight reads. Two replacements:
 
-- **one row** (batch-1 decode): the product written as multiply-and-sum, which torch
-  inductor compiles into one vectorized pass over the weight (20-25 GB/s measured). It
-  needs a C++ compiler; if compiling fails once, the paths below are used instead.
-- **a few rows** (batched decode, up to `FEW_ROWS_MAX`): the C++ kernel of
-  engine/few_rows_gemm.py, 1.6-2.1x faster than oneDNN on 2-16 rows of the default
-  model's layer weights and 1.35x on 24 (bench/few_rows_gemm.py).
+- **1 to `FEW_ROWS_MAX` rows** (single-token prefills, the LM head of a prefill, decode of
+  models the C++ decode step does not cover): the C++ kernel of engine/few_rows_gemm.py,
+  1.6-2.1x faster than oneDNN on 1-16 rows of the default model's layer weights and
+  1.35x on 24 (bench/few_rows_gemm.py).
 - **more rows** (prefill, large batches), or where that kernel cannot be built: oneDNN's
   matmul, 1.2-2.8x faster than MKL on 1-32 rows here. (Handing oneDNN a pre-blocked copy
   of each weight was another 1.24x at 8 rows and none at 32, for 1 GB more memory on the
   default model: not done.)
 
 `fast_linear(device, dtype)` gives a context in which `F.linear` takes these paths; the
-runner enters it around its forward passes, and `warm_up` builds the kernels ahead of
+runner enters it around its forward passes, and `warm_up` builds the kernel ahead of
 the first one. Outside it, on other devices or dtypes, and
 wherever autograd records, `F.linear` runs unchanged, so training is untouched. Weights
 are read where they are, never copied, so a model trained between engine steps (PPO
 rollouts) is always used as it is now.
 
-Batch-1 decode of the Llama-family models goes further (engine/one_row_decode.py: whole
-layers compiled, products included); the one-row kernel here serves what that does not
-cover (LoRA adapters, PaLM, single-token prefills).
+Decode of the Llama-family models goes further (engine/llama_decode.py: the whole step in
+C++, products included); this module serves what that does not cover (LoRA adapters,
+PaLM, int8, prefill).
 
-Not here: choosing thread counts, and int8 (engine/quantize.py, which borrows the one-row
-kernel).
+Also here: the compiled one-row int8 product that engine/quantize.py uses.
+
+Not here: choosing thread counts.
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ import contextlib
 import logging
 import platform
 from collections.abc import Callable
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -48,52 +46,38 @@ from engine.built_once import BuiltOnce, first_line
 log = logging.getLogger(__name__)
 
 
-def row_product(weight: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
-    """weight (out, in) times row (in,), as multiply-and-sum: inductor compiles it into one
-    vectorized read of the weight (engine/one_row_decode.py uses it too)."""
-    return (weight * row).sum(-1)  # (out,)
-
-
 def _row_product_int8(weight_int8: torch.Tensor, scale: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+    """int8 weight (out, in) with per-row scales times row (in,), as multiply-and-sum:
+    inductor compiles it into one vectorized read of the int8 weight."""
     return (weight_int8.to(row.dtype) * row).sum(-1) * scale  # (out,)
 
 
-_KERNELS: dict[str, Callable] = {"fp32": row_product, "int8": _row_product_int8}
-
-
-def _try_compile(name: str) -> Callable | None:
-    """The compiled kernel, run once on a tiny input to prove it builds; None if it does not."""
-    kernel = torch.compile(_KERNELS[name], dynamic=True)
+def _try_compile_int8() -> Callable | None:
+    """The compiled int8 kernel, run once on a tiny input to prove it builds; None if it does not."""
+    kernel = torch.compile(_row_product_int8, dynamic=True)
     # Weights made outside inference mode, the row inside, as when the runner calls it:
     # dynamo guards on that difference, and a mismatch would mean compiling again.
     with torch.inference_mode(False):  # also when first called from inside the runner
-        weight = torch.ones(3, 5) if name == "fp32" else torch.ones(3, 5, dtype=torch.int8)
-        scale = torch.ones(3)
+        weight, scale = torch.ones(3, 5, dtype=torch.int8), torch.ones(3)
     try:
         with torch.inference_mode():
-            row = torch.ones(5)
-            if name == "fp32":
-                kernel(weight, row)
-            else:
-                kernel(weight, scale, row)
+            kernel(weight, scale, torch.ones(5))
     # A capability probe, not real work: inductor reports a missing or broken compiler
     # through several exception types, and every one of them means "use the fallback".
     except Exception as error:  # noqa: BLE001
-        log.warning("torch.compile is unavailable here (%s); one-row products take the few-row kernel or oneDNN", first_line(error))
+        log.warning("torch.compile is unavailable here (%s); int8 one-row products use PyTorch's kernel", first_line(error))
         return None
     return kernel
 
 
-# The compiled one-row kernels, each compiled on first use.
-_row_kernels: dict[str, BuiltOnce[Callable]] = {name: BuiltOnce(partial(_try_compile, name)) for name in _KERNELS}
+_int8_row_kernel: BuiltOnce[Callable] = BuiltOnce(_try_compile_int8)
 
 
-def compiled_row_kernel(name: str) -> Callable | None:
-    """The compiled one-row kernel `name` ("fp32" or "int8"), or None where torch.compile
+def compiled_int8_row_kernel() -> Callable | None:
+    """The compiled int8 one-row kernel (engine/quantize.py), or None where torch.compile
     cannot build it (no C++ compiler, unsupported platform). Tried once per process; the
-    first call takes 5-6 s even when inductor's disk cache has the kernel, so long-lived
-    callers warm it up early (LLMEngine.warm_up)."""
-    return _row_kernels[name].get()
+    first call takes 5-6 s even when inductor's disk cache has the kernel."""
+    return _int8_row_kernel.get()
 
 
 # MKL's slow path is an x86 matter; elsewhere PyTorch's own choice of library stays.
@@ -112,15 +96,6 @@ def _onednn_usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear(x, weight, bias)` for fp32 CPU tensors without autograd, by the faster path."""
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    if rows == 1:
-        kernel = compiled_row_kernel("fp32")
-        if kernel is not None:
-            # detach: dynamo would compile once per parameter shape; clone: the row is a tiny
-            # copy whose storage offset is always 0, so every layer shares one compiled kernel.
-            y = kernel(weight.detach(), x.reshape(-1).clone())  # (out,)
-            if bias is not None:
-                y = y + bias
-            return y.view(*x.shape[:-1], weight.shape[0])
     if 1 <= rows <= FEW_ROWS_MAX and x.is_contiguous() and weight.is_contiguous():
         y = few_rows_gemm.few_rows_linear(x.view(rows, -1), weight)  # None where unavailable
         if y is not None:
@@ -164,8 +139,6 @@ def fast_linear(device: torch.device, dtype: torch.dtype) -> contextlib.Abstract
 
 
 def warm_up(device: torch.device, dtype: torch.dtype) -> None:
-    """Compile the one-row kernel and build the few-row one now, for a model that
-    `fast_linear` applies to."""
+    """Build the few-row kernel now, for a model that `fast_linear` applies to."""
     if _applies_to(device, dtype):
-        compiled_row_kernel("fp32")
         few_rows_gemm.available()

@@ -47,8 +47,8 @@ class LLMEngine:
         max_prefill_tokens: int = 4096,
         fast_cpu_kernels: bool = True,
     ) -> None:
-        """fast_cpu_kernels: for an fp32 model on the CPU, decode batches of one through the
-        compiled decoder of engine/one_row_decode.py and run other linear layers through
+        """fast_cpu_kernels: for an fp32 model on the CPU, decode through the C++ step of
+        engine/llama_decode.py where it covers the model and run other linear layers through
         engine/cpu_linear.py (False: the model's own forward with PyTorch's kernels, for
         comparisons)."""
         self.loaded = loaded

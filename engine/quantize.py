@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.cpu_linear import compiled_row_kernel
+from engine.cpu_linear import compiled_int8_row_kernel
 
 
 class Int8Linear(nn.Module):
@@ -30,7 +30,7 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        kernel = compiled_row_kernel("int8") if x.numel() == shape[-1] and x.device.type == "cpu" else None
+        kernel = compiled_int8_row_kernel() if x.numel() == shape[-1] and x.device.type == "cpu" else None
         if kernel is not None:
             y = kernel(self.weight_int8, self.scale, x.reshape(-1).float().clone())  # (out,)
         else:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from engine import llama_decode
 from engine.cpu_linear import fast_linear, warm_up
-from engine.one_row_decode import OneRowDecoder, supports
 from engine.sampling import SamplingParams
 from engine.sampling_ops import sample_next_tokens
 
@@ -57,6 +57,13 @@ class _DecodeCache:
         return F.scaled_dot_product_attention(
             q, keys.transpose(1, 2), values.transpose(1, 2), attn_mask=self.mask, enable_gqa=True
         )  # (B, Hq, 1, D)
+
+
+# The most rows the C++ decode step takes; larger batches take the model's own forward
+# with oneDNN's products, which are compute-bound there and faster (interleaved
+# `chat-tui bench --no-hf` runs: the step was 1.28x at 32 requests, 1.17-1.36x at 48,
+# 0.91x at 64).
+DECODE_KERNEL_MAX_ROWS = 48
 
 
 class ModelRunner:
@@ -146,18 +153,23 @@ class ModelRunner:
             return fast_linear(self.device, self.dtype)
         return contextlib.nullcontext()
 
-    def _one_row_decoder_applies(self) -> bool:
-        """Whether the compiled batch-1 decoder (engine/one_row_decode.py) covers the model
-        as it is now (LoRA may have been added since); compiles it on first use."""
-        return self.fast_cpu_kernels and supports(self.model) and OneRowDecoder.available(self.model)
+    def _decode_kernel_weights(self, rows: int) -> torch.Tensor | None:
+        """The weight table for the C++ decode step (engine/llama_decode.py) when it covers
+        this step: an fp32 Llama on the CPU as the model is now (LoRA may have been added
+        since), at most DECODE_KERNEL_MAX_ROWS rows, and the kernel built here. None otherwise."""
+        if not self.fast_cpu_kernels or rows > DECODE_KERNEL_MAX_ROWS or self.device.type != "cpu":
+            return None
+        addresses = llama_decode.weight_addresses(self.model)
+        return addresses if addresses is not None and llama_decode.available() else None
 
     def warm_up(self) -> None:
-        """Compile the CPU kernels now rather than in the first reply: the one-row product
-        (a prefill's LM head, batch-1 decode of models the decoder does not cover) and the
-        compiled batch-1 decoder where it covers the model."""
+        """Build and probe the C++ CPU kernels now rather than in the first reply: the
+        few-row product (prefill's LM head, models the decode step does not cover) and the
+        decode step."""
         if self.fast_cpu_kernels:
             warm_up(self.device, self.dtype)
-            self._one_row_decoder_applies()
+            if self.device.type == "cpu":
+                llama_decode.available()
 
     @torch.inference_mode()
     def prefill(self, prompt_ids: list[int], block_table: list[int]) -> torch.Tensor:
@@ -175,6 +187,13 @@ class ModelRunner:
     def decode(self, rows: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
         """One step for every row in `rows` (B,), feeding `token_ids` (B,); returns logits (B, V)."""
         positions = self.context_lens[rows]  # (B,) position of the fed token
+        addresses = self._decode_kernel_weights(rows.numel())
+        if addresses is not None:
+            logits = llama_decode.decode_logits(
+                self.model, addresses, token_ids, positions, self.block_tables[rows], self.k_cache, self.v_cache
+            )
+            self.context_lens[rows] += 1
+            return logits
         block_index = positions // self.block_size
         new_blocks = self.block_tables[rows, block_index]
         new_slots = new_blocks * self.block_size + positions % self.block_size
@@ -183,12 +202,9 @@ class ModelRunner:
         span = torch.arange(num_blocks * self.block_size, device=self.device)
         mask = (span[None] <= positions[:, None])[:, None, None]  # (B, 1, 1, S)
         cache = _DecodeCache(self, new_slots, blocks, mask)
-        if rows.numel() == 1 and self._one_row_decoder_applies():
-            logits = OneRowDecoder.logits(self.model, token_ids, positions, cache)  # (1, V)
-        else:
-            with self._linear_context():
-                hidden = self.model.hidden_states(token_ids[:, None], positions[:, None], cache=cache)
-                logits = self.model.lm_head(hidden[:, -1]).float()  # (B, V)
+        with self._linear_context():
+            hidden = self.model.hidden_states(token_ids[:, None], positions[:, None], cache=cache)
+            logits = self.model.lm_head(hidden[:, -1]).float()  # (B, V)
         self.context_lens[rows] += 1
         return logits
 

@@ -9,10 +9,11 @@ import torch.nn.functional as F
 
 import engine.cpu_linear as cpu_linear_module
 from engine.built_once import NOT_TRIED
-from engine.cpu_linear import compiled_row_kernel, cpu_linear, fast_linear
+import engine.few_rows_gemm as few_rows_gemm
+import engine.llama_decode as llama_decode
+from engine.cpu_linear import compiled_int8_row_kernel, cpu_linear, fast_linear
 from engine.engine import LLMEngine
 from engine.loading import load_model
-from engine.one_row_decode import OneRowDecoder
 from engine.quantize import Int8Linear
 from engine.sampling import SamplingParams
 from tiny_models import make_tiny_model_dir
@@ -36,17 +37,16 @@ def test_cpu_linear_matches_f_linear(shape, with_bias):
     torch.testing.assert_close(ours, F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
 
 
-def test_one_row_kernel_compiles_here():
-    # CI machines have a C++ compiler, so the fast one-row path must really be in use there;
-    # the fallback is tested separately below.
-    assert compiled_row_kernel("fp32") is not None
-    assert compiled_row_kernel("int8") is not None
+def test_int8_one_row_kernel_compiles_here():
+    # CI machines have a C++ compiler, so the fast int8 path must really be in use there.
+    assert compiled_int8_row_kernel() is not None
 
 
-def test_without_a_compiler_one_row_falls_back(monkeypatch):
-    monkeypatch.setattr(cpu_linear_module._row_kernels["fp32"], "result", None)  # as if compiling had failed
-    assert compiled_row_kernel("fp32") is None
-    weight, x = torch.randn(48, 96), torch.randn(1, 96)
+@pytest.mark.parametrize("rows", [1, 3])
+def test_without_the_cpp_kernel_products_fall_back_to_onednn(rows, monkeypatch):
+    monkeypatch.setattr(few_rows_gemm._function, "result", None)  # as if building had failed
+    assert few_rows_gemm.few_rows_linear(torch.ones(1, 4), torch.ones(2, 4)) is None
+    weight, x = torch.randn(48, 96), torch.randn(rows, 96)
     with torch.inference_mode():
         torch.testing.assert_close(cpu_linear(x, weight), F.linear(x, weight), rtol=1e-5, atol=1e-5)
 
@@ -93,43 +93,41 @@ def test_int8_one_row_matches_its_several_row_kernel():
     torch.testing.assert_close(one_by_one, together, rtol=1e-4, atol=1e-4)
 
 
-def test_engine_output_is_the_same_with_and_without_the_fast_kernels(tiny):
-    params = SamplingParams(temperature=0, max_new_tokens=16, ignore_eos=True, logprobs=True)
-    prompts = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14, 15, 16, 17, 18, 19, 20]]
-    results = {}
-    for fast in (False, True):
-        engine = LLMEngine(tiny, max_batch_size=4, fast_cpu_kernels=fast)
-        batched = engine.generate(prompts, params)
-        alone = engine.generate(prompts[:1], params)  # the one-row path
-        results[fast] = batched + alone
-    for plain, fast in zip(results[False], results[True]):
-        assert fast.completions[0].token_ids == plain.completions[0].token_ids
-        torch.testing.assert_close(torch.tensor(fast.completions[0].logprobs),
-                                   torch.tensor(plain.completions[0].logprobs), rtol=0, atol=1e-4)
-
-
-def test_warm_up_compiles_the_one_row_kernel_before_any_request(tmp_path, monkeypatch):
-    # A model with LoRA adapters is not one the compiled batch-1 decoder covers
-    # (engine/one_row_decode.py), so its batch-1 steps use the one-row product.
+def test_engine_output_is_the_same_with_and_without_the_fast_kernels(tiny, tmp_path):
+    # The plain Llama takes the C++ decode step; with LoRA adapters the model's own forward
+    # runs with the few-row products of cpu_linear.
     with_lora = load_model(make_tiny_model_dir(tmp_path / "model"))
     apply_lora(with_lora.model)
-    fp32_kernel = cpu_linear_module._row_kernels["fp32"]
-    monkeypatch.setattr(fp32_kernel, "result", NOT_TRIED)
-    LLMEngine(with_lora, fast_cpu_kernels=False).warm_up()
-    assert fp32_kernel.result is NOT_TRIED  # PyTorch's own path needs nothing
-    LLMEngine(with_lora).warm_up()
-    assert callable(fp32_kernel.result)
+    params = SamplingParams(temperature=0, max_new_tokens=16, ignore_eos=True, logprobs=True)
+    prompts = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14, 15, 16, 17, 18, 19, 20]]
+    for loaded in (tiny, with_lora):
+        results = {}
+        for fast in (False, True):
+            engine = LLMEngine(loaded, max_batch_size=4, fast_cpu_kernels=fast)
+            batched = engine.generate(prompts, params)
+            alone = engine.generate(prompts[:1], params)  # one row
+            results[fast] = batched + alone
+        for plain, fast in zip(results[False], results[True]):
+            assert fast.completions[0].token_ids == plain.completions[0].token_ids
+            torch.testing.assert_close(torch.tensor(fast.completions[0].logprobs),
+                                       torch.tensor(plain.completions[0].logprobs), rtol=0, atol=1e-4)
 
 
-def test_after_warm_up_the_first_request_compiles_nothing(tiny, monkeypatch):
-    torch._dynamo.reset()  # forget every compiled graph, as in a new process
-    monkeypatch.setattr(OneRowDecoder._pieces, "result", NOT_TRIED)
-    monkeypatch.setattr(cpu_linear_module._row_kernels["fp32"], "result", NOT_TRIED)
+def test_warm_up_builds_the_kernels_before_any_request(tiny, monkeypatch):
+    monkeypatch.setattr(few_rows_gemm._function, "result", NOT_TRIED)
+    monkeypatch.setattr(llama_decode._function, "result", NOT_TRIED)
+    LLMEngine(tiny, fast_cpu_kernels=False).warm_up()
+    assert few_rows_gemm._function.result is NOT_TRIED  # PyTorch's own path needs nothing
+    assert llama_decode._function.result is NOT_TRIED
+    LLMEngine(tiny).warm_up()
+    assert few_rows_gemm._function.result and llama_decode._function.result
+
+
+def test_an_fp32_engine_compiles_nothing_with_torch_compile(tiny):
+    # The C++ kernels replaced inductor for fp32 decode: no first reply waits for dynamo.
+    torch._dynamo.reset()
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     engine = LLMEngine(tiny)
     engine.warm_up()
-    assert OneRowDecoder._pieces.result and callable(cpu_linear_module._row_kernels["fp32"].result)
-    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     engine.generate([[5, 6, 7, 8]], SamplingParams(temperature=0, max_new_tokens=4, ignore_eos=True))
-    # A guard that the warm-up's inputs did not match (inference mode, a size or an
-    # identity the probe happened to share) would compile again here, in the first reply.
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 
 import engine.few_rows_gemm as few_rows_gemm
+import engine.llama_decode as llama_decode
+import engine.native_library as native_library
 from engine.built_once import NOT_TRIED
 from engine.cpu_linear import FEW_ROWS_MAX, cpu_linear
 from engine.few_rows_gemm import few_rows_linear
@@ -79,15 +81,17 @@ def test_build_goes_to_the_cache_once(tmp_path):
 
 @pytest.mark.parametrize("compiler", ["no-such-compiler-here", "false"])
 def test_without_a_working_compiler_products_fall_back(compiler, tmp_path, monkeypatch, caplog):
-    # No compiler on PATH, or one that fails: one warning, no exception, and cpu_linear
-    # still computes the product (by oneDNN).
+    # No compiler on PATH, or one that fails: one warning for the whole library, no
+    # exception, both kernels off, and cpu_linear still computes the product (by oneDNN).
     monkeypatch.setenv("CXX", compiler)
     monkeypatch.setenv("CHAT_TUI_KERNEL_CACHE", str(tmp_path))
-    monkeypatch.setattr(few_rows_gemm._library, "result", NOT_TRIED)  # not tried yet in this process
-    with caplog.at_level(logging.WARNING, logger="engine.few_rows_gemm"):
+    for built in (native_library._library, few_rows_gemm._function, llama_decode._function):
+        monkeypatch.setattr(built, "result", NOT_TRIED)  # not tried yet in this process
+    with caplog.at_level(logging.WARNING, logger="engine"):
         assert not few_rows_gemm.available()
+        assert not llama_decode.available()
         assert few_rows_linear(torch.randn(2, 8), torch.randn(3, 8)) is None
-    assert len(caplog.records) == 1 and "oneDNN" in caplog.records[0].getMessage()
+    assert len(caplog.records) == 1 and "PyTorch's take their place" in caplog.records[0].getMessage()
     x, weight = torch.randn(4, 96), torch.randn(48, 96)
     with torch.inference_mode():
         torch.testing.assert_close(cpu_linear(x, weight), F.linear(x, weight), rtol=1e-5, atol=1e-5)

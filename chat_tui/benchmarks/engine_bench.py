@@ -70,7 +70,7 @@ class BenchReport:
     device: str
     dtype: str
     threads: int
-    fast_cpu_kernels: bool  # engine/one_row_decode.py and engine/cpu_linear.py (else PyTorch's own)
+    fast_cpu_kernels: bool  # engine/llama_decode.py and engine/cpu_linear.py (else PyTorch's own)
     max_tokens: int
     weight_bytes_per_token: int
     bandwidth_gb_s: float
@@ -132,7 +132,7 @@ def run_engine_level(loaded: LoadedModel, concurrency: int, max_tokens: int, fas
     )
     params = SamplingParams(temperature=0, max_new_tokens=max_tokens, ignore_eos=True)
     prompts = chat_prompts(loaded, concurrency)
-    engine.warm_up()  # compiles the CPU kernels, once per process
+    engine.warm_up()  # builds the CPU kernels, once per process
     # A short run at the level's own batch size, so first-call set-up is not timed.
     engine.generate(prompts, SamplingParams(temperature=0, max_new_tokens=2, ignore_eos=True))
     process = psutil.Process()

@@ -43,7 +43,7 @@ def _levels(text: str) -> list[int]:
 @click.option("--dtype", default=None, help="float32 (CPU default) or bfloat16 (GPU default).")
 @click.option("--int8", "int8", is_flag=True, help="int8 weight-only linear layers (CPU).")
 @click.option("--plain-torch", is_flag=True,
-              help="CPU fp32: PyTorch's own kernels instead of the engine's compiled and oneDNN ones (for comparison).")
+              help="CPU fp32: PyTorch's own kernels instead of the engine's C++ and oneDNN ones (for comparison).")
 @click.option("--no-hf", is_flag=True, help="Skip the HF transformers comparison.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 def bench(

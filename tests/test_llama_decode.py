@@ -1,0 +1,160 @@
+"""The C++ decode step gives the model's own greedy tokens and logprobs, the same bits for a
+row alone or in a batch, reads the weights as they are now, and steps aside for models it
+does not cover."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import engine.llama_decode as llama_decode
+from engine.engine import LLMEngine
+from engine.loading import load_model
+from engine.quantize import quantize_int8
+from engine.sampling import SamplingParams
+from tiny_models import make_tiny_model_dir
+from trainer.lora import apply_lora
+
+PARAMS = SamplingParams(temperature=0, max_new_tokens=24, ignore_eos=True, logprobs=True)
+PROMPT = [5, 6, 7, 8, 9, 10, 11]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return load_model(make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model"))
+
+
+@pytest.fixture(scope="module")
+def tiny_with_biases(tmp_path_factory):
+    """Qwen2-style q/k/v biases, and a tied LM head."""
+    directory = make_tiny_model_dir(tmp_path_factory.mktemp("qwen") / "model", model_type="qwen2", tie_word_embeddings=True)
+    return load_model(directory)
+
+
+def _count_kernel_steps(monkeypatch) -> list[int]:
+    """Rows of every decode step that goes through the kernel (the real kernel still runs)."""
+    rows = []
+    original = llama_decode.decode_logits
+
+    def counting(model, addresses, token_ids, *args):
+        rows.append(token_ids.numel())
+        return original(model, addresses, token_ids, *args)
+
+    monkeypatch.setattr(llama_decode, "decode_logits", counting)
+    return rows
+
+
+def _generate(loaded, fast: bool, prompts=(PROMPT,), params=PARAMS):
+    engine = LLMEngine(loaded, max_batch_size=8, fast_cpu_kernels=fast)
+    return [out.completions[0] for out in engine.generate(list(prompts), params)]
+
+
+def test_the_kernel_builds_and_passes_its_probe_here():
+    # CI machines have a C++ compiler, so the kernel must really be in use there.
+    assert llama_decode.available()
+
+
+def test_the_probe_rejects_a_kernel_that_computes_nothing():
+    assert not llama_decode._probe(lambda *args: None)
+
+
+@pytest.mark.parametrize("which", ["tiny", "tiny_with_biases"])
+def test_greedy_tokens_and_logprobs_match_the_models_own_forward(which, request, monkeypatch):
+    loaded = request.getfixturevalue(which)
+    prompts = [PROMPT, [12, 13], list(range(20, 57))]  # mixed lengths, some past a 16-token block
+    plain = _generate(loaded, False, prompts)
+    steps = _count_kernel_steps(monkeypatch)
+    fast = _generate(loaded, True, prompts)
+    assert sum(steps) == len(prompts) * (PARAMS.max_new_tokens - 1)  # every decode row took the kernel
+    for ours, theirs in zip(fast, plain):
+        assert ours.token_ids == theirs.token_ids
+        torch.testing.assert_close(torch.tensor(ours.logprobs), torch.tensor(theirs.logprobs), rtol=0, atol=1e-4)
+
+
+def test_a_row_gets_the_same_bits_alone_and_in_a_batch(tiny):
+    # Sampled at temperature 1, so logprobs of every position are compared, not just argmaxes.
+    params = SamplingParams(temperature=1.0, max_new_tokens=20, ignore_eos=True, logprobs=True, seed=7)
+    others = [[12, 13], list(range(20, 57)), [30, 31, 32, 33, 34]]
+    alone = _generate(tiny, True, [PROMPT], params)[0]
+    for batch in ([PROMPT, *others], [*others, PROMPT]):
+        outs = _generate(tiny, True, batch, params)
+        ours = outs[batch.index(PROMPT)]
+        assert ours.token_ids == alone.token_ids
+        assert ours.logprobs == alone.logprobs  # exactly
+
+
+def test_weights_changed_in_place_between_requests_are_used(tmp_path):
+    loaded = load_model(make_tiny_model_dir(tmp_path / "model", seed=3))
+    engine = LLMEngine(loaded, max_batch_size=4)
+    before = engine.generate([PROMPT], PARAMS)[0].completions[0]
+    with torch.no_grad():  # as an optimizer step would: same tensors, new values
+        for layer in loaded.model.model.layers:
+            layer.mlp.down_proj.weight.mul_(-3.0)
+            layer.input_layernorm.weight.add_(0.5)
+    after = engine.generate([PROMPT], PARAMS)[0].completions[0]
+    reference = _generate(loaded, fast=False)[0]
+    assert after.logprobs != before.logprobs
+    assert after.token_ids == reference.token_ids
+    torch.testing.assert_close(torch.tensor(after.logprobs), torch.tensor(reference.logprobs), rtol=0, atol=1e-4)
+
+
+def test_weights_given_new_storage_between_requests_are_read_there(tmp_path):
+    # The kernel keeps raw addresses: a weight whose data moved must not be read where it was.
+    loaded = load_model(make_tiny_model_dir(tmp_path / "model", seed=4))
+    engine = LLMEngine(loaded, max_batch_size=4)
+    before = engine.generate([PROMPT], PARAMS)[0].completions[0]
+    table = llama_decode.weight_addresses(loaded.model)
+    for layer in loaded.model.model.layers:
+        layer.mlp.up_proj.weight.data = layer.mlp.up_proj.weight.data * -2.0  # a new tensor; the old one is freed
+    assert not torch.equal(llama_decode.weight_addresses(loaded.model), table)
+    after = engine.generate([PROMPT], PARAMS)[0].completions[0]
+    reference = _generate(loaded, fast=False)[0]
+    assert after.logprobs != before.logprobs
+    torch.testing.assert_close(torch.tensor(after.logprobs), torch.tensor(reference.logprobs), rtol=0, atol=1e-4)
+
+
+def test_lora_added_to_a_live_engine_takes_the_models_forward(tmp_path, monkeypatch):
+    loaded = load_model(make_tiny_model_dir(tmp_path / "model", seed=5))
+    engine = LLMEngine(loaded, max_batch_size=4)
+    engine.generate([PROMPT], PARAMS)
+    assert llama_decode.weight_addresses(loaded.model) is not None
+    apply_lora(loaded.model)
+    with torch.no_grad():  # adapters that change the output, unlike freshly initialised ones
+        for name, parameter in loaded.model.named_parameters():
+            if "lora_b" in name.lower():
+                parameter.fill_(0.05)
+    steps = _count_kernel_steps(monkeypatch)
+    after = engine.generate([PROMPT], PARAMS)[0].completions[0]
+    assert not steps
+    reference = _generate(loaded, fast=False)[0]
+    assert after.token_ids == reference.token_ids
+    torch.testing.assert_close(torch.tensor(after.logprobs), torch.tensor(reference.logprobs), rtol=0, atol=1e-4)
+
+
+def test_models_it_does_not_cover_take_their_own_forward(tmp_path, monkeypatch):
+    lora = load_model(make_tiny_model_dir(tmp_path / "lora"))
+    apply_lora(lora.model)
+    int8 = load_model(make_tiny_model_dir(tmp_path / "int8"))
+    quantize_int8(int8.model)
+    double = load_model(make_tiny_model_dir(tmp_path / "double"))
+    double.model.double()
+    for loaded in (lora, int8, double):
+        assert llama_decode.weight_addresses(loaded.model) is None
+    steps = _count_kernel_steps(monkeypatch)
+    out = LLMEngine(lora, max_batch_size=4).generate([PROMPT], PARAMS)[0].completions[0]
+    assert not steps and len(out.token_ids) == PARAMS.max_new_tokens
+
+
+def test_palm_models_are_not_covered():
+    from engine.models.palm import PalmForCausalLM, palm_config
+
+    model = PalmForCausalLM(palm_config(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4))
+    assert llama_decode.weight_addresses(model) is None
+
+
+def test_without_the_kernel_decode_falls_back_to_the_models_forward(tiny, monkeypatch):
+    monkeypatch.setattr(llama_decode._function, "result", None)  # as if building had failed here
+    steps = _count_kernel_steps(monkeypatch)
+    out = _generate(tiny, fast=True)[0]
+    assert not steps
+    assert out.token_ids == _generate(tiny, fast=False)[0].token_ids
