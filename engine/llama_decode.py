@@ -174,9 +174,9 @@ def _probe(function) -> bool:
         vocab_size=67, hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=6,
         num_key_value_heads=2, head_dim=16, qkv_bias=True, max_position_embeddings=64,
     )
-    torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
-    model = LlamaForCausalLM(config).eval()
+    with torch.random.fork_rng(devices=[]):  # building the model draws from torch's global RNG: leave the caller's alone
+        model = LlamaForCausalLM(config).eval()
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)

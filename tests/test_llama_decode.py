@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import engine.llama_decode as llama_decode
+from engine.built_once import NOT_TRIED
 from engine.engine import LLMEngine
 from engine.loading import load_model
 from engine.quantize import quantize_int8
@@ -56,6 +57,17 @@ def test_the_kernel_builds_and_passes_its_probe_here():
 
 def test_the_probe_rejects_a_kernel_that_computes_nothing():
     assert not llama_decode._probe(lambda *args: None)
+
+
+def test_probing_the_kernel_leaves_torchs_random_state_alone(monkeypatch):
+    # The probe runs at warm-up, inside the chat and the trainer: it must not change what
+    # a seeded caller draws next.
+    monkeypatch.setattr(llama_decode._function, "result", NOT_TRIED)
+    torch.manual_seed(123)
+    want = torch.rand(4)
+    torch.manual_seed(123)
+    assert llama_decode.available()
+    assert torch.equal(torch.rand(4), want)
 
 
 @pytest.mark.parametrize("which", ["tiny", "tiny_with_biases"])
