@@ -96,3 +96,16 @@ def test_without_a_working_compiler_products_fall_back(compiler, tmp_path, monke
     with torch.inference_mode():
         torch.testing.assert_close(cpu_linear(x, weight), F.linear(x, weight), rtol=1e-5, atol=1e-5)
     assert list(tmp_path.iterdir()) == []  # nothing half-built left behind
+
+
+def test_every_kernel_source_is_packaged():
+    # A non-editable install ships only the package-data patterns: a missing header means
+    # the build fails on the user's machine and every C++ kernel is silently off.
+    import tomllib
+    from fnmatch import fnmatch
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["*"]
+    for path in native_library.SOURCES + native_library.HEADERS:
+        assert any(fnmatch(path.name, pattern) for pattern in patterns), path.name
