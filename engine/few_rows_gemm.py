@@ -29,13 +29,11 @@ log = logging.getLogger(__name__)
 
 def _load() -> ctypes._CFuncPtr | None:
     """The library's product function, checked on a probe; None where it cannot be had."""
-    library = native_library.library()
-    if library is None:
+    function = native_library.function("few_rows_linear", [
+        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int,
+    ])
+    if function is None:
         return None
-    function = library.few_rows_linear
-    function.restype = None
-    function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-                         ctypes.c_int64, ctypes.c_void_p, ctypes.c_int]
     # Odd sizes reach every tile and tail of the kernel.
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(11, 37, generator=generator)

@@ -196,14 +196,13 @@ def _probe(function) -> bool:
 
 
 def _load() -> ctypes._CFuncPtr | None:
-    library = native_library.library()
-    if library is None:
+    function = native_library.function("llama_decode", [
+        ctypes.c_void_p, ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+        ctypes.c_int,
+    ])
+    if function is None:
         return None
-    function = library.llama_decode
-    function.restype = None
-    function.argtypes = [ctypes.c_void_p, ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
-                         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
     if not _probe(function):
         log.warning("the C++ decode kernel disagreed with the model's forward on this machine; decode uses PyTorch")
         return None

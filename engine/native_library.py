@@ -8,8 +8,9 @@ sources, the compiler and the CPU (it is built with `-march=native`), and loaded
 ctypes. Building is atomic (a temporary file renamed into place), so a process never
 loads another's half-written library.
 
-`library()` returns the loaded library, or None where no compiler is found or the build
-fails, after saying so once in the log. Not here: checking that a kernel gives right
+`library()` returns the loaded library and `function(name, argtypes)` one of its
+functions, or None where no compiler is found or the build fails, after saying so once
+in the log. Not here: checking that a kernel gives right
 answers (each wrapper probes its own), or choosing when to use one.
 """
 
@@ -92,3 +93,15 @@ _library: BuiltOnce[ctypes.CDLL] = BuiltOnce(_load)
 def library() -> ctypes.CDLL | None:
     """The built library, or None where it cannot be built here (tried once per process)."""
     return _library.get()
+
+
+def function(name: str, argtypes: list) -> ctypes._CFuncPtr | None:
+    """The library's `extern "C"` function `name`, returning void and taking `argtypes`;
+    None where the library cannot be built here."""
+    built = library()
+    if built is None:
+        return None
+    found = getattr(built, name)
+    found.restype = None
+    found.argtypes = argtypes
+    return found

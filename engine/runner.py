@@ -159,8 +159,7 @@ class ModelRunner:
         since), at most DECODE_KERNEL_MAX_ROWS rows, and the kernel built here. None otherwise."""
         if not self.fast_cpu_kernels or rows > DECODE_KERNEL_MAX_ROWS or self.device.type != "cpu":
             return None
-        addresses = llama_decode.weight_addresses(self.model)
-        return addresses if addresses is not None and llama_decode.available() else None
+        return llama_decode.weight_addresses(self.model) if llama_decode.available() else None
 
     def warm_up(self) -> None:
         """Build and probe the C++ CPU kernels now rather than in the first reply: the
@@ -192,8 +191,13 @@ class ModelRunner:
             logits = llama_decode.decode_logits(
                 self.model, addresses, token_ids, positions, self.block_tables[rows], self.k_cache, self.v_cache
             )
-            self.context_lens[rows] += 1
-            return logits
+        else:
+            logits = self._decode_through_the_model(token_ids, positions, rows)
+        self.context_lens[rows] += 1
+        return logits
+
+    def _decode_through_the_model(self, token_ids: torch.Tensor, positions: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The model's own forward for one decode step, attention over the gathered cache blocks."""
         block_index = positions // self.block_size
         new_blocks = self.block_tables[rows, block_index]
         new_slots = new_blocks * self.block_size + positions % self.block_size
@@ -204,9 +208,7 @@ class ModelRunner:
         cache = _DecodeCache(self, new_slots, blocks, mask)
         with self._linear_context():
             hidden = self.model.hidden_states(token_ids[:, None], positions[:, None], cache=cache)
-            logits = self.model.lm_head(hidden[:, -1]).float()  # (B, V)
-        self.context_lens[rows] += 1
-        return logits
+            return self.model.lm_head(hidden[:, -1]).float()  # (B, V)
 
     @torch.inference_mode()
     def sample(self, logits: torch.Tensor, rows: torch.Tensor, want_logprobs: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
