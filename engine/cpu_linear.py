@@ -103,8 +103,29 @@ def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
                 y += bias
             return y.view(*x.shape[:-1], weight.shape[0])
     if _onednn_usable(x, weight):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        return _onednn_linear(x.view(rows, -1), weight, bias).view(*x.shape[:-1], weight.shape[0])
     return F.linear(x, weight, bias)
+
+
+def onednn_rows(rows: int) -> int:
+    """How many rows a product of `rows` rows is handed to oneDNN as: rounded up to a step
+    of an eighth of the power of two below it (at least 4), so at most 12.5% (or 3 rows)
+    more work, and a few dozen sizes in all up to the largest prefill."""
+    step = max(4, (1 << (rows.bit_length() - 1)) // 8)
+    return -(-rows // step) * step
+
+
+def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """oneDNN's product of x (rows, in) with padding rows of zeros up to `onednn_rows`.
+
+    oneDNN builds (JIT-compiles) and caches a primitive for every input shape it sees, and
+    prefills pack all their prompts into one product of any length: unpadded, 800 requests
+    of mixed lengths grew the process by 300 MB of primitives."""
+    rows = x.shape[0]
+    padded = onednn_rows(rows)
+    if padded != rows:
+        x = torch.cat([x, x.new_zeros(padded - rows, x.shape[1])])
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")[:rows]
 
 
 def _takes_fast_path(x: torch.Tensor, weight: torch.Tensor) -> bool:

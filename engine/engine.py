@@ -1,8 +1,9 @@
 """LLMEngine: continuous batching over one model.
 
 Requests are added at any time; each `step()` prefills the waiting requests that fit
-(each prompt once, its KV shared by the request's n samples) and then advances every
-running sample by one token in a single batched forward. Finished or aborted samples
+(in one forward over all their prompts; each prompt once, its KV shared by the request's
+n samples) and then advances every running sample by one token in a single batched
+forward. Finished or aborted samples
 leave at once and free their cache blocks. `generate()` is the blocking batch call;
 engine/streaming.py puts a thread-safe front on top for the UI.
 
@@ -145,8 +146,9 @@ class LLMEngine:
     def step(self) -> list[TokenEvent]:
         """Admit and prefill what fits, then advance every running sample by one token."""
         events, self._pending_events = self._pending_events, []
-        for request in self.scheduler.admit():
-            events.extend(self._prefill(request))
+        admitted = self.scheduler.admit()
+        if admitted:
+            events.extend(self._prefill(admitted))
         if self.scheduler.running:
             events.extend(self._decode())
         return events
@@ -173,14 +175,36 @@ class LLMEngine:
 
     # --- internals ---------------------------------------------------------------------
 
-    def _prefill(self, request: Request) -> list[TokenEvent]:
+    def _prefill(self, requests: list[Request]) -> list[TokenEvent]:
+        """Prefill the admitted requests in one forward, then sample every sample's first token."""
+        prompts = [request.prompt_token_ids for request in requests]
+        tables = [self.block_manager.allocate(len(prompt)) for prompt in prompts]
+        self.runner.zero_blocks([block for table in tables for block in table])
+        logits = self.runner.prefill(prompts, tables)  # (P, V)
+        seqs: list[Sequence] = []
+        logit_rows: list[int] = []  # which prompt's logits each new sample starts from
+        for i, (request, table) in enumerate(zip(requests, tables)):
+            request.sequences = self._start_samples(request, table)
+            seqs += request.sequences
+            logit_rows += [i] * len(request.sequences)
+        rows = torch.tensor([s.row for s in seqs], device=self.runner.device)
+        want_logprobs = any(request.params.logprobs for request in requests)
+        tokens, logprobs = self.runner.sample(logits[logit_rows], rows, want_logprobs)
+        first_token_time = time.perf_counter()
+        for request in requests:
+            request.first_token_time = first_token_time
+        self.scheduler.running.extend(seqs)
+        self._rows_tensor = None
+        events = self._append_tokens(seqs, tokens.tolist(), logprobs.tolist() if logprobs is not None else None)
+        self._release_finished()
+        return events
+
+    def _start_samples(self, request: Request, table: list[int]) -> list[Sequence]:
+        """The request's n samples, each in a batch row, sharing the prompt's cache blocks."""
         params = request.params
         prompt = request.prompt_token_ids
-        table = self.block_manager.allocate(len(prompt))
-        self.runner.zero_blocks(table)
-        logits = self.runner.prefill(prompt, table)  # (1, V)
         base_seed = params.seed if params.seed is not None else random.SystemRandom().randrange(1 << 62)
-        seqs = []
+        seqs: list[Sequence] = []
         for index in range(params.n):
             if index == 0:
                 seq_table = table
@@ -198,15 +222,7 @@ class LLMEngine:
             else:
                 self.runner.copy_row_seen(seqs[0].row, seq.row)
             seqs.append(seq)
-        request.sequences = seqs
-        rows = torch.tensor([s.row for s in seqs], device=self.runner.device)
-        tokens, logprobs = self.runner.sample(logits.expand(len(seqs), -1), rows, params.logprobs)
-        request.first_token_time = time.perf_counter()
-        self.scheduler.running.extend(seqs)
-        self._rows_tensor = None
-        events = self._append_tokens(seqs, tokens.tolist(), logprobs.tolist() if logprobs is not None else None)
-        self._release_finished()
-        return events
+        return seqs
 
     def _decode(self) -> list[TokenEvent]:
         running = self.scheduler.running

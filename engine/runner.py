@@ -3,7 +3,7 @@
 It owns the paged KV cache (k and v per layer, `num_blocks x block_size` slots), per-row
 buffers for the running batch (block tables, context lengths, sampling settings, the
 tokens each row has seen for the repetition penalty), and runs three things: prefill of
-one prompt, one decode step for a whole batch, and sampling. Which rows run and which
+a batch of prompts, one decode step for a whole batch, and sampling. Which rows run and which
 blocks they own is decided by the scheduler and the block manager; the runner only
 mirrors their decisions into tensors.
 """
@@ -24,16 +24,27 @@ from engine.sampling_ops import sample_next_tokens
 
 @dataclass
 class _PrefillCache:
-    """Attention for a prompt processed from scratch: write its k/v, attend causally."""
+    """Attention for prompts processed from scratch, packed end to end into one sequence:
+    write their k/v, then attend causally within each prompt (never across prompts)."""
 
     runner: "ModelRunner"
-    slots: torch.Tensor  # (T,) flat slot of each prompt token
+    slots: torch.Tensor  # (T,) flat slot of each packed token
+    lengths: list[int]  # the prompts' lengths, in packing order (they sum to T)
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         r = self.runner
         r.k_flat[layer][self.slots] = k[0].transpose(0, 1)  # (T, Hkv, D)
         r.v_flat[layer][self.slots] = v[0].transpose(0, 1)
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        if len(self.lengths) == 1:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        # One causal attention per prompt: a packed (T, T) mask would cost T^2 memory and
+        # work for nothing, and the products around attention (the bulk of the FLOPs)
+        # already run on every prompt's tokens at once.
+        parts = zip(q.split(self.lengths, dim=2), k.split(self.lengths, dim=2), v.split(self.lengths, dim=2))
+        return torch.cat(
+            [F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, enable_gqa=True) for qp, kp, vp in parts],
+            dim=2,
+        )
 
 
 @dataclass
@@ -171,16 +182,29 @@ class ModelRunner:
                 llama_decode.available()
 
     @torch.inference_mode()
-    def prefill(self, prompt_ids: list[int], block_table: list[int]) -> torch.Tensor:
-        """Run a whole prompt, filling its cache blocks; returns last-position logits (1, V)."""
-        T = len(prompt_ids)
-        ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)  # (1, T)
-        positions = torch.arange(T, device=self.device)
-        table = torch.tensor(block_table, dtype=torch.long, device=self.device)
-        slots = table[positions // self.block_size] * self.block_size + positions % self.block_size
+    def prefill(self, prompts: list[list[int]], block_tables: list[list[int]]) -> torch.Tensor:
+        """Run whole prompts, filling their cache blocks; returns each prompt's last-position
+        logits (P, V).
+
+        The prompts are packed into one sequence, so every product runs once over all their
+        tokens: on this project's CPU a batch of eight 37-token chat prompts took 0.5 s
+        packed against 1.0 s one prompt at a time, since oneDNN's products are far more
+        efficient with hundreds of rows than with tens."""
+        lengths = [len(p) for p in prompts]
+        ids = torch.tensor([[t for p in prompts for t in p]], dtype=torch.long, device=self.device)  # (1, T)
+        positions = torch.cat([torch.arange(n, device=self.device) for n in lengths])  # (T,)
+        slots = torch.cat([
+            self._slots(table, torch.arange(n, device=self.device)) for table, n in zip(block_tables, lengths)
+        ])
+        last = torch.tensor(lengths, device=self.device).cumsum(0) - 1  # (P,) each prompt's last token
         with self._linear_context():
-            hidden = self.model.hidden_states(ids, positions[None], cache=_PrefillCache(self, slots))
-            return self.model.lm_head(hidden[:, -1]).float()  # (1, V)
+            hidden = self.model.hidden_states(ids, positions[None], cache=_PrefillCache(self, slots, lengths))
+            return self.model.lm_head(hidden[0, last]).float()  # (P, V)
+
+    def _slots(self, block_table: list[int], positions: torch.Tensor) -> torch.Tensor:
+        """The flat cache slot of each position of a sequence with this block table."""
+        table = torch.tensor(block_table, dtype=torch.long, device=self.device)
+        return table[positions // self.block_size] * self.block_size + positions % self.block_size
 
     @torch.inference_mode()
     def decode(self, rows: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,8 @@ def tiny(tmp_path_factory):
     return load_model(make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model"))
 
 
-@pytest.mark.parametrize("shape", [(1, 96), (1, 1, 96), (5, 96), (3, 1, 96), (1, 200, 96)])
+# 37 and 200 rows go to oneDNN padded (to 40 and 208 rows), 64 unpadded.
+@pytest.mark.parametrize("shape", [(1, 96), (1, 1, 96), (5, 96), (3, 1, 96), (37, 96), (64, 96), (1, 200, 96)])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_cpu_linear_matches_f_linear(shape, with_bias):
     torch.manual_seed(0)
@@ -35,6 +36,16 @@ def test_cpu_linear_matches_f_linear(shape, with_bias):
         ours = cpu_linear(x, weight, bias)
     assert ours.shape == (*shape[:-1], 48)
     torch.testing.assert_close(ours, F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+
+
+def test_onednn_sees_few_distinct_row_counts_and_little_padding():
+    # oneDNN keeps a compiled primitive per shape, so the row counts it is handed must come
+    # from a small set, whatever lengths packed prefills have.
+    sizes = {cpu_linear_module.onednn_rows(rows) for rows in range(1, 4097)}
+    assert len(sizes) < 70
+    for rows in range(1, 20000):
+        padded = cpu_linear_module.onednn_rows(rows)
+        assert rows <= padded <= max(rows + 3, rows * 1.125), rows
 
 
 def test_int8_one_row_kernel_compiles_here():

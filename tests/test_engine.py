@@ -95,9 +95,31 @@ def test_prompt_is_prefilled_once_for_n_samples(tiny):
     engine = LLMEngine(tiny, max_batch_size=8, block_size=4)
     calls = []
     original = engine.runner.prefill
-    engine.runner.prefill = lambda ids, table: calls.append(len(ids)) or original(ids, table)
+    engine.runner.prefill = lambda prompts, tables: calls.append([len(p) for p in prompts]) or original(prompts, tables)
     engine.generate([[5] * 9], SamplingParams(temperature=1.0, n=3, seed=0, max_new_tokens=4))
-    assert calls == [9]
+    assert calls == [[9]]
+
+
+def test_prompts_admitted_together_are_prefilled_in_one_forward(tiny):
+    engine = LLMEngine(tiny, max_batch_size=8, block_size=4)
+    calls = []
+    original = engine.runner.prefill
+    engine.runner.prefill = lambda prompts, tables: calls.append([len(p) for p in prompts]) or original(prompts, tables)
+    # Lengths that end mid-block and on a block edge; one request with two samples.
+    prompts = random_prompts(3, tiny.config.vocab_size, seed=12, lengths=(3, 13)) + [[7] * 8]
+    params = [SamplingParams(temperature=1.0, seed=i, n=2 if i == 1 else 1, max_new_tokens=6, logprobs=True,
+                             ignore_eos=True) for i in range(len(prompts))]
+    outputs = engine.generate(prompts, params)
+    assert calls == [[len(p) for p in prompts]]
+    # Every token's logprob, the first included, matches a forward over that sequence alone:
+    # the packed prompts neither saw each other nor wrote into each other's cache.
+    for prompt, out in zip(prompts, outputs):
+        for completion in out.completions:
+            with torch.no_grad():
+                logits = tiny.model(torch.tensor([prompt + completion.token_ids]))[0, len(prompt) - 1 : -1]
+            expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(completion.token_ids)[:, None])[:, 0]
+            assert torch.allclose(torch.tensor(completion.logprobs), expected, atol=1e-4)
+    assert engine.num_cached_blocks == 0
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7, 0.0])
