@@ -88,42 +88,67 @@ void rotate_and_store(const Dims& s, float* q, float* k, const float* v, const f
     }
 }
 
-// Softmax attention of each (row, query head) over the row's tokens 0..position. Tokens
-// are walked block by block, so finding a token's k and v costs no division.
+// The query heads of one kv head that `attend` takes together: their value sums stay in
+// registers while each cached value vector is read once for all of them.
+constexpr int64_t kHeadsAtOnce = 8;
+
+// Softmax attention of each row's query heads over the row's tokens 0..position. Work is
+// handed out per (row, kv head): the query heads sharing that kv head (GQA) read each
+// cached k and v once between them, where one item per query head read them `group`
+// times. Tokens are walked block by block, so finding a token's k and v costs no division.
 void attend(const Dims& s, const float* q, const float* k_cache, const float* v_cache, const int64_t* tables,
             const int64_t* positions, float* scores, float* out) {
+    using cpu_kernels::load;
+    using cpu_kernels::v16;
     const int64_t D = s.head_dim, group = s.heads / s.kv_heads, token_stride = s.kv_heads * D;
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
     // Rows differ in length, so items are handed out as threads come free.
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t item = 0; item < s.rows * s.heads; item++) {
-        const int64_t r = item / s.heads, h = item % s.heads, kv = h / group;
+    for (int64_t item = 0; item < s.rows * s.kv_heads; item++) {
+        const int64_t r = item / s.kv_heads, kv = item % s.kv_heads;
         const int64_t length = positions[r] + 1;
         const int64_t* table = tables + r * s.table_stride;
-        const float* qh = q + item * D;
-        float* score = scores + item * s.max_length;
-        float top = -INFINITY;
-        for (int64_t start = 0, b = 0; start < length; start += s.block_size, b++) {
-            const float* k = k_cache + (table[b] * s.block_size * s.kv_heads + kv) * D;
-            const int64_t n = std::min(s.block_size, length - start);
-            for (int64_t i = 0; i < n; i++) {
-                const float x = dot(qh, k + i * token_stride, D) * scale;
-                score[start + i] = x;
-                top = x > top ? x : top;
+        for (int64_t first = 0; first < group; first += kHeadsAtOnce) {
+            const int64_t heads = std::min(kHeadsAtOnce, group - first);
+            const int64_t head0 = r * s.heads + kv * group + first;  // (row, query head) index of the first
+            const float* qh = q + head0 * D;
+            float* score = scores + head0 * s.max_length;  // one row of max_length per head
+            float top[kHeadsAtOnce], inverse[kHeadsAtOnce];
+            for (int64_t g = 0; g < heads; g++) top[g] = -INFINITY;
+            for (int64_t start = 0, b = 0; start < length; start += s.block_size, b++) {
+                const float* k = k_cache + (table[b] * s.block_size * s.kv_heads + kv) * D;
+                const int64_t n = std::min(s.block_size, length - start);
+                for (int64_t i = 0; i < n; i++) {
+                    for (int64_t g = 0; g < heads; g++) {
+                        const float x = dot(qh + g * D, k + i * token_stride, D) * scale;
+                        score[g * s.max_length + start + i] = x;
+                        top[g] = x > top[g] ? x : top[g];
+                    }
+                }
             }
-        }
-        float total = 0.0f;
-        for (int64_t t = 0; t < length; t++) total += score[t] = std::exp(score[t] - top);
-        const float inverse = 1.0f / total;
-        float* o = out + item * D;
-        for (int64_t i = 0; i < D; i++) o[i] = 0.0f;
-        for (int64_t start = 0, b = 0; start < length; start += s.block_size, b++) {
-            const float* v = v_cache + (table[b] * s.block_size * s.kv_heads + kv) * D;
-            const int64_t n = std::min(s.block_size, length - start);
-            for (int64_t i = 0; i < n; i++) {
-                const float p = score[start + i] * inverse;
-                const float* vt = v + i * token_stride;
-                for (int64_t j = 0; j < D; j++) o[j] += p * vt[j];
+            for (int64_t g = 0; g < heads; g++) {
+                float* sg = score + g * s.max_length;
+                float total = 0.0f;
+                for (int64_t t = 0; t < length; t++) total += sg[t] = std::exp(sg[t] - top[g]);
+                inverse[g] = 1.0f / total;
+            }
+            // o = sum over tokens of p * v, 16 lanes of every head at a time, in registers.
+            for (int64_t c = 0; c < D; c += 16) {
+                const int64_t lanes = std::min<int64_t>(16, D - c);
+                v16 acc[kHeadsAtOnce] = {};
+                for (int64_t start = 0, b = 0; start < length; start += s.block_size, b++) {
+                    const float* v = v_cache + (table[b] * s.block_size * s.kv_heads + kv) * D + c;
+                    const int64_t n = std::min(s.block_size, length - start);
+                    for (int64_t i = 0; i < n; i++) {
+                        v16 vt{};
+                        if (lanes == 16) vt = load(v + i * token_stride);
+                        else for (int64_t j = 0; j < lanes; j++) vt[j] = v[i * token_stride + j];
+                        for (int64_t g = 0; g < kHeadsAtOnce; g++)
+                            if (g < heads) acc[g] += score[g * s.max_length + start + i] * vt;
+                    }
+                }
+                for (int64_t g = 0; g < heads; g++)
+                    for (int64_t j = 0; j < lanes; j++) out[(head0 + g) * D + c + j] = acc[g][j] * inverse[g];
             }
         }
     }

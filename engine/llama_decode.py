@@ -166,14 +166,17 @@ def _call(
     return logits
 
 
-def _probe(function) -> bool:
+# The probe's model: small, with q/k/v biases and grouped-query heads.
+PROBE_CONFIG = ModelConfig(
+    vocab_size=67, hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=6,
+    num_key_value_heads=2, head_dim=16, qkv_bias=True, max_position_embeddings=64,
+)
+
+
+def _probe(function, config: ModelConfig = PROBE_CONFIG) -> bool:
     """Whether the kernel agrees with the model's own forward on a small random model:
-    two rows with q/k/v biases, grouped-query heads and blocks out of order, decoded one
-    token at a time, against a full forward's logits at every position."""
-    config = ModelConfig(
-        vocab_size=67, hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=6,
-        num_key_value_heads=2, head_dim=16, qkv_bias=True, max_position_embeddings=64,
-    )
+    two rows with blocks out of order, decoded one token at a time, against a full
+    forward's logits at every position."""
     generator = torch.Generator().manual_seed(0)
     with torch.random.fork_rng(devices=[]):  # building the model draws from torch's global RNG: leave the caller's alone
         model = LlamaForCausalLM(config).eval()

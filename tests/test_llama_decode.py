@@ -4,6 +4,8 @@ does not cover."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -53,6 +55,17 @@ def _generate(loaded, fast: bool, prompts=(PROMPT,), params=PARAMS):
 def test_the_kernel_builds_and_passes_its_probe_here():
     # CI machines have a C++ compiler, so the kernel must really be in use there.
     assert llama_decode.available()
+
+
+@pytest.mark.parametrize("heads, kv_heads, head_dim", [
+    (10, 1, 20),  # more query heads per kv head than attention takes at once; head_dim not a multiple of 16
+    (3, 3, 32),  # no grouping
+])
+def test_the_kernel_agrees_with_the_model_on_other_head_shapes(heads, kv_heads, head_dim):
+    config = dataclasses.replace(
+        llama_decode.PROBE_CONFIG, num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim
+    )
+    assert llama_decode._probe(llama_decode._function.get(), config)
 
 
 def test_the_probe_rejects_a_kernel_that_computes_nothing():
