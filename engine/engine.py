@@ -3,9 +3,9 @@
 Requests are added at any time; each `step()` prefills the waiting requests that fit
 (in one forward over all their prompts; each prompt once, its KV shared by the request's
 n samples) and then advances every running sample by one token in a single batched
-forward. Finished or aborted samples
-leave at once and free their cache blocks. `generate()` is the blocking batch call;
-engine/streaming.py puts a thread-safe front on top for the UI.
+forward. Finished or aborted samples leave at once and free their cache blocks.
+`generate()` is the blocking batch call; engine/streaming.py puts a thread-safe front on
+top for the UI.
 
 Not thread-safe by itself: one thread calls add_request/step/abort.
 """

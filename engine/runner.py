@@ -3,8 +3,8 @@
 It owns the paged KV cache (k and v per layer, `num_blocks x block_size` slots), per-row
 buffers for the running batch (block tables, context lengths, sampling settings, the
 tokens each row has seen for the repetition penalty), and runs three things: prefill of
-a batch of prompts, one decode step for a whole batch, and sampling. Which rows run and which
-blocks they own is decided by the scheduler and the block manager; the runner only
+a batch of prompts, one decode step for a whole batch, and sampling. Which rows run and
+which blocks they own is decided by the scheduler and the block manager; the runner only
 mirrors their decisions into tensors.
 """
 
