@@ -35,8 +35,6 @@ class _PrefillCache:
         r = self.runner
         r.k_flat[layer][self.slots] = k[0].transpose(0, 1)  # (T, Hkv, D)
         r.v_flat[layer][self.slots] = v[0].transpose(0, 1)
-        if len(self.lengths) == 1:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         # One causal attention per prompt: a packed (T, T) mask would cost T^2 memory and
         # work for nothing, and the products around attention (the bulk of the FLOPs)
         # already run on every prompt's tokens at once.
@@ -192,10 +190,9 @@ class ModelRunner:
         efficient with hundreds of rows than with tens."""
         lengths = [len(p) for p in prompts]
         ids = torch.tensor([[t for p in prompts for t in p]], dtype=torch.long, device=self.device)  # (1, T)
-        positions = torch.cat([torch.arange(n, device=self.device) for n in lengths])  # (T,)
-        slots = torch.cat([
-            self._slots(table, torch.arange(n, device=self.device)) for table, n in zip(block_tables, lengths)
-        ])
+        prompt_positions = [torch.arange(n, device=self.device) for n in lengths]
+        positions = torch.cat(prompt_positions)  # (T,)
+        slots = torch.cat([self._slots(table, at) for table, at in zip(block_tables, prompt_positions)])
         last = torch.tensor(lengths, device=self.device).cumsum(0) - 1  # (P,) each prompt's last token
         with self._linear_context():
             hidden = self.model.hidden_states(ids, positions[None], cache=_PrefillCache(self, slots, lengths))

@@ -91,20 +91,24 @@ def test_n_samples_share_prefill_are_reproducible_and_differ(tiny):
     assert engine.num_cached_blocks == 0
 
 
-def test_prompt_is_prefilled_once_for_n_samples(tiny):
-    engine = LLMEngine(tiny, max_batch_size=8, block_size=4)
+def _record_prefills(engine: LLMEngine) -> list[list[int]]:
+    """The prompt lengths of every prefill call the engine makes from now on (the real prefill still runs)."""
     calls = []
     original = engine.runner.prefill
     engine.runner.prefill = lambda prompts, tables: calls.append([len(p) for p in prompts]) or original(prompts, tables)
+    return calls
+
+
+def test_prompt_is_prefilled_once_for_n_samples(tiny):
+    engine = LLMEngine(tiny, max_batch_size=8, block_size=4)
+    calls = _record_prefills(engine)
     engine.generate([[5] * 9], SamplingParams(temperature=1.0, n=3, seed=0, max_new_tokens=4))
     assert calls == [[9]]
 
 
 def test_prompts_admitted_together_are_prefilled_in_one_forward(tiny):
     engine = LLMEngine(tiny, max_batch_size=8, block_size=4)
-    calls = []
-    original = engine.runner.prefill
-    engine.runner.prefill = lambda prompts, tables: calls.append([len(p) for p in prompts]) or original(prompts, tables)
+    calls = _record_prefills(engine)
     # Lengths that end mid-block and on a block edge; one request with two samples.
     prompts = random_prompts(3, tiny.config.vocab_size, seed=12, lengths=(3, 13)) + [[7] * 8]
     params = [SamplingParams(temperature=1.0, seed=i, n=2 if i == 1 else 1, max_new_tokens=6, logprobs=True,
