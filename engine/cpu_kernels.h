@@ -5,8 +5,8 @@
 // multiply-adds per weight, so the product is bound by how fast the weights stream in
 // from memory. The loop order below keeps that stream going: each thread takes blocks of
 // NB consecutive weight rows (outputs); a block is read from memory once, while every
-// input row is multiplied against it from L1; and the next block is prefetched while the
-// current one is computed. Each output is a dot product accumulated in 16-lane vectors,
+// input row is multiplied against it from L1; and the next block is prefetched into L2
+// while the current one is computed. Each output is a dot product accumulated in 16-lane vectors,
 // in the same order whatever the number of rows M is, so a row's result does not depend
 // on which other rows share the batch.
 //
@@ -50,6 +50,13 @@ inline float dot(const float* a, const float* b, int64_t n) {
 
 // How far ahead of the current k the next block's rows are prefetched, in floats.
 constexpr int64_t kPrefetchAhead = 256;
+// The prefetch goes to L2 (locality 2: prefetcht1), not L1. With 8 rows of K = 576 the
+// inputs (18 KB) plus the current and next weight blocks (7 KB each) fill a 32 KB L1, so
+// prefetching into L1 evicted lines still in use: on a Zen 4 core with the weights coming
+// from memory the L2 prefetch made the 8-row product 1.4x faster and 2-4 rows 1.7-1.9x
+// (both builds timed in one process, calls alternating; in the whole decode step 1.13x
+// at 8 rows, 1.36x at 4, 1.05x at 1).
+constexpr int kPrefetchLocality = 2;
 
 // What a product does with each finished dot product.
 struct Output {
@@ -71,7 +78,7 @@ inline void tile(const float* x, const float* w, const float* next_w, int64_t K,
     for (; k + 16 <= K; k += 16) {
         v16 wv[NB];
         for (int j = 0; j < NB; j++) wv[j] = load(w + j * K + k);
-        for (int j = 0; j < NB; j++) __builtin_prefetch(next_w + j * K + k + kPrefetchAhead);
+        for (int j = 0; j < NB; j++) __builtin_prefetch(next_w + j * K + k + kPrefetchAhead, 0, kPrefetchLocality);
         for (int m = 0; m < MR; m++) {
             const v16 xv = load(x + m * K + k);
             for (int j = 0; j < NB; j++) acc[m][j] += xv * wv[j];
