@@ -23,6 +23,7 @@ namespace cpu_kernels {
 typedef float v16 __attribute__((vector_size(64)));
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v4 __attribute__((vector_size(16)));
+typedef int32_t i16 __attribute__((vector_size(64)));  // also what comparing two v16 gives: -1 true, 0 false
 
 inline v16 load(const float* p) {
     v16 v;
@@ -30,12 +31,69 @@ inline v16 load(const float* p) {
     return v;
 }
 
+// The first `lanes` (1-16) floats at p, the other lanes zero.
+inline v16 load_part(const float* p, int64_t lanes) {
+    if (lanes == 16) return load(p);
+    v16 v{};
+    std::memcpy(&v, p, lanes * sizeof(float));
+    return v;
+}
+
+// Writes the first `lanes` (1-16) lanes of v to p.
+inline void store_part(float* p, v16 v, int64_t lanes) { std::memcpy(p, &v, lanes * sizeof(float)); }
+
 // The sum of a vector's lanes, as a tree of half-width adds (the same order everywhere).
 inline float hsum(v16 v) {
     const v8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
                  __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
     const v4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
     return (b[0] + b[2]) + (b[1] + b[3]);
+}
+
+// The largest lane.
+inline float hmax(v16 v) {
+    float top = v[0];
+    for (int i = 1; i < 16; i++) top = v[i] > top ? v[i] : top;
+    return top;
+}
+
+// Sixteen horizontal sums at once: lane i of the result is the sum of acc[i]'s lanes.
+// Each step adds the two halves of every pair of vectors in one instruction, so the 16
+// sums take 15 adds where 16 separate hsums take 48 and as many scalar moves.
+inline v16 sum_each(const v16 (&acc)[16]) {
+    v16 halves[8], quarters[4], eighths[2];
+    for (int j = 0; j < 8; j++)  // [a0..7 + a8..15 | b0..7 + b8..15]
+        halves[j] = __builtin_shufflevector(acc[2 * j], acc[2 * j + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+                    __builtin_shufflevector(acc[2 * j], acc[2 * j + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    for (int j = 0; j < 4; j++)  // four lanes of each of 4 accumulators
+        quarters[j] = __builtin_shufflevector(halves[2 * j], halves[2 * j + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
+                      __builtin_shufflevector(halves[2 * j], halves[2 * j + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+    for (int j = 0; j < 2; j++)  // two lanes of each of 8 accumulators
+        eighths[j] = __builtin_shufflevector(quarters[2 * j], quarters[2 * j + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29) +
+                     __builtin_shufflevector(quarters[2 * j], quarters[2 * j + 1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
+    return __builtin_shufflevector(eighths[0], eighths[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
+           __builtin_shufflevector(eighths[0], eighths[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+}
+
+// e^x lane by lane: within 1.01 ulp of the exact value for every float x in [-87, 88]
+// (checked against double-precision exp); outside that range x is clamped to it (e^-87 is
+// 1.6e-38, e^88 is 1.7e38). x = n ln 2 + r with |r| <= ln 2 / 2; e^r comes from a degree-6
+// polynomial (Cephes' expf coefficients) and 2^n goes straight into the exponent bits.
+inline v16 exp(v16 x) {
+    const v16 low = v16{} - 87.0f, high = v16{} + 88.0f;
+    x = x < low ? low : x;
+    x = x > high ? high : x;
+    const v16 round = v16{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+    const v16 n = (x * 1.44269504088896341f + round) - round;
+    const v16 r = (x - n * 0.693359375f) - n * -2.12194440e-4f;  // ln 2 in two parts
+    v16 p = 1.9875691500e-4f * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    const v16 er = p * (r * r) + r + 1.0f;
+    const i16 bits = (__builtin_convertvector(n, i16) + 127) << 23;
+    return er * (v16)bits;  // a vector cast keeps the bits
 }
 
 // a . b over n floats, in the same lane order as the product's tiles.

@@ -15,7 +15,7 @@
 // Layouts (all contiguous fp32 unless said):
 //   x          (B, hidden) the fed tokens' embeddings; overwritten with the residual stream
 //   cos, sin   (B, head_dim) rotary factors at each row's position
-//   k/v cache  (layers, blocks, block_size, kv_heads, head_dim)
+//   k/v cache  (layers, blocks, kv_heads, block_size, head_dim)
 //   tables     (B, table_stride) int64 block ids of each row's cache
 //   positions  (B,) int64 position of the fed token (tokens before it are cached)
 //   logits     (B, vocab)
@@ -32,7 +32,16 @@ namespace {
 
 using cpu_kernels::Output;
 using cpu_kernels::dot;
+using cpu_kernels::hmax;
+using cpu_kernels::hsum;
+using cpu_kernels::load_part;
 using cpu_kernels::product;
+using cpu_kernels::store_part;
+using cpu_kernels::sum_each;
+using cpu_kernels::v16;
+
+// 0, 1, ..., 15: lane numbers, for masks.
+const v16 kLane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
 enum Slot {
     kInputNorm, kQ, kK, kV, kQBias, kKBias, kVBias, kO, kOBias,
@@ -64,10 +73,15 @@ inline void rotate(float* x, const float* cos, const float* sin, int64_t D) {
     }
 }
 
+// Where kv head `head` of one layer's cache keeps the k (or v) of the first token of
+// `block`; the block's other tokens follow, head_dim floats apart.
+inline int64_t block_offset(const Dims& s, int64_t block, int64_t head) {
+    return (block * s.kv_heads + head) * s.block_size * s.head_dim;
+}
+
 // Where token t of row r keeps its k (or v) for kv head `head` in one layer's cache.
 inline int64_t cache_offset(const Dims& s, const int64_t* table, int64_t t, int64_t head) {
-    const int64_t slot = table[t / s.block_size] * s.block_size + t % s.block_size;
-    return (slot * s.kv_heads + head) * s.head_dim;
+    return block_offset(s, table[t / s.block_size], head) + t % s.block_size * s.head_dim;
 }
 
 // Rotary on q and k, then the new k and v into each row's cache slot.
@@ -92,15 +106,81 @@ void rotate_and_store(const Dims& s, float* q, float* k, const float* v, const f
 // registers while each cached value vector is read once for all of them.
 constexpr int64_t kHeadsAtOnce = 8;
 
+// q . k_i for the n <= 16 tokens whose keys follow each other from k: lane i is token i's
+// dot product (lanes from n on are 0). kAll16 says n is 16, so no lane is skipped and the
+// 16 sums stay in registers.
+template <bool kAll16>
+inline v16 scores_of(const float* q, const float* k, int64_t n, int64_t D) {
+    v16 acc[16];
+    for (int i = 0; i < 16; i++) acc[i] = v16{};
+    for (int64_t c = 0; c < D; c += 16) {
+        const int64_t lanes = std::min<int64_t>(16, D - c);
+        const v16 qc = load_part(q + c, lanes);
+        for (int i = 0; i < 16; i++)
+            if (kAll16 || i < n) acc[i] += qc * load_part(k + i * D + c, lanes);
+    }
+    return sum_each(acc);
+}
+
+// Asks for one kv head's k (or v) of the first n tokens of a cache block to be brought
+// into L2. Blocks lie wherever the block table says, so the hardware prefetchers, which
+// follow one address stream, lose the way at every block boundary.
+inline void prefetch_block(const Dims& s, const float* cache, int64_t block, int64_t kv, int64_t n) {
+    const float* first = cache + block_offset(s, block, kv);
+    for (int64_t c = 0; c < n * s.head_dim; c += 16) __builtin_prefetch(first + c, 0, 2);
+}
+
+// Lanes [0, n) set.
+inline cpu_kernels::i16 lanes_below(int64_t n) { return kLane < static_cast<float>(n); }
+
+// out[g] = sum over a row's tokens t of p_g(t) v(t) / inverse[g], for the kHeads query
+// heads g of one kv head whose softmax numerators p_g are rows of `score`: 16 lanes of the
+// head dimension at a time, each cached v read once for all heads, whose sums stay in
+// registers (hence a template: with the head count known, none is kept in memory).
+template <int kHeads>
+void weigh_values_of(const Dims& s, const float* v_cache, const int64_t* table, int64_t kv, int64_t length,
+                     const float* score, const float* inverse, float* out) {
+    const int64_t D = s.head_dim;
+    for (int64_t c = 0; c < D; c += 16) {
+        const int64_t lanes = std::min<int64_t>(16, D - c);
+        v16 acc[kHeads];
+        for (int g = 0; g < kHeads; g++) acc[g] = v16{};
+        for (int64_t start = 0, b = 0; start < length; start += s.block_size, b++) {
+            const float* v = v_cache + block_offset(s, table[b], kv) + c;
+            const int64_t n = std::min(s.block_size, length - start);
+            for (int64_t i = 0; i < n; i++) {
+                const v16 vt = load_part(v + i * D, lanes);
+                for (int g = 0; g < kHeads; g++) acc[g] += score[g * s.max_length + start + i] * vt;
+            }
+        }
+        for (int g = 0; g < kHeads; g++) store_part(out + g * D + c, acc[g] * inverse[g], lanes);
+    }
+}
+
+// weigh_values_of for 1 to kHeadsAtOnce heads.
+void weigh_values(const Dims& s, const float* v_cache, const int64_t* table, int64_t kv, int64_t length,
+                  int64_t heads, const float* score, const float* inverse, float* out) {
+    static_assert(kHeadsAtOnce == 8, "one case per head count");
+    switch (heads) {
+        case 1: return weigh_values_of<1>(s, v_cache, table, kv, length, score, inverse, out);
+        case 2: return weigh_values_of<2>(s, v_cache, table, kv, length, score, inverse, out);
+        case 3: return weigh_values_of<3>(s, v_cache, table, kv, length, score, inverse, out);
+        case 4: return weigh_values_of<4>(s, v_cache, table, kv, length, score, inverse, out);
+        case 5: return weigh_values_of<5>(s, v_cache, table, kv, length, score, inverse, out);
+        case 6: return weigh_values_of<6>(s, v_cache, table, kv, length, score, inverse, out);
+        case 7: return weigh_values_of<7>(s, v_cache, table, kv, length, score, inverse, out);
+        default: return weigh_values_of<8>(s, v_cache, table, kv, length, score, inverse, out);
+    }
+}
+
 // Softmax attention of each row's query heads over the row's tokens 0..position. Work is
 // handed out per (row, kv head): the query heads sharing that kv head (GQA) read each
 // cached k and v once between them, where one item per query head read them `group`
-// times. Tokens are walked block by block, so finding a token's k and v costs no division.
+// times. Tokens are walked block by block, so finding a token's k and v costs no division,
+// and scored 16 at a time, their 16 dot products summed across lanes at once.
 void attend(const Dims& s, const float* q, const float* k_cache, const float* v_cache, const int64_t* tables,
             const int64_t* positions, float* scores, float* out) {
-    using cpu_kernels::load;
-    using cpu_kernels::v16;
-    const int64_t D = s.head_dim, group = s.heads / s.kv_heads, token_stride = s.kv_heads * D;
+    const int64_t D = s.head_dim, group = s.heads / s.kv_heads;
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
     // Rows differ in length, so items are handed out as threads come free.
 #pragma omp for schedule(dynamic, 1)
@@ -113,51 +193,56 @@ void attend(const Dims& s, const float* q, const float* k_cache, const float* v_
             const int64_t head0 = r * s.heads + kv * group + first;  // (row, query head) index of the first
             const float* qh = q + head0 * D;
             float* score = scores + head0 * s.max_length;  // one row of max_length per head
-            float top[kHeadsAtOnce], inverse[kHeadsAtOnce];
-            for (int64_t g = 0; g < heads; g++) top[g] = -INFINITY;
+            v16 top[kHeadsAtOnce];
+            for (int64_t g = 0; g < heads; g++) top[g] = v16{} - INFINITY;
+            const int64_t blocks = (length + s.block_size - 1) / s.block_size;
+            prefetch_block(s, v_cache, table[0], kv, std::min(s.block_size, length));
             for (int64_t start = 0, b = 0; start < length; start += s.block_size, b++) {
-                const float* k = k_cache + (table[b] * s.block_size * s.kv_heads + kv) * D;
-                const int64_t n = std::min(s.block_size, length - start);
-                for (int64_t i = 0; i < n; i++) {
+                const float* k = k_cache + block_offset(s, table[b], kv);
+                const int64_t in_block = std::min(s.block_size, length - start);
+                if (b + 1 < blocks) {
+                    const int64_t in_next = std::min(s.block_size, length - start - s.block_size);
+                    prefetch_block(s, k_cache, table[b + 1], kv, in_next);
+                    prefetch_block(s, v_cache, table[b + 1], kv, in_next);
+                }
+                for (int64_t i = 0; i < in_block; i += 16) {
+                    const int64_t n = std::min<int64_t>(16, in_block - i);
+                    const auto real = lanes_below(n);
                     for (int64_t g = 0; g < heads; g++) {
-                        const float x = dot(qh + g * D, k + i * token_stride, D) * scale;
-                        score[g * s.max_length + start + i] = x;
-                        top[g] = x > top[g] ? x : top[g];
+                        const float* kg = k + i * D;
+                        const v16 x = (n == 16 ? scores_of<true>(qh + g * D, kg, n, D) : scores_of<false>(qh + g * D, kg, n, D)) * scale;
+                        store_part(score + g * s.max_length + start + i, x, n);
+                        top[g] = (real & (x > top[g])) ? x : top[g];
                     }
                 }
             }
+            float inverse[kHeadsAtOnce];
             for (int64_t g = 0; g < heads; g++) {
                 float* sg = score + g * s.max_length;
-                float total = 0.0f;
-                for (int64_t t = 0; t < length; t++) total += sg[t] = std::exp(sg[t] - top[g]);
-                inverse[g] = 1.0f / total;
-            }
-            // o = sum over tokens of p * v, 16 lanes of every head at a time, in registers.
-            for (int64_t c = 0; c < D; c += 16) {
-                const int64_t lanes = std::min<int64_t>(16, D - c);
-                v16 acc[kHeadsAtOnce] = {};
-                for (int64_t start = 0, b = 0; start < length; start += s.block_size, b++) {
-                    const float* v = v_cache + (table[b] * s.block_size * s.kv_heads + kv) * D + c;
-                    const int64_t n = std::min(s.block_size, length - start);
-                    for (int64_t i = 0; i < n; i++) {
-                        v16 vt{};
-                        if (lanes == 16) vt = load(v + i * token_stride);
-                        else for (int64_t j = 0; j < lanes; j++) vt[j] = v[i * token_stride + j];
-                        for (int64_t g = 0; g < kHeadsAtOnce; g++)
-                            if (g < heads) acc[g] += score[g * s.max_length + start + i] * vt;
-                    }
+                const float most = hmax(top[g]);
+                v16 total{};
+                for (int64_t t = 0; t < length; t += 16) {
+                    const int64_t n = std::min<int64_t>(16, length - t);
+                    const v16 e = cpu_kernels::exp(load_part(sg + t, n) - most);
+                    store_part(sg + t, e, n);
+                    total += lanes_below(n) ? e : v16{};
                 }
-                for (int64_t g = 0; g < heads; g++)
-                    for (int64_t j = 0; j < lanes; j++) out[(head0 + g) * D + c + j] = acc[g][j] * inverse[g];
+                inverse[g] = 1.0f / hsum(total);
             }
+            weigh_values(s, v_cache, table, kv, length, heads, score, inverse, out + head0 * D);
         }
     }
 }
 
-// gate = silu(gate) * up, elementwise.
+// gate = silu(gate) * up, elementwise, 16 at a time; every element takes the same vector
+// exp wherever the threads' shares begin, so a row's result does not depend on the batch.
 void swiglu(float* gate, const float* up, int64_t n) {
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+    for (int64_t i = 0; i < n; i += 16) {
+        const int64_t lanes = std::min<int64_t>(16, n - i);
+        const v16 g = load_part(gate + i, lanes);
+        store_part(gate + i, g / (1.0f + cpu_kernels::exp(-g)) * load_part(up + i, lanes), lanes);
+    }
 }
 
 }  // namespace

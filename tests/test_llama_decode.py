@@ -68,6 +68,13 @@ def test_the_kernel_agrees_with_the_model_on_other_head_shapes(heads, kv_heads, 
     assert llama_decode._probe(llama_decode._function.get(), config)
 
 
+@pytest.mark.parametrize("block_size", [4, 24, 32])
+def test_the_kernel_agrees_with_the_model_with_other_block_sizes(block_size):
+    # Attention scores 16 cached tokens of a block at a time: fewer than 16 in a block (4),
+    # a block of one full group and a partial one (24), two full groups (32).
+    assert llama_decode._probe(llama_decode._function.get(), block_size=block_size)
+
+
 def test_the_probe_rejects_a_kernel_that_computes_nothing():
     assert not llama_decode._probe(lambda *args: None)
 
