@@ -15,7 +15,7 @@
 // Layouts (all contiguous fp32 unless said):
 //   x          (B, hidden) the fed tokens' embeddings; overwritten with the residual stream
 //   cos, sin   (B, head_dim) rotary factors at each row's position
-//   k/v cache  (layers, blocks, kv_heads, block_size, head_dim)
+//   k/v cache  (layers, blocks, block_size, kv_heads, head_dim)
 //   tables     (B, table_stride) int64 block ids of each row's cache
 //   positions  (B,) int64 position of the fed token (tokens before it are cached)
 //   logits     (B, vocab)
@@ -74,14 +74,17 @@ inline void rotate(float* x, const float* cos, const float* sin, int64_t D) {
 }
 
 // Where kv head `head` of one layer's cache keeps the k (or v) of the first token of
-// `block`; the block's other tokens follow, head_dim floats apart.
+// `block`; the block's other tokens follow, token_stride(s) floats apart.
 inline int64_t block_offset(const Dims& s, int64_t block, int64_t head) {
-    return (block * s.kv_heads + head) * s.block_size * s.head_dim;
+    return (block * s.block_size * s.kv_heads + head) * s.head_dim;
 }
+
+// Floats from one cached token's k (or v) to the next token's, for the same kv head.
+inline int64_t token_stride(const Dims& s) { return s.kv_heads * s.head_dim; }
 
 // Where token t of row r keeps its k (or v) for kv head `head` in one layer's cache.
 inline int64_t cache_offset(const Dims& s, const int64_t* table, int64_t t, int64_t head) {
-    return block_offset(s, table[t / s.block_size], head) + t % s.block_size * s.head_dim;
+    return block_offset(s, table[t / s.block_size], head) + t % s.block_size * token_stride(s);
 }
 
 // Rotary on q and k, then the new k and v into each row's cache slot.
@@ -106,18 +109,18 @@ void rotate_and_store(const Dims& s, float* q, float* k, const float* v, const f
 // registers while each cached value vector is read once for all of them.
 constexpr int64_t kHeadsAtOnce = 8;
 
-// q . k_i for the n <= 16 tokens whose keys follow each other from k: lane i is token i's
-// dot product (lanes from n on are 0). kAll16 says n is 16, so no lane is skipped and the
-// 16 sums stay in registers.
+// q . k_i for the n <= 16 tokens whose keys start at k, `stride` floats apart: lane i is
+// token i's dot product (lanes from n on are 0). kAll16 says n is 16, so no lane is
+// skipped and the 16 sums stay in registers.
 template <bool kAll16>
-inline v16 scores_of(const float* q, const float* k, int64_t n, int64_t D) {
+inline v16 scores_of(const float* q, const float* k, int64_t stride, int64_t n, int64_t D) {
     v16 acc[16];
     for (int i = 0; i < 16; i++) acc[i] = v16{};
     for (int64_t c = 0; c < D; c += 16) {
         const int64_t lanes = std::min<int64_t>(16, D - c);
         const v16 qc = load_part(q + c, lanes);
         for (int i = 0; i < 16; i++)
-            if (kAll16 || i < n) acc[i] += qc * load_part(k + i * D + c, lanes);
+            if (kAll16 || i < n) acc[i] += qc * load_part(k + i * stride + c, lanes);
     }
     return sum_each(acc);
 }
@@ -127,7 +130,8 @@ inline v16 scores_of(const float* q, const float* k, int64_t n, int64_t D) {
 // follow one address stream, lose the way at every block boundary.
 inline void prefetch_block(const Dims& s, const float* cache, int64_t block, int64_t kv, int64_t n) {
     const float* first = cache + block_offset(s, block, kv);
-    for (int64_t c = 0; c < n * s.head_dim; c += 16) __builtin_prefetch(first + c, 0, 2);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t c = 0; c < s.head_dim; c += 16) __builtin_prefetch(first + i * token_stride(s) + c, 0, 2);
 }
 
 // Lanes [0, n) set.
@@ -140,7 +144,7 @@ inline cpu_kernels::i16 lanes_below(int64_t n) { return kLane < static_cast<floa
 template <int kHeads>
 void weigh_values_of(const Dims& s, const float* v_cache, const int64_t* table, int64_t kv, int64_t length,
                      const float* score, const float* inverse, float* out) {
-    const int64_t D = s.head_dim;
+    const int64_t D = s.head_dim, stride = token_stride(s);
     for (int64_t c = 0; c < D; c += 16) {
         const int64_t lanes = std::min<int64_t>(16, D - c);
         v16 acc[kHeads];
@@ -149,7 +153,7 @@ void weigh_values_of(const Dims& s, const float* v_cache, const int64_t* table, 
             const float* v = v_cache + block_offset(s, table[b], kv) + c;
             const int64_t n = std::min(s.block_size, length - start);
             for (int64_t i = 0; i < n; i++) {
-                const v16 vt = load_part(v + i * D, lanes);
+                const v16 vt = load_part(v + i * stride, lanes);
                 for (int g = 0; g < kHeads; g++) acc[g] += score[g * s.max_length + start + i] * vt;
             }
         }
@@ -180,7 +184,7 @@ void weigh_values(const Dims& s, const float* v_cache, const int64_t* table, int
 // and scored 16 at a time, their 16 dot products summed across lanes at once.
 void attend(const Dims& s, const float* q, const float* k_cache, const float* v_cache, const int64_t* tables,
             const int64_t* positions, float* scores, float* out) {
-    const int64_t D = s.head_dim, group = s.heads / s.kv_heads;
+    const int64_t D = s.head_dim, group = s.heads / s.kv_heads, stride = token_stride(s);
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
     // Rows differ in length, so items are handed out as threads come free.
 #pragma omp for schedule(dynamic, 1)
@@ -209,8 +213,9 @@ void attend(const Dims& s, const float* q, const float* k_cache, const float* v_
                     const int64_t n = std::min<int64_t>(16, in_block - i);
                     const auto real = lanes_below(n);
                     for (int64_t g = 0; g < heads; g++) {
-                        const float* kg = k + i * D;
-                        const v16 x = (n == 16 ? scores_of<true>(qh + g * D, kg, n, D) : scores_of<false>(qh + g * D, kg, n, D)) * scale;
+                        const float* kg = k + i * stride;
+                        const v16 x = (n == 16 ? scores_of<true>(qh + g * D, kg, stride, n, D)
+                                               : scores_of<false>(qh + g * D, kg, stride, n, D)) * scale;
                         store_part(score + g * s.max_length + start + i, x, n);
                         top[g] = (real & (x > top[g])) ? x : top[g];
                     }

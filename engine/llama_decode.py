@@ -149,7 +149,7 @@ def _call(
     cos, sin = cos.reshape(rows, -1).contiguous(), sin.reshape(rows, -1).contiguous()
     tables = block_tables.contiguous()
     positions = positions.contiguous()
-    _, _, _, block_size, _ = k_cache.shape
+    _, _, block_size, _, _ = k_cache.shape
     dims = torch.tensor(
         [rows, config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
          config.num_key_value_heads, config.head_dim, config.intermediate_size, config.vocab_size,
@@ -186,7 +186,7 @@ def _probe(function, config: ModelConfig = PROBE_CONFIG, block_size: int = 16) -
     length = min(block_size + 5, 2 * block_size)
     tokens = torch.randint(0, config.vocab_size, (2, length), generator=generator)
     tables = torch.tensor([[3, 0], [1, 2]])
-    shape = (config.num_hidden_layers, 4, config.num_key_value_heads, block_size, config.head_dim)
+    shape = (config.num_hidden_layers, 4, block_size, config.num_key_value_heads, config.head_dim)
     k_cache, v_cache = torch.zeros(shape), torch.zeros(shape)
     addresses = weight_addresses(model)
     with torch.inference_mode():
@@ -226,7 +226,7 @@ def decode_logits(
 ) -> torch.Tensor:
     """One decode step for B rows: feed `token_ids` (B,) at `positions` (B,), each row's
     cache being its `block_tables` row (B, max_blocks) into `k_cache`/`v_cache` (layers,
-    blocks, kv_heads, block_size, head_dim), where the new k/v are written. Returns logits
+    blocks, block_size, kv_heads, head_dim), where the new k/v are written. Returns logits
     (B, V). Call only when `available()`, with `addresses = weight_addresses(model)`."""
     function = _function.result
     return _call(function, model, addresses, token_ids, positions, block_tables, k_cache, v_cache)

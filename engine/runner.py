@@ -28,14 +28,13 @@ class _PrefillCache:
     write their k/v, then attend causally within each prompt (never across prompts)."""
 
     runner: "ModelRunner"
-    blocks: torch.Tensor  # (T,) the cache block of each packed token
-    offsets: torch.Tensor  # (T,) its place in that block
+    slots: torch.Tensor  # (T,) flat slot of each packed token
     lengths: list[int]  # the prompts' lengths, in packing order (they sum to T)
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         r = self.runner
-        r.k_cache[layer][self.blocks, :, self.offsets] = k[0].transpose(0, 1)  # (T, Hkv, D)
-        r.v_cache[layer][self.blocks, :, self.offsets] = v[0].transpose(0, 1)
+        r.k_flat[layer][self.slots] = k[0].transpose(0, 1)  # (T, Hkv, D)
+        r.v_flat[layer][self.slots] = v[0].transpose(0, 1)
         # One causal attention per prompt: a packed (T, T) mask would cost T^2 memory and
         # work for nothing, and the products around attention (the bulk of the FLOPs)
         # already run on every prompt's tokens at once.
@@ -51,28 +50,22 @@ class _DecodeCache:
     """Attention for one new token per row over that row's cached history."""
 
     runner: "ModelRunner"
-    new_blocks: torch.Tensor  # (B,) the block where each row's new token goes
-    new_offsets: torch.Tensor  # (B,) its place in that block
+    new_slots: torch.Tensor  # (B,) where each row's new token goes
     blocks: torch.Tensor  # (B * nb,) block ids covering every row's history, row-major
     mask: torch.Tensor  # (B, 1, 1, nb * block_size) True where a slot holds a real token
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         r = self.runner
-        r.k_cache[layer][self.new_blocks, :, self.new_offsets] = k[:, :, 0]  # (B, Hkv, D)
-        r.v_cache[layer][self.new_blocks, :, self.new_offsets] = v[:, :, 0]
+        r.k_flat[layer][self.new_slots] = k[:, :, 0]  # (B, Hkv, D)
+        r.v_flat[layer][self.new_slots] = v[:, :, 0]
         B, span = self.mask.shape[0], self.mask.shape[-1]
+        # index_select on the block axis: one contiguous copy per block, much cheaper than
+        # advanced indexing, whose parallel kernel stalls when the CPU is shared.
+        keys = r.k_cache[layer].index_select(0, self.blocks).view(B, span, r.num_kv_heads, r.head_dim)
+        values = r.v_cache[layer].index_select(0, self.blocks).view(B, span, r.num_kv_heads, r.head_dim)
         return F.scaled_dot_product_attention(
-            q, self._history(r.k_cache[layer], B, span), self._history(r.v_cache[layer], B, span),
-            attn_mask=self.mask, enable_gqa=True,
+            q, keys.transpose(1, 2), values.transpose(1, 2), attn_mask=self.mask, enable_gqa=True
         )  # (B, Hq, 1, D)
-
-    def _history(self, cache: torch.Tensor, B: int, span: int) -> torch.Tensor:
-        """Every row's cached k (or v) as (B, Hkv, span, D). index_select on the block axis:
-        one contiguous copy per block, much cheaper than advanced indexing, whose parallel
-        kernel stalls when the CPU is shared."""
-        blocks = cache.index_select(0, self.blocks)  # (B * nb, Hkv, block_size, D)
-        _, heads, block_size, dim = blocks.shape
-        return blocks.view(B, span // block_size, heads, block_size, dim).transpose(1, 2).reshape(B, heads, span, dim)
 
 
 # The most rows the C++ decode step takes; larger batches take the model's own forward
@@ -104,15 +97,15 @@ class ModelRunner:
         self.head_dim = config.head_dim
         self.vocab_size = config.vocab_size
         layers = config.num_hidden_layers
-        # Within a block, each kv head's k (or v) of the block's tokens is contiguous: the
-        # C++ decode step reads one kv head's history at a time, a block as one stream.
-        shape = (layers, num_blocks, self.num_kv_heads, block_size, self.head_dim)
+        shape = (layers, num_blocks, block_size, self.num_kv_heads, self.head_dim)
         # torch.empty: pages are committed by the OS only as blocks are first used. Unused
         # slots must never hold NaN (masked attention still multiplies them by zero), so
         # blocks are zeroed when allocated and a row's unused table entries point at its
         # own first block.
         self.k_cache = torch.empty(shape, dtype=dtype, device=device)
         self.v_cache = torch.empty(shape, dtype=dtype, device=device)
+        self.k_flat = self.k_cache.view(layers, num_blocks * block_size, self.num_kv_heads, self.head_dim)
+        self.v_flat = self.v_cache.view(layers, num_blocks * block_size, self.num_kv_heads, self.head_dim)
         # Per-row state of the running batch.
         self.block_tables = torch.zeros(max_rows, max_blocks_per_seq, dtype=torch.long, device=device)
         self.context_lens = torch.zeros(max_rows, dtype=torch.long, device=device)
@@ -199,16 +192,16 @@ class ModelRunner:
         ids = torch.tensor([[t for p in prompts for t in p]], dtype=torch.long, device=self.device)  # (1, T)
         prompt_positions = [torch.arange(n, device=self.device) for n in lengths]
         positions = torch.cat(prompt_positions)  # (T,)
-        blocks = torch.cat([self._blocks(table, at) for table, at in zip(block_tables, prompt_positions)])
+        slots = torch.cat([self._slots(table, at) for table, at in zip(block_tables, prompt_positions)])
         last = torch.tensor(lengths, device=self.device).cumsum(0) - 1  # (P,) each prompt's last token
         with self._linear_context():
-            hidden = self.model.hidden_states(ids, positions[None], cache=_PrefillCache(self, blocks, positions % self.block_size, lengths))
+            hidden = self.model.hidden_states(ids, positions[None], cache=_PrefillCache(self, slots, lengths))
             return self.model.lm_head(hidden[0, last]).float()  # (P, V)
 
-    def _blocks(self, block_table: list[int], positions: torch.Tensor) -> torch.Tensor:
-        """The cache block holding each position of a sequence with this block table."""
+    def _slots(self, block_table: list[int], positions: torch.Tensor) -> torch.Tensor:
+        """The flat cache slot of each position of a sequence with this block table."""
         table = torch.tensor(block_table, dtype=torch.long, device=self.device)
-        return table[positions // self.block_size]
+        return table[positions // self.block_size] * self.block_size + positions % self.block_size
 
     @torch.inference_mode()
     def decode(self, rows: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
@@ -228,11 +221,12 @@ class ModelRunner:
         """The model's own forward for one decode step, attention over the gathered cache blocks."""
         block_index = positions // self.block_size
         new_blocks = self.block_tables[rows, block_index]
+        new_slots = new_blocks * self.block_size + positions % self.block_size
         num_blocks = int(block_index.max()) + 1
         blocks = self.block_tables[rows, :num_blocks].reshape(-1)  # (B * nb,)
         span = torch.arange(num_blocks * self.block_size, device=self.device)
         mask = (span[None] <= positions[:, None])[:, None, None]  # (B, 1, 1, S)
-        cache = _DecodeCache(self, new_blocks, positions % self.block_size, blocks, mask)
+        cache = _DecodeCache(self, new_slots, blocks, mask)
         with self._linear_context():
             hidden = self.model.hidden_states(token_ids[:, None], positions[:, None], cache=cache)
             return self.model.lm_head(hidden[:, -1]).float()  # (B, V)
