@@ -132,8 +132,7 @@ inline void tile(const float* x, const float* w, const float* next_w, int64_t K,
     v16 acc[MR][NB];
     for (int m = 0; m < MR; m++)
         for (int j = 0; j < NB; j++) acc[m][j] = v16{};
-    int64_t k = 0;
-    for (; k + 16 <= K; k += 16) {
+    auto step = [&](int64_t k) {  // 16 lanes of k for every accumulator
         v16 wv[NB];
         for (int j = 0; j < NB; j++) wv[j] = load(w + j * K + k);
         for (int j = 0; j < NB; j++) __builtin_prefetch(next_w + j * K + k + kPrefetchAhead, 0, kPrefetchLocality);
@@ -141,7 +140,18 @@ inline void tile(const float* x, const float* w, const float* next_w, int64_t K,
             const v16 xv = load(x + m * K + k);
             for (int j = 0; j < NB; j++) acc[m][j] += xv * wv[j];
         }
+    };
+    int64_t k = 0;
+    // GCC unrolls the 8-row tile's loop by two: the whole decode step ran 1.11-1.22x
+    // faster at 8 rows, 1.22x at 32, 1.46x at 48; unrolling the 4-row tile made 4 rows
+    // 1.09x slower, and 1 row did not change (both builds timed in one process, calls
+    // alternating). Calling step twice per iteration by hand gained only 2.5%. The sums'
+    // order is the same either way.
+    if constexpr (MR >= 8) {
+#pragma GCC unroll 2
+        for (; k + 16 <= K; k += 16) step(k);
     }
+    for (; k + 16 <= K; k += 16) step(k);
     for (int m = 0; m < mr; m++) {
         for (int j = 0; j < nb; j++) {
             float sum = hsum(acc[m][j]);
