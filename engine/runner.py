@@ -69,10 +69,12 @@ class _DecodeCache:
 
 
 # The most rows the C++ decode step takes; larger batches take the model's own forward
-# with oneDNN's products, which are compute-bound there and faster (interleaved
-# `chat-tui bench --no-hf` runs: the step was 1.28x at 32 requests, 1.17-1.36x at 48,
-# 0.91x at 64).
-DECODE_KERNEL_MAX_ROWS = 48
+# with oneDNN's products. Measured with the bench's level function, both caps taking
+# turns in one process: 64 requests decoded at 350-371 tokens/s through the C++ step
+# against 185-190 through oneDNN, 128 requests (64 tokens each) at 328-347 against
+# 240-246. Beyond 128 it has not been measured (there the rows' inputs to the
+# 1536-wide down projection alone pass 1 MB, a core's L2).
+DECODE_KERNEL_MAX_ROWS = 128
 
 
 class ModelRunner:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import engine.llama_decode as llama_decode
+import engine.runner as engine_runner
 from engine.built_once import NOT_TRIED
 from engine.engine import LLMEngine
 from engine.loading import load_model
@@ -98,6 +99,26 @@ def test_greedy_tokens_and_logprobs_match_the_models_own_forward(which, request,
     steps = _count_kernel_steps(monkeypatch)
     fast = _generate(loaded, True, prompts)
     assert sum(steps) == len(prompts) * (PARAMS.max_new_tokens - 1)  # every decode row took the kernel
+    for ours, theirs in zip(fast, plain):
+        assert ours.token_ids == theirs.token_ids
+        torch.testing.assert_close(torch.tensor(ours.logprobs), torch.tensor(theirs.logprobs), rtol=0, atol=1e-4)
+
+
+def test_a_large_batch_takes_the_kernel_and_matches_the_models_own_forward(tiny, monkeypatch):
+    # 70 rows: eight full 8-row tiles, then the 4- and 2-row tiles for the other 6.
+    prompts = [[5 + i % 50, 6 + i % 7, 7 + i % 11] + list(range(20, 20 + i % 19)) for i in range(70)]
+    params = SamplingParams(temperature=0, max_new_tokens=6, ignore_eos=True, logprobs=True)
+
+    def generate():
+        engine = LLMEngine(tiny, max_batch_size=128)
+        return [out.completions[0] for out in engine.generate(prompts, params)]
+
+    monkeypatch.setattr(engine_runner, "DECODE_KERNEL_MAX_ROWS", 0)  # every step through the model's forward
+    plain = generate()
+    monkeypatch.setattr(engine_runner, "DECODE_KERNEL_MAX_ROWS", 128)
+    steps = _count_kernel_steps(monkeypatch)
+    fast = generate()
+    assert steps and max(steps) == 70
     for ours, theirs in zip(fast, plain):
         assert ours.token_ids == theirs.token_ids
         torch.testing.assert_close(torch.tensor(ours.logprobs), torch.tensor(theirs.logprobs), rtol=0, atol=1e-4)
