@@ -115,8 +115,8 @@ def filter_logits(
     logits are temperature-scaled (B, V). top_k 0, top_p 1 and min_p 0 disable a filter.
     """
     lowest = torch.finfo(logits.dtype).min
-    ranks_rows = (top_k > 0) | (top_p < 1)  # (B,)
-    if bool(ranks_rows.any()):
+    ranked_rows = (top_k > 0) | (top_p < 1)  # (B,)
+    if bool(ranked_rows.any()):
         values, probs = _ranked(logits, top_k, top_p)
         keep = torch.ones_like(values, dtype=torch.bool)
         rank = torch.arange(values.shape[-1], device=logits.device)[None]
@@ -127,7 +127,7 @@ def filter_logits(
         # The smallest kept value is each row's threshold; rows with neither filter keep all.
         last_kept = keep.sum(-1).clamp(min=1) - 1
         threshold = values.gather(-1, last_kept[:, None])  # (B, 1)
-        threshold = torch.where(ranks_rows[:, None], threshold, torch.full_like(threshold, -math.inf))
+        threshold = torch.where(ranked_rows[:, None], threshold, torch.full_like(threshold, -math.inf))
         logits = torch.where(logits < threshold, lowest, logits)
     if bool((min_p > 0).any()):
         probs = torch.softmax(logits, dim=-1)
