@@ -111,9 +111,9 @@ constexpr int64_t kPrefetchAhead = 256;
 // The prefetch goes to L2 (locality 2: prefetcht1), not L1. With 8 rows of K = 576 the
 // inputs (18 KB) plus the current and next weight blocks (7 KB each) fill a 32 KB L1, so
 // prefetching into L1 evicted lines still in use: on a Zen 4 core with the weights coming
-// from memory the L2 prefetch made the 8-row product 1.4x faster and 2-4 rows 1.7-1.9x
-// (both builds timed in one process, calls alternating; in the whole decode step 1.13x
-// at 8 rows, 1.36x at 4, 1.05x at 1).
+// from memory the L2 prefetch made the 8-row product 1.4x faster and 2-4 rows 1.4-1.9x
+// (both builds timed in one process, calls alternating; in the whole decode step, as
+// bench/kernel_ab.py times it, 1.13x at 8 rows, 1.36x at 4, 1.05x at 1).
 constexpr int kPrefetchLocality = 2;
 
 // What a product does with each finished dot product.
@@ -144,9 +144,9 @@ inline void tile(const float* x, const float* w, const float* next_w, int64_t K,
     int64_t k = 0;
     // GCC unrolls the 8-row tile's loop by two: the whole decode step ran 1.11-1.22x
     // faster at 8 rows, 1.22x at 32, 1.46x at 48; unrolling the 4-row tile made 4 rows
-    // 1.09x slower, and 1 row did not change (both builds timed in one process, calls
-    // alternating). Calling step twice per iteration by hand gained only 2.5%. The sums'
-    // order is the same either way.
+    // 1.09x slower, and 1 row did not change (bench/kernel_ab.py: both builds timed in one
+    // process, calls alternating). Calling step twice per iteration by hand gained only
+    // 2.5%. The sums' order is the same either way.
     if constexpr (MR >= 8) {
 #pragma GCC unroll 2
         for (; k + 16 <= K; k += 16) step(k);

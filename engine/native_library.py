@@ -53,10 +53,12 @@ def _cpu_identity() -> str:
     return "\n".join(dict.fromkeys(wanted))  # the first CPU's lines, once each
 
 
-def _build(compiler: str) -> Path:
-    """Compile the sources (or reuse a cached build); returns the library's path."""
+def build(compiler: str, source_dir: Path = _HERE) -> Path:
+    """Compile the sources (or reuse a cached build); returns the library's path.
+    `source_dir`: where the .cpp and .h files are (another version's, to compare builds)."""
+    sources = [source_dir / path.name for path in SOURCES]
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
-    texts = [path.read_text() for path in SOURCES + HEADERS]
+    texts = [path.read_text() for path in sources + [source_dir / path.name for path in HEADERS]]
     key = hashlib.sha256("\0".join([*texts, version, " ".join(FLAGS), _cpu_identity()]).encode())
     target = cache_dir() / f"cpu_kernels-{key.hexdigest()[:16]}.so"
     if target.exists():
@@ -66,7 +68,7 @@ def _build(compiler: str) -> Path:
     fd, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        command = [compiler, *FLAGS, *map(str, SOURCES), "-o", partial]
+        command = [compiler, *FLAGS, *map(str, sources), "-o", partial]
         subprocess.run(command, capture_output=True, text=True, check=True)
         os.replace(partial, target)
     finally:
@@ -81,7 +83,7 @@ def _load() -> ctypes.CDLL | None:
         log.warning("no C++ compiler found; the engine's C++ kernels are off (PyTorch's take their place)")
         return None
     try:
-        return ctypes.CDLL(str(_build(compiler)))
+        return ctypes.CDLL(str(build(compiler)))
     except (OSError, subprocess.CalledProcessError) as error:
         log.warning("could not build the engine's C++ kernels (%s); PyTorch's take their place", first_line(error))
         return None
