@@ -31,9 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def kernel_of(source_dir: Path, argtypes: list) -> ctypes._CFuncPtr:
     from engine import native_library
 
-    function = ctypes.CDLL(str(native_library.build("g++", source_dir))).llama_decode
-    function.restype, function.argtypes = None, argtypes
-    return function
+    return native_library.bind(ctypes.CDLL(str(native_library.build("g++", source_dir))), "llama_decode", argtypes)
 
 
 def sources_at(revision: str, into: Path) -> Path:

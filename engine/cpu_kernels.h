@@ -6,9 +6,9 @@
 // from memory. The loop order below keeps that stream going: each thread takes blocks of
 // NB consecutive weight rows (outputs); a block is read from memory once, while every
 // input row is multiplied against it from L1; and the next block is prefetched into L2
-// while the current one is computed. Each output is a dot product accumulated in 16-lane vectors,
-// in the same order whatever the number of rows M is, so a row's result does not depend
-// on which other rows share the batch.
+// while the current one is computed. Each output is a dot product accumulated in 16-lane
+// vectors, in the same order whatever the number of rows M is, so a row's result does not
+// depend on which other rows share the batch.
 //
 // GCC's vector extensions become AVX-512, AVX2 or SSE code, whatever the machine has
 // (the library is built with -march=native by engine/native_library.py).
@@ -108,7 +108,7 @@ inline float dot(const float* a, const float* b, int64_t n) {
 
 // How far ahead of the current k the next block's rows are prefetched, in floats.
 constexpr int64_t kPrefetchAhead = 256;
-// The prefetch goes to L2 (locality 2: prefetcht1), not L1. With 8 rows of K = 576 the
+// Prefetches go to L2 (locality 2: prefetcht1), not L1. With 8 rows of K = 576 the
 // inputs (18 KB) plus the current and next weight blocks (7 KB each) fill a 32 KB L1, so
 // prefetching into L1 evicted lines still in use: on a Zen 4 core with the weights coming
 // from memory the L2 prefetch made the 8-row product 1.4x faster and 2-4 rows 1.4-1.9x

@@ -131,7 +131,8 @@ inline v16 scores_of(const float* q, const float* k, int64_t stride, int64_t n, 
 inline void prefetch_block(const Dims& s, const float* cache, int64_t block, int64_t kv, int64_t n) {
     const float* first = cache + block_offset(s, block, kv);
     for (int64_t i = 0; i < n; i++)
-        for (int64_t c = 0; c < s.head_dim; c += 16) __builtin_prefetch(first + i * token_stride(s) + c, 0, 2);
+        for (int64_t c = 0; c < s.head_dim; c += 16)
+            __builtin_prefetch(first + i * token_stride(s) + c, 0, cpu_kernels::kPrefetchLocality);
 }
 
 // Lanes [0, n) set.

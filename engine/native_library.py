@@ -101,9 +101,12 @@ def function(name: str, argtypes: list) -> ctypes._CFuncPtr | None:
     """The library's `extern "C"` function `name`, returning void and taking `argtypes`;
     None where the library cannot be built here."""
     built = library()
-    if built is None:
-        return None
-    found = getattr(built, name)
+    return None if built is None else bind(built, name, argtypes)
+
+
+def bind(loaded: ctypes.CDLL, name: str, argtypes: list) -> ctypes._CFuncPtr:
+    """`loaded`'s `extern "C"` function `name`, set up as returning void and taking `argtypes`."""
+    found = getattr(loaded, name)
     found.restype = None
     found.argtypes = argtypes
     return found
