@@ -47,11 +47,15 @@ class LLMEngine:
         block_size: int = DEFAULT_BLOCK_SIZE,
         max_prefill_tokens: int = 4096,
         fast_cpu_kernels: bool = True,
+        decode_graphs: bool | None = None,
     ) -> None:
         """fast_cpu_kernels: for an fp32 model on the CPU, decode through the C++ step of
         engine/llama_decode.py where it covers the model and run other linear layers through
         engine/cpu_linear.py (False: the model's own forward with PyTorch's kernels, for
-        comparisons)."""
+        comparisons).
+        decode_graphs: decode in fixed-shape steps replayed from CUDA graphs
+        (engine/graphed_decode.py); default on for a model on a CUDA device. Elsewhere the
+        same steps run eagerly (tests use that)."""
         self.loaded = loaded
         self.model = loaded.model
         self.config = loaded.config
@@ -68,6 +72,7 @@ class LLMEngine:
         self.runner = ModelRunner(
             self.model, num_blocks, block_size, max_batch_size, max_blocks_per_seq, param.device, param.dtype,
             fast_cpu_kernels=fast_cpu_kernels,
+            decode_graphs=param.device.type == "cuda" if decode_graphs is None else decode_graphs,
         )
         self._default_stop_ids = frozenset(loaded.stop_token_ids)
         self._requests: dict[str, Request] = {}
@@ -127,10 +132,12 @@ class LLMEngine:
                 self._pending_events.append(self._final_event(seq, None, None))
         self._release_finished()
 
-    def warm_up(self) -> None:
+    def warm_up(self, batch_size: int | None = None, context: int | None = None) -> None:
         """Do one-time set-up (compiling CPU kernels, about 5 s) now instead of in the first
-        request. Optional: without it the first request pays it."""
-        self.runner.warm_up()
+        request. Optional: without it the first request pays it. On a GPU, `batch_size`
+        and `context` (tokens) also record the CUDA graphs that decoding that many
+        requests up to that length will use (otherwise each is recorded when first needed)."""
+        self.runner.warm_up(batch_size, context)
 
     def has_unfinished(self) -> bool:
         return bool(self.scheduler.waiting or self.scheduler.running or self._pending_events)
@@ -226,17 +233,19 @@ class LLMEngine:
 
     def _decode(self) -> list[TokenEvent]:
         running = self.scheduler.running
+        num_blocks = 0
         for seq in running:
             # The token fed this step is written at position num_tokens - 1.
             if self.block_manager.needs_block(seq.num_tokens - 1):
                 block = self.block_manager.append_block(seq.block_table)
                 self.runner.zero_blocks([block])
                 self.runner.set_block(seq.row, len(seq.block_table) - 1, block)
+            num_blocks = max(num_blocks, len(seq.block_table))
         if self._rows_tensor is None:
             self._rows_tensor = torch.tensor([s.row for s in running], device=self.runner.device)
         rows = self._rows_tensor
         last_tokens = torch.tensor([s.token_ids[-1] for s in running], device=self.runner.device)
-        logits = self.runner.decode(rows, last_tokens)
+        logits = self.runner.decode(rows, last_tokens, num_blocks)
         want_logprobs = any(s.request.params.logprobs for s in running)
         tokens, logprobs = self.runner.sample(logits, rows, want_logprobs)
         events = self._append_tokens(running, tokens.tolist(), logprobs.tolist() if logprobs is not None else None)

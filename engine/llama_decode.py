@@ -34,32 +34,14 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.modules.module import (
-    register_module_module_registration_hook,
-    register_module_parameter_registration_hook,
-)
 
 from engine import native_library
 from engine.built_once import BuiltOnce
 from engine.config import ModelConfig
 from engine.models.llama import LlamaForCausalLM, RMSNorm
+from engine.module_changes import addresses_of, registrations
 
 log = logging.getLogger(__name__)
-
-# Every time a module, anywhere, gets a new submodule or parameter (LoRA wrapping a
-# projection, int8 layers replacing it, `load_state_dict(assign=True)`), the weight tables
-# built before may be stale; PyTorch's global registration hooks count those events.
-_registrations = 0
-
-
-def _count_registration(*_args) -> None:
-    global _registrations
-    _registrations += 1
-
-
-register_module_module_registration_hook(_count_registration)
-register_module_parameter_registration_hook(_count_registration)
-
 
 def _readable(tensor: torch.Tensor | None) -> bool:
     """Whether the kernel can read the tensor in place."""
@@ -100,13 +82,9 @@ def _kernel_tensors(model: nn.Module) -> list[torch.Tensor | None] | None:
     return tensors + [final, head[0]]
 
 
-def _addresses_of(tensors: list[torch.Tensor | None]) -> list[int]:
-    return [0 if t is None else t.data_ptr() for t in tensors]  # 0: a null pointer, no bias
-
-
 @dataclass
 class _WeightTable:
-    registrations: int  # `_registrations` when it was built
+    registrations: int  # `module_changes.registrations()` when it was built
     tensors: list[torch.Tensor | None]
     addresses: list[int]
     table: torch.Tensor  # int64, `addresses` for the kernel
@@ -125,15 +103,15 @@ def weight_addresses(model: nn.Module) -> torch.Tensor | None:
     tensor in it still has its data where it had (`.to()`, `.double()` or assigning
     `.data` moves it); in-place updates such as an optimizer's keep it valid."""
     cached = _tables.get(model)
-    if cached is not None and cached.registrations == _registrations and _addresses_of(cached.tensors) == cached.addresses:
+    if cached is not None and cached.registrations == registrations() and addresses_of(cached.tensors) == cached.addresses:
         return cached.table
-    registrations = _registrations
+    registered = registrations()
     tensors = _kernel_tensors(model)
     if tensors is None:
         _tables.pop(model, None)
         return None
-    addresses = _addresses_of(tensors)
-    table = _WeightTable(registrations, tensors, addresses, torch.tensor(addresses, dtype=torch.int64))
+    addresses = addresses_of(tensors)  # 0, a null pointer, for a missing bias
+    table = _WeightTable(registered, tensors, addresses, torch.tensor(addresses, dtype=torch.int64))
     _tables[model] = table
     return table.table
 

@@ -6,6 +6,11 @@ tokens each row has seen for the repetition penalty), and runs three things: pre
 a batch of prompts, one decode step for a whole batch, and sampling. Which rows run and
 which blocks they own is decided by the scheduler and the block manager; the runner only
 mirrors their decisions into tensors.
+
+Which decode path a step takes: the C++ step (engine/llama_decode.py) for an fp32 Llama
+on the CPU; with `decode_graphs` (the engine's default on CUDA), fixed-shape steps replayed
+from CUDA graphs (engine/graphed_decode.py); otherwise the model's own forward. All three
+read the same cache and give the same tokens.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch.nn.functional as F
 
 from engine import llama_decode
 from engine.cpu_linear import fast_linear, warm_up
+from engine.graphed_decode import GraphedDecode
 from engine.sampling import SamplingParams
 from engine.sampling_ops import sample_next_tokens
 
@@ -88,7 +94,11 @@ class ModelRunner:
         device: torch.device,
         dtype: torch.dtype,
         fast_cpu_kernels: bool = True,
+        decode_graphs: bool = False,
     ) -> None:
+        """num_blocks: cache blocks the block manager hands out (ids 0..num_blocks-1); the
+        runner keeps one more, a scratch block for the padding rows of graphed steps.
+        decode_graphs: decode through engine/graphed_decode.py (CUDA graphs on a GPU)."""
         config = model.config
         self.model = model
         self.device = device
@@ -99,15 +109,17 @@ class ModelRunner:
         self.head_dim = config.head_dim
         self.vocab_size = config.vocab_size
         layers = config.num_hidden_layers
-        shape = (layers, num_blocks, block_size, self.num_kv_heads, self.head_dim)
+        self.scratch_block = num_blocks
+        shape = (layers, num_blocks + 1, block_size, self.num_kv_heads, self.head_dim)
         # torch.empty: pages are committed by the OS only as blocks are first used. Unused
         # slots must never hold NaN (masked attention still multiplies them by zero), so
         # blocks are zeroed when allocated and a row's unused table entries point at its
         # own first block.
         self.k_cache = torch.empty(shape, dtype=dtype, device=device)
         self.v_cache = torch.empty(shape, dtype=dtype, device=device)
-        self.k_flat = self.k_cache.view(layers, num_blocks * block_size, self.num_kv_heads, self.head_dim)
-        self.v_flat = self.v_cache.view(layers, num_blocks * block_size, self.num_kv_heads, self.head_dim)
+        self.k_flat = self.k_cache.view(layers, -1, self.num_kv_heads, self.head_dim)
+        self.v_flat = self.v_cache.view(layers, -1, self.num_kv_heads, self.head_dim)
+        self.zero_blocks([self.scratch_block])
         # Per-row state of the running batch.
         self.block_tables = torch.zeros(max_rows, max_blocks_per_seq, dtype=torch.long, device=device)
         self.context_lens = torch.zeros(max_rows, dtype=torch.long, device=device)
@@ -119,6 +131,10 @@ class ModelRunner:
         self.repetition_penalty = torch.ones(max_rows, device=device)
         self.seeds = torch.zeros(max_rows, dtype=torch.long, device=device)
         self.steps = torch.zeros(max_rows, dtype=torch.long, device=device)
+        self.graphed = (
+            GraphedDecode(self._decode_step, model, max_rows, max_blocks_per_seq, self.vocab_size, self.scratch_block, device)
+            if decode_graphs else None
+        )
 
     # --- row bookkeeping -------------------------------------------------------------
 
@@ -172,14 +188,18 @@ class ModelRunner:
             return None
         return llama_decode.weight_addresses(self.model) if llama_decode.available() else None
 
-    def warm_up(self) -> None:
+    def warm_up(self, batch_size: int | None = None, context: int | None = None) -> None:
         """Build and probe the C++ CPU kernels now rather than in the first reply: the
         few-row product (prefill's LM head, models the decode step does not cover) and the
-        decode step."""
+        decode step. With `batch_size` and `context` (tokens), also record the CUDA graphs
+        of decode steps of that many rows up to that length."""
         if self.fast_cpu_kernels:
             warm_up(self.device, self.dtype)
             if self.device.type == "cpu":
                 llama_decode.available()
+        if self.graphed is not None and batch_size is not None and context is not None:
+            with torch.inference_mode():
+                self.graphed.prepare(batch_size, -(-context // self.block_size))
 
     @torch.inference_mode()
     def prefill(self, prompts: list[list[int]], block_tables: list[list[int]]) -> torch.Tensor:
@@ -206,29 +226,32 @@ class ModelRunner:
         return table[positions // self.block_size] * self.block_size + positions % self.block_size
 
     @torch.inference_mode()
-    def decode(self, rows: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-        """One step for every row in `rows` (B,), feeding `token_ids` (B,); returns logits (B, V)."""
+    def decode(self, rows: torch.Tensor, token_ids: torch.Tensor, num_blocks: int) -> torch.Tensor:
+        """One step for every row in `rows` (B,), feeding `token_ids` (B,); returns logits (B, V).
+        num_blocks: the most cache blocks any of these rows holds, the fed token's included
+        (the engine knows it without reading the device)."""
         positions = self.context_lens[rows]  # (B,) position of the fed token
         addresses = self._decode_kernel_weights(rows.numel())
         if addresses is not None:
             logits = llama_decode.decode_logits(
                 self.model, addresses, token_ids, positions, self.block_tables[rows], self.k_cache, self.v_cache
             )
+        elif self.graphed is not None:
+            logits = self.graphed(token_ids, positions, self.block_tables[rows, :num_blocks])
         else:
-            logits = self._decode_through_the_model(token_ids, positions, rows)
+            logits = self._decode_step(token_ids, positions, self.block_tables[rows, :num_blocks])
         self.context_lens[rows] += 1
         return logits
 
-    def _decode_through_the_model(self, token_ids: torch.Tensor, positions: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """The model's own forward for one decode step, attention over the gathered cache blocks."""
-        block_index = positions // self.block_size
-        new_blocks = self.block_tables[rows, block_index]
+    def _decode_step(self, token_ids: torch.Tensor, positions: torch.Tensor, block_tables: torch.Tensor) -> torch.Tensor:
+        """The model's own forward for one decode step of B rows, attention over the gathered
+        cache blocks of `block_tables` (B, nb). Reads no value on the host, so a CUDA graph
+        can record it (engine/graphed_decode.py)."""
+        new_blocks = block_tables.gather(1, (positions // self.block_size)[:, None])[:, 0]
         new_slots = new_blocks * self.block_size + positions % self.block_size
-        num_blocks = int(block_index.max()) + 1
-        blocks = self.block_tables[rows, :num_blocks].reshape(-1)  # (B * nb,)
-        span = torch.arange(num_blocks * self.block_size, device=self.device)
+        span = torch.arange(block_tables.shape[1] * self.block_size, device=self.device)
         mask = (span[None] <= positions[:, None])[:, None, None]  # (B, 1, 1, S)
-        cache = _DecodeCache(self, new_slots, blocks, mask)
+        cache = _DecodeCache(self, new_slots, block_tables.reshape(-1), mask)
         with self._linear_context():
             hidden = self.model.hidden_states(token_ids[:, None], positions[:, None], cache=cache)
             return self.model.lm_head(hidden[:, -1]).float()  # (B, V)

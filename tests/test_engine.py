@@ -42,9 +42,23 @@ def random_prompts(count: int, vocab: int, seed: int, lengths=(1, 40)) -> list[l
 
 GREEDY = SamplingParams(temperature=0, max_new_tokens=12, ignore_eos=True)
 
+# The runner's three decode paths (engine/runner.py): the C++ step, the model's own
+# forward, and the fixed-shape steps that CUDA graphs record (run eagerly on the CPU).
+DECODE_PATHS = {
+    "cpp-step": {},
+    "model-forward": {"fast_cpu_kernels": False},
+    "fixed-shape": {"fast_cpu_kernels": False, "decode_graphs": True},
+}
 
-def test_batched_greedy_equals_single_sequence_greedy_for_mixed_lengths(tiny):
-    engine = LLMEngine(tiny, max_batch_size=8, block_size=4)
+
+@pytest.fixture(params=list(DECODE_PATHS))
+def decode_path(request) -> dict:
+    """LLMEngine options selecting one decode path."""
+    return DECODE_PATHS[request.param]
+
+
+def test_batched_greedy_equals_single_sequence_greedy_for_mixed_lengths(tiny, decode_path):
+    engine = LLMEngine(tiny, max_batch_size=8, block_size=4, **decode_path)
     prompts = random_prompts(6, tiny.config.vocab_size, seed=1)
     outputs = engine.generate(prompts, GREEDY)
     for prompt, out in zip(prompts, outputs):
@@ -53,8 +67,8 @@ def test_batched_greedy_equals_single_sequence_greedy_for_mixed_lengths(tiny):
     assert engine.num_cached_blocks == 0
 
 
-def test_requests_joining_and_aborted_mid_flight(tiny):
-    engine = LLMEngine(tiny, max_batch_size=8, block_size=4)
+def test_requests_joining_and_aborted_mid_flight(tiny, decode_path):
+    engine = LLMEngine(tiny, max_batch_size=8, block_size=4, **decode_path)
     prompts = random_prompts(4, tiny.config.vocab_size, seed=2)
     first = engine.add_request(prompts[0], GREEDY)
     doomed = engine.add_request(prompts[1], GREEDY)
@@ -75,8 +89,8 @@ def test_requests_joining_and_aborted_mid_flight(tiny):
     assert engine.num_cached_blocks == 0
 
 
-def test_n_samples_share_prefill_are_reproducible_and_differ(tiny):
-    engine = LLMEngine(tiny, max_batch_size=8, block_size=4)
+def test_n_samples_share_prefill_are_reproducible_and_differ(tiny, decode_path):
+    engine = LLMEngine(tiny, max_batch_size=8, block_size=4, **decode_path)
     prompt = random_prompts(1, tiny.config.vocab_size, seed=3, lengths=(10, 10))[0]
     params = SamplingParams(temperature=1.0, n=4, seed=123, max_new_tokens=16, ignore_eos=True)
     a = engine.generate([prompt], params)[0]
@@ -106,8 +120,8 @@ def test_prompt_is_prefilled_once_for_n_samples(tiny):
     assert calls == [[9]]
 
 
-def test_prompts_admitted_together_are_prefilled_in_one_forward(tiny):
-    engine = LLMEngine(tiny, max_batch_size=8, block_size=4)
+def test_prompts_admitted_together_are_prefilled_in_one_forward(tiny, decode_path):
+    engine = LLMEngine(tiny, max_batch_size=8, block_size=4, **decode_path)
     calls = _record_prefills(engine)
     # Lengths that end mid-block and on a block edge; one request with two samples.
     prompts = random_prompts(3, tiny.config.vocab_size, seed=12, lengths=(3, 13)) + [[7] * 8]
@@ -127,8 +141,8 @@ def test_prompts_admitted_together_are_prefilled_in_one_forward(tiny):
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7, 0.0])
-def test_logprobs_match_a_full_forward_pass(tiny, temperature):
-    engine = LLMEngine(tiny, max_batch_size=8, block_size=4)
+def test_logprobs_match_a_full_forward_pass(tiny, decode_path, temperature):
+    engine = LLMEngine(tiny, max_batch_size=8, block_size=4, **decode_path)
     prompt = random_prompts(1, tiny.config.vocab_size, seed=5, lengths=(7, 7))[0]
     params = SamplingParams(
         temperature=temperature, top_p=0.9, n=2, seed=9, max_new_tokens=10, logprobs=True, ignore_eos=True
@@ -155,8 +169,8 @@ def test_stop_strings_end_the_text_and_are_not_included(tiny):
     assert out.completions[0].text == text[: text.find(stop)]
 
 
-def test_requests_wait_when_the_cache_is_full(tiny):
-    engine = LLMEngine(tiny, max_batch_size=8, max_cached_tokens=64, block_size=4)
+def test_requests_wait_when_the_cache_is_full(tiny, decode_path):
+    engine = LLMEngine(tiny, max_batch_size=8, max_cached_tokens=64, block_size=4, **decode_path)
     prompts = random_prompts(6, tiny.config.vocab_size, seed=7, lengths=(20, 30))
     outputs = engine.generate(prompts, GREEDY)  # at most one fits at a time
     for prompt, out in zip(prompts, outputs):
@@ -237,9 +251,9 @@ def test_streaming_front_streams_and_cancels(tiny):
     assert engine.num_cached_blocks == 0
 
 
-def test_stale_cache_contents_never_leak_into_attention(tiny):
+def test_stale_cache_contents_never_leak_into_attention(tiny, decode_path):
     """Unwritten cache memory may hold anything, NaN included; it must not reach the output."""
-    engine = LLMEngine(tiny, max_batch_size=8, block_size=4)
+    engine = LLMEngine(tiny, max_batch_size=8, block_size=4, **decode_path)
     engine.runner.k_cache.fill_(float("nan"))
     engine.runner.v_cache.fill_(float("nan"))
     prompts = random_prompts(4, tiny.config.vocab_size, seed=12)

@@ -3,7 +3,9 @@
 For each concurrency level c, c chat prompts are submitted at once and each decodes
 exactly `max_tokens` tokens (greedy, stop tokens ignored so every run does the same
 work). Reported per level: decode tokens/s (tokens produced by pure decode steps over
-their time), end-to-end tokens/s, mean time to first token, and peak RSS. The same
+their time), end-to-end tokens/s, mean time to first token, peak RSS and, on a GPU,
+peak GPU memory allocated. On a GPU the CUDA graphs a level decodes with are recorded
+before it is timed (engine/graphed_decode.py). The same
 batches then run through transformers' `generate` (greedy, `min_new_tokens` =
 `max_new_tokens`, left padding) for the ratio.
 
@@ -55,6 +57,7 @@ class LevelResult:
     mean_ttft_s: float
     wall_s: float
     peak_rss_mb: float
+    peak_gpu_mb: float | None = None  # torch.cuda.max_memory_allocated during the level
     hf_e2e_tokens_per_s: float | None = None
 
     @property
@@ -71,6 +74,7 @@ class BenchReport:
     dtype: str
     threads: int
     fast_cpu_kernels: bool  # engine/llama_decode.py and engine/cpu_linear.py (else PyTorch's own)
+    decode_graphs: bool  # decode steps replayed from CUDA graphs (engine/graphed_decode.py)
     max_tokens: int
     weight_bytes_per_token: int
     bandwidth_gb_s: float
@@ -125,16 +129,23 @@ def measure_bandwidth_gb_s(size_mb: int = 1024, repeats: int = 5) -> float:
     return best
 
 
-def run_engine_level(loaded: LoadedModel, concurrency: int, max_tokens: int, fast_cpu_kernels: bool = True) -> LevelResult:
+def run_engine_level(
+    loaded: LoadedModel, concurrency: int, max_tokens: int, fast_cpu_kernels: bool = True,
+    decode_graphs: bool | None = None,
+) -> LevelResult:
     engine = LLMEngine(
         loaded, max_batch_size=max(concurrency, 1), max_cached_tokens=concurrency * (max_tokens + 128),
-        fast_cpu_kernels=fast_cpu_kernels,
+        fast_cpu_kernels=fast_cpu_kernels, decode_graphs=decode_graphs,
     )
     params = SamplingParams(temperature=0, max_new_tokens=max_tokens, ignore_eos=True)
     prompts = chat_prompts(loaded, concurrency)
-    engine.warm_up()  # builds the CPU kernels, once per process
+    # Builds the CPU kernels (once per process), or records the level's CUDA graphs.
+    engine.warm_up(concurrency, max(len(p) for p in prompts) + max_tokens)
     # A short run at the level's own batch size, so first-call set-up is not timed.
     engine.generate(prompts, SamplingParams(temperature=0, max_new_tokens=2, ignore_eos=True))
+    on_gpu = engine.runner.device.type == "cuda"
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats(engine.runner.device)
     process = psutil.Process()
     peak_rss = process.memory_info().rss
     ids = [engine.add_request(p, params) for p in prompts]
@@ -158,6 +169,7 @@ def run_engine_level(loaded: LoadedModel, concurrency: int, max_tokens: int, fas
         mean_ttft_s=statistics.mean(o.ttft_s for o in outputs),
         wall_s=wall,
         peak_rss_mb=peak_rss / 2**20,
+        peak_gpu_mb=torch.cuda.max_memory_allocated(engine.runner.device) / 2**20 if on_gpu else None,
     )
 
 
@@ -193,8 +205,9 @@ def run_hf_level(model_dir: str, loaded: LoadedModel, concurrency: int, max_toke
 
 def run_benchmark(
     loaded: LoadedModel, concurrency_levels: list[int], max_tokens: int, compare_hf: bool, log=print,
-    fast_cpu_kernels: bool = True,
+    fast_cpu_kernels: bool = True, decode_graphs: bool | None = None,
 ) -> BenchReport:
+    """decode_graphs: None for the engine's default (CUDA graphs on a GPU)."""
     param = next(loaded.model.parameters())
     bytes_per_token = weight_bytes_per_decode_step(loaded.model)
     bandwidth = measure_bandwidth_gb_s() if param.device.type == "cpu" else _gpu_bandwidth_gb_s(param.device)
@@ -204,6 +217,7 @@ def run_benchmark(
         dtype=str(param.dtype).removeprefix("torch."),
         threads=torch.get_num_threads(),
         fast_cpu_kernels=fast_cpu_kernels,
+        decode_graphs=param.device.type == "cuda" if decode_graphs is None else decode_graphs,
         max_tokens=max_tokens,
         weight_bytes_per_token=bytes_per_token,
         bandwidth_gb_s=bandwidth,
@@ -214,7 +228,7 @@ def run_benchmark(
         f"-> {report.roofline_tokens_per_s:.1f} tokens/s"
     )
     for c in concurrency_levels:
-        level = run_engine_level(loaded, c, max_tokens, fast_cpu_kernels)
+        level = run_engine_level(loaded, c, max_tokens, fast_cpu_kernels, decode_graphs)
         if compare_hf:
             level.hf_e2e_tokens_per_s = run_hf_level(str(loaded.path), loaded, c, max_tokens)
         report.levels.append(level)
@@ -228,6 +242,8 @@ def format_level(level: LevelResult, report: BenchReport) -> str:
         f"end-to-end {level.e2e_tokens_per_s:8.1f} tok/s, TTFT {level.mean_ttft_s * 1000:7.1f} ms, "
         f"peak RSS {level.peak_rss_mb:7.0f} MB"
     )
+    if level.peak_gpu_mb is not None:
+        text += f", peak GPU {level.peak_gpu_mb:6.0f} MB"
     if level.concurrency == 1:
         text += f", {100 * level.decode_tokens_per_s / report.roofline_tokens_per_s:.0f}% of roofline"
     if level.hf_e2e_tokens_per_s:

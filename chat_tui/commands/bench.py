@@ -44,6 +44,7 @@ def _levels(text: str) -> list[int]:
 @click.option("--int8", "int8", is_flag=True, help="int8 weight-only linear layers (CPU).")
 @click.option("--plain-torch", is_flag=True,
               help="CPU fp32: PyTorch's own kernels instead of the engine's C++ and oneDNN ones (for comparison).")
+@click.option("--no-graphs", is_flag=True, help="GPU: decode step by step instead of replaying CUDA graphs (for comparison).")
 @click.option("--no-hf", is_flag=True, help="Skip the HF transformers comparison.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 def bench(
@@ -54,6 +55,7 @@ def bench(
     dtype: str | None,
     int8: bool,
     plain_torch: bool,
+    no_graphs: bool,
     no_hf: bool,
     as_json: bool,
 ) -> None:
@@ -85,7 +87,8 @@ def bench(
     if import_s is not None:
         log(f"import of the default model into a fresh store: {import_s:.1f} s")
     log(f"load of {loaded.name} from the store: {load_s:.2f} s")
-    report = run_benchmark(loaded, levels, max_tokens, compare_hf, log=log, fast_cpu_kernels=not plain_torch)
+    report = run_benchmark(loaded, levels, max_tokens, compare_hf, log=log, fast_cpu_kernels=not plain_torch,
+                           decode_graphs=False if no_graphs else None)
     report.load_s, report.import_s = load_s, import_s
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))

@@ -1,0 +1,45 @@
+"""Telling whether a model's tensors are still where a prepared step last found them.
+
+The C++ decode step (engine/llama_decode.py) keeps a table of weight addresses, and a
+CUDA graph (engine/graphed_decode.py) has every address baked into its kernels. Both stay
+valid through in-place updates (an optimizer step between PPO rollouts), and both go
+stale when a tensor moves: `.to()`, assigning `.data`, LoRA wrapping a projection, int8
+layers replacing one, `load_state_dict(assign=True)`.
+
+`registrations()` counts, process-wide, every time any module gets a new submodule or
+parameter (PyTorch's global registration hooks); `addresses_of` reads where tensors'
+data are. A consumer keeps both from when it was built and compares.
+
+Not here: rebuilding anything; each consumer decides what "stale" costs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch.nn.modules.module import (
+    register_module_module_registration_hook,
+    register_module_parameter_registration_hook,
+)
+
+_registrations = 0
+
+
+def _count_registration(*_args) -> None:
+    global _registrations
+    _registrations += 1
+
+
+register_module_module_registration_hook(_count_registration)
+register_module_parameter_registration_hook(_count_registration)
+
+
+def registrations() -> int:
+    """How many submodules and parameters have been registered on any module so far."""
+    return _registrations
+
+
+def addresses_of(tensors: Iterable[torch.Tensor | None]) -> list[int]:
+    """Each tensor's data address (0 for None, e.g. a missing bias)."""
+    return [0 if t is None else t.data_ptr() for t in tensors]
