@@ -35,7 +35,7 @@ from collections.abc import Callable
 
 import torch
 
-from engine.module_changes import addresses_of, registrations
+from engine.module_changes import Placement
 
 # Warm-up runs before recording a graph, on a side stream as PyTorch's CUDA graph notes
 # ask: lazy initialisation (cuBLAS workspaces, autotuning) must not happen during capture.
@@ -91,8 +91,7 @@ class GraphedDecode:
         # (rows, blocks) -> its graph, or None where steps run eagerly; cleared when stale.
         self.recorded: dict[tuple[int, int], torch.cuda.CUDAGraph | None] = {}
         self._pool = None
-        self._tensors: list[torch.Tensor] = []
-        self._built_for: tuple[int, list[int]] | None = None
+        self._recorded_for: Placement | None = None  # the model's tensors the graphs read
 
     def __call__(self, token_ids: torch.Tensor, positions: torch.Tensor, block_tables: torch.Tensor) -> torch.Tensor:
         """One step for B rows: token_ids (B,), positions (B,), block_tables (B, blocks), the
@@ -126,14 +125,17 @@ class GraphedDecode:
     def prepare(self, count: int, max_blocks: int) -> None:
         """Record now the steps a batch of `count` rows needs up to `max_blocks` blocks a row,
         rather than in the middle of decoding (a benchmark's timed run, say). Every row
-        runs as padding, so the real cache is untouched."""
+        runs as padding, so the real cache is untouched. Nothing to do where steps run
+        eagerly."""
+        if not self.records_graphs:
+            return
         rows = bucket_for(count, self.row_buckets)
         self._forget_if_stale()
         self.token_ids[:rows] = 0
         self.positions[:rows] = 0
         self.block_tables[:rows] = self.scratch_block
         for blocks in self.block_buckets:
-            if (rows, blocks) not in self.recorded and self.records_graphs:
+            if (rows, blocks) not in self.recorded:
                 self.recorded[(rows, blocks)] = self._record(rows, blocks)
             if blocks >= max_blocks:
                 break
@@ -160,9 +162,7 @@ class GraphedDecode:
 
     def _forget_if_stale(self) -> None:
         """Drop every recorded step if a model tensor moved or a module was added since."""
-        if self._built_for is not None and self._built_for[0] == registrations():
-            if addresses_of(self._tensors) == self._built_for[1]:
-                return
+        if self._recorded_for is not None and self._recorded_for.holds():
+            return
         self.recorded.clear()
-        self._tensors = [*self._model.parameters(), *self._model.buffers()]
-        self._built_for = (registrations(), addresses_of(self._tensors))
+        self._recorded_for = Placement.now([*self._model.parameters(), *self._model.buffers()])

@@ -39,7 +39,7 @@ from engine import native_library
 from engine.built_once import BuiltOnce
 from engine.config import ModelConfig
 from engine.models.llama import LlamaForCausalLM, RMSNorm
-from engine.module_changes import addresses_of, registrations
+from engine.module_changes import Placement
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,8 @@ def _kernel_tensors(model: nn.Module) -> list[torch.Tensor | None] | None:
 
 @dataclass
 class _WeightTable:
-    registrations: int  # `module_changes.registrations()` when it was built
-    tensors: list[torch.Tensor | None]
-    addresses: list[int]
-    table: torch.Tensor  # int64, `addresses` for the kernel
+    placement: Placement  # of the tensors when it was built
+    table: torch.Tensor  # int64, their addresses for the kernel
 
 
 _tables: weakref.WeakKeyDictionary[nn.Module, _WeightTable] = weakref.WeakKeyDictionary()
@@ -103,15 +101,14 @@ def weight_addresses(model: nn.Module) -> torch.Tensor | None:
     tensor in it still has its data where it had (`.to()`, `.double()` or assigning
     `.data` moves it); in-place updates such as an optimizer's keep it valid."""
     cached = _tables.get(model)
-    if cached is not None and cached.registrations == registrations() and addresses_of(cached.tensors) == cached.addresses:
+    if cached is not None and cached.placement.holds():
         return cached.table
-    registered = registrations()
     tensors = _kernel_tensors(model)
     if tensors is None:
         _tables.pop(model, None)
         return None
-    addresses = addresses_of(tensors)  # 0, a null pointer, for a missing bias
-    table = _WeightTable(registered, tensors, addresses, torch.tensor(addresses, dtype=torch.int64))
+    placement = Placement.now(tensors)  # address 0, a null pointer, for a missing bias
+    table = _WeightTable(placement, torch.tensor(placement.addresses, dtype=torch.int64))
     _tables[model] = table
     return table.table
 

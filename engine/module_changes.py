@@ -8,7 +8,8 @@ layers replacing one, `load_state_dict(assign=True)`.
 
 `registrations()` counts, process-wide, every time any module gets a new submodule or
 parameter (PyTorch's global registration hooks); `addresses_of` reads where tensors'
-data are. A consumer keeps both from when it was built and compares.
+data are. `Placement` keeps both from when a consumer was built, and says whether they
+still hold.
 
 Not here: rebuilding anything; each consumer decides what "stale" costs it.
 """
@@ -16,6 +17,7 @@ Not here: rebuilding anything; each consumer decides what "stale" costs it.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from torch.nn.modules.module import (
@@ -43,3 +45,21 @@ def registrations() -> int:
 def addresses_of(tensors: Iterable[torch.Tensor | None]) -> list[int]:
     """Each tensor's data address (0 for None, e.g. a missing bias)."""
     return [0 if t is None else t.data_ptr() for t in tensors]
+
+
+@dataclass
+class Placement:
+    """Where some tensors' data were, and the registration count, at one moment."""
+
+    registrations: int
+    tensors: list[torch.Tensor | None]
+    addresses: list[int]
+
+    @classmethod
+    def now(cls, tensors: list[torch.Tensor | None]) -> Placement:
+        return cls(registrations(), tensors, addresses_of(tensors))
+
+    def holds(self) -> bool:
+        """No module anywhere has registered anything since, and every tensor's data are
+        where they were (in-place updates, an optimizer's say, keep that true)."""
+        return self.registrations == registrations() and addresses_of(self.tensors) == self.addresses

@@ -26,9 +26,10 @@ def naive_greedy(loaded, prompt: list[int], num_tokens: int) -> list[int]:
     """Greedy decoding by re-running the whole sequence each step: no cache, no batch."""
     ids = list(prompt)
     out = []
+    device = next(loaded.model.parameters()).device
     with torch.no_grad():
         for _ in range(num_tokens):
-            token = int(loaded.model(torch.tensor([ids]))[0, -1].argmax())
+            token = int(loaded.model(torch.tensor([ids], device=device))[0, -1].argmax())
             out.append(token)
             ids.append(token)
     return out

@@ -19,6 +19,7 @@ from engine.engine import LLMEngine
 from engine.graphed_decode import bucket_for, bucket_sizes
 from engine.loading import load_model
 from engine.sampling import SamplingParams
+from test_engine import naive_greedy
 from tiny_models import make_tiny_model_dir
 from trainer.lora import apply_lora
 
@@ -33,15 +34,6 @@ def tiny(tmp_path):
 
 def fixed_shape_engine(loaded, **options) -> LLMEngine:
     return LLMEngine(loaded, max_batch_size=8, block_size=4, fast_cpu_kernels=False, decode_graphs=True, **options)
-
-
-def greedy_alone(loaded, prompt: list[int], num_tokens: int) -> list[int]:
-    """Greedy tokens from full forwards over the growing sequence (no cache, no batch)."""
-    ids = list(prompt)
-    with torch.no_grad():
-        for _ in range(num_tokens):
-            ids.append(int(loaded.model(torch.tensor([ids]))[0, -1].argmax()))
-    return ids[len(prompt):]
 
 
 def test_buckets_are_powers_of_two_up_to_the_limit():
@@ -100,7 +92,7 @@ def test_each_bucket_is_recorded_once_and_forgotten_when_the_model_changes(tiny)
     proj.weight.data = proj.weight.data * 2
     out = engine.generate(PROMPTS[:1], GREEDY)[0].completions[0]
     assert set(recorded) == {(1, 1), (1, 2), (1, 4)}
-    assert out.token_ids == greedy_alone(tiny, PROMPTS[0], GREEDY.max_new_tokens)
+    assert out.token_ids == naive_greedy(tiny, PROMPTS[0], GREEDY.max_new_tokens)
 
     # New modules (LoRA adapters around the projections) also make them stale.
     apply_lora(tiny.model)
@@ -185,8 +177,4 @@ def test_cuda_greedy_matches_one_sequence_alone_in_fp32(tmp_path):
     engine = LLMEngine(loaded, max_batch_size=8, block_size=4)
     outputs = engine.generate(PROMPTS, GREEDY)
     for prompt, out in zip(PROMPTS, outputs):
-        ids = list(prompt)
-        with torch.no_grad():
-            for _ in range(GREEDY.max_new_tokens):
-                ids.append(int(loaded.model(torch.tensor([ids], device="cuda"))[0, -1].argmax()))
-        assert out.completions[0].token_ids == ids[len(prompt):]
+        assert out.completions[0].token_ids == naive_greedy(loaded, prompt, GREEDY.max_new_tokens)

@@ -16,6 +16,7 @@ from chat_tui.services.model_service import ModelService, load_serving_model
 from engine.engine import LLMEngine
 from engine.loading import ModelStore, load_model
 from engine.sampling import SamplingParams
+from test_engine import naive_greedy
 from trainer.errors import TrainerError
 from trainer.pretrain import BatchOrder, PretrainSettings, lr_factor, pretrain, run_dir
 from trainer.pretrain_data import (
@@ -76,11 +77,7 @@ def test_short_run_on_shakespeare_beats_unigram_baseline():
     assert prompt[0] == loaded.config.bos_token_id
     params = SamplingParams(temperature=0, max_new_tokens=12, ignore_eos=True)
     engine_ids = LLMEngine(loaded).generate([prompt], params)[0].completions[0].token_ids
-    ids = list(prompt)
-    with torch.no_grad():
-        for _ in range(12):
-            ids.append(int(loaded.model(torch.tensor([ids]))[0, -1].argmax()))
-    assert engine_ids == ids[len(prompt):]
+    assert engine_ids == naive_greedy(loaded, prompt, 12)
 
     # And the chat's model service serves it through its chat template.
     service = ModelService()
