@@ -28,9 +28,15 @@ from engine.scheduler import Scheduler
 from engine.sequence import Completion, FinishReason, Request, RequestOutput, Sequence, TokenEvent
 from engine.tokenizer import IncrementalDecoder
 
-__all__ = ["LLMEngine", "RequestOutput", "Completion", "TokenEvent", "SamplingParams"]
+__all__ = ["LLMEngine", "RequestOutput", "Completion", "TokenEvent", "SamplingParams", "decodes_with_graphs"]
 
 DEFAULT_BLOCK_SIZE = 16
+
+
+def decodes_with_graphs(device: torch.device, decode_graphs: bool | None) -> bool:
+    """Whether an engine on `device` given `decode_graphs` decodes through fixed-shape
+    steps (engine/graphed_decode.py): as asked, and by default on a CUDA device."""
+    return device.type == "cuda" if decode_graphs is None else decode_graphs
 
 
 def _sample_seed(request_seed: int, index: int) -> int:
@@ -72,7 +78,7 @@ class LLMEngine:
         self.runner = ModelRunner(
             self.model, num_blocks, block_size, max_batch_size, max_blocks_per_seq, param.device, param.dtype,
             fast_cpu_kernels=fast_cpu_kernels,
-            decode_graphs=param.device.type == "cuda" if decode_graphs is None else decode_graphs,
+            decode_graphs=decodes_with_graphs(param.device, decode_graphs),
         )
         self._default_stop_ids = frozenset(loaded.stop_token_ids)
         self._requests: dict[str, Request] = {}

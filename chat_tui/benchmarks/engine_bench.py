@@ -26,7 +26,7 @@ import psutil
 import torch
 
 from engine.bundle import LoadedModel
-from engine.engine import LLMEngine
+from engine.engine import LLMEngine, decodes_with_graphs
 from engine.sampling import SamplingParams
 
 QUESTIONS = [
@@ -217,7 +217,7 @@ def run_benchmark(
         dtype=str(param.dtype).removeprefix("torch."),
         threads=torch.get_num_threads(),
         fast_cpu_kernels=fast_cpu_kernels,
-        decode_graphs=param.device.type == "cuda" if decode_graphs is None else decode_graphs,
+        decode_graphs=decodes_with_graphs(param.device, decode_graphs),
         max_tokens=max_tokens,
         weight_bytes_per_token=bytes_per_token,
         bandwidth_gb_s=bandwidth,
