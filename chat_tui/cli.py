@@ -39,9 +39,10 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, invoke_without_command=True)
 @click.option("--model", "model", default=None, help="Model name in the store or a path (default: the active version).")
+@click.option("--device", default="cpu", show_default=True, help="Where the chat's model runs: cpu, auto (the GPU if any), cuda, cuda:N or mps.")
 @click.version_option(package_name="chat-tui")
 @click.pass_context
-def cli(ctx: click.Context, model: str | None) -> None:
+def cli(ctx: click.Context, model: str | None, device: str) -> None:
     """A terminal chat assistant whose local model learns from your feedback.
 
     Run with no command to open the chat.
@@ -49,7 +50,7 @@ def cli(ctx: click.Context, model: str | None) -> None:
     if ctx.invoked_subcommand is None:
         from chat_tui.commands.open_chat import open_chat
 
-        open_chat(model)
+        open_chat(model, device)
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:

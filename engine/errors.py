@@ -11,3 +11,7 @@ class ModelLoadError(EngineError):
 
 class InvalidRequestError(EngineError):
     """A generation request that cannot run: bad sampling values, too long a prompt."""
+
+
+class DeviceError(EngineError):
+    """A device name torch does not know, or a device this machine does not have."""

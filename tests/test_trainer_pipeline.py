@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from chat_tui.cli import cli
 from chat_tui.paths import data_dir, database_path, ensure_data_dir, models_dir
 from engine.config import ModelConfig
+from engine.errors import DeviceError
 from engine.loading import ModelStore, load_model
 from feedback import Store
 from feedback.records import ReplyDraft
@@ -183,7 +184,7 @@ def test_bad_settings_are_clear_errors(base_state):
         run_training(TrainSettings(algo="rlhf"), store, base, data_dir(), models_dir())
     with pytest.raises(TrainerError, match="more than the model's 2 layers"):
         run_training(TrainSettings(**{**SMALL, "top_layers": 9}), store, base, data_dir(), models_dir(), echo=lambda _: None)
-    with pytest.raises(TrainerError, match="unknown device 'tpu'"):
+    with pytest.raises(DeviceError, match="unknown device 'tpu'"):
         run_training(TrainSettings(device="tpu"), store, base, data_dir(), models_dir())
 
 

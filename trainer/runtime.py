@@ -10,30 +10,37 @@ process. Nothing here knows about a particular algorithm.
 from __future__ import annotations
 
 import math
+import os
 import random
 
 import torch
 from accelerate import Accelerator
 from torch import nn
 
+from engine.devices import resolve_device
 from trainer.errors import TrainerError, TrainingDivergedError
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def make_accelerator(device: str = "auto", gradient_accumulation_steps: int = 1, mixed_precision: str | None = None) -> Accelerator:
-    """An Accelerator on `device` ("auto": the GPU when there is one, else the CPU)."""
-    if device not in DEVICES and not device.startswith("cuda:"):
-        raise TrainerError(f"unknown device {device!r} (choose from {', '.join(DEVICES)})")
+    """An Accelerator on `device` ("auto": the GPU when there is one, else the CPU).
+
+    In one process, a GPU index (cuda:1) picks the GPU. Under `accelerate launch` each
+    process takes its local rank's GPU, so an index there is refused rather than ignored.
+    """
     if gradient_accumulation_steps < 1:
         raise TrainerError(f"gradient accumulation steps must be >= 1, got {gradient_accumulation_steps}")
-    wants_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainerError(f"device {device!r} was asked for but no CUDA GPU is available")
+    target = resolve_device(device)
+    if target.type == "cuda" and target.index is not None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise TrainerError(
+                f"device {device!r}: under accelerate launch each process uses its own GPU; pass --device cuda"
+            )
+        # A single process's Accelerator uses "cuda", which means the current GPU.
+        torch.cuda.set_device(target.index)
     if mixed_precision is None:
-        mixed_precision = "bf16" if wants_gpu and torch.cuda.is_bf16_supported() else "no"
+        mixed_precision = "bf16" if target.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
     return Accelerator(
-        cpu=device == "cpu" or (device == "auto" and not torch.cuda.is_available()),
+        cpu=target.type == "cpu",
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=gradient_accumulation_steps,
     )

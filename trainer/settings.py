@@ -81,8 +81,12 @@ class TrainSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
+        """TrainerError (DeviceError for the device) naming the first bad setting."""
         if self.algo not in ALGORITHMS:
             raise TrainerError(f"unknown algorithm {self.algo!r} (choose from {', '.join(ALGORITHMS)})")
+        from engine.devices import resolve_device  # imports torch, which settings alone do not need
+
+        resolve_device(self.device)
         checks = {
             "steps": self.steps is None or self.steps >= 1,
             "reward epochs": self.reward_epochs is None or self.reward_epochs >= 1,

@@ -41,7 +41,7 @@ def _sampling_options(func):
 @click.option("--n", "num_samples", type=int, default=1, show_default=True, help="Number of replies (sampled together, sharing the prompt).")
 @click.option("--stop", multiple=True, help="Stop string (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (a list for --n > 1) instead of streaming text.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+@click.option("--device", default="cpu", show_default=True, help="cpu, auto (the GPU if any), cuda, cuda:N or mps.")
 @click.option("--dtype", default=None, help="float32 (CPU default), bfloat16 (GPU default) or float16.")
 @click.option("--int8", "int8", is_flag=True, help="int8 weight-only linear layers (CPU).")
 def ask(

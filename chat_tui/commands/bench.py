@@ -39,7 +39,7 @@ def _levels(text: str) -> list[int]:
 @click.option("--model", "model_name", default=None, help="Model name, directory or .gguf (default: the default model).")
 @click.option("--concurrency", default="1,8,32", show_default=True, help="Comma-separated numbers of concurrent requests.")
 @click.option("--max-tokens", type=int, default=128, show_default=True, help="New tokens per request.")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+@click.option("--device", default="cpu", show_default=True, help="cpu, auto (the GPU if any), cuda, cuda:N or mps.")
 @click.option("--dtype", default=None, help="float32 (CPU default) or bfloat16 (GPU default).")
 @click.option("--int8", "int8", is_flag=True, help="int8 weight-only linear layers (CPU).")
 @click.option("--plain-torch", is_flag=True,

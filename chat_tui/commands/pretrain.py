@@ -64,7 +64,7 @@ class _EventPrinter:
     help="Sentencepiece algorithm.",
 )
 @click.option("--resume", is_flag=True, help="Continue the interrupted run named by --out from its last checkpoint.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--device", default="auto", show_default=True, help="auto (the GPU if any), cpu, cuda, cuda:N or mps.")
 @click.option("--seed", default=0, show_default=True, help="Seed for initialisation and batch order.")
 @click.option("--activate", is_flag=True, help="Make the new model the one the chat uses.")
 def pretrain(

@@ -36,7 +36,7 @@ def _print_outcome(outcome) -> None:
 @click.option("--top-layers", type=int, default=None,
               help="Train only the top N decoder layers (default: 4 on CPU, all on GPU; 0 = all).")
 @click.option("--steps", type=int, default=None, help="PPO steps or DPO optimizer steps (default: small on CPU).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default="auto", show_default=True, help="auto (the GPU if any), cpu, cuda, cuda:N or mps.")
 @click.option("--base", "base_name", default=None, help="Model version to start from (default: the active one).")
 @click.option("--seed", default=0, show_default=True, help="Random seed.")
 @click.option("--grad-accum", default=1, show_default=True, help="Gradient accumulation steps.")
@@ -76,6 +76,12 @@ def train(algo, use_lora, top_layers, steps, device, base_name, seed, grad_accum
         # CPU threads that wait on each other while another program holds a core slow every
         # matmul down many times over (measured 20x on 2 busy cores); fewer threads avoid it.
         torch.set_num_threads(threads)
+    settings = TrainSettings(
+        algo=algo, use_lora=use_lora, top_layers=top_layers, steps=steps, device=device, seed=seed,
+        gradient_accumulation_steps=grad_accum, kl_beta=kl_beta, adaptive_kl=adaptive_kl,
+        max_reply_tokens=max_reply_tokens, activate=activate,
+    )
+    settings.validate()  # before the default model is imported or the database created
     ensure_data_dir()
     store = Store(database_path())
     choice = choose_model(store, base_name, None, lambda label, text: click.echo(f"{label}: {text}", err=True))
@@ -83,11 +89,6 @@ def train(algo, use_lora, top_layers, steps, device, base_name, seed, grad_accum
     if version_id is None:
         version_id = register_loaded(store, choice, choice.path)
     base = BaseVersion(choice.path, version_id, choice.label)
-    settings = TrainSettings(
-        algo=algo, use_lora=use_lora, top_layers=top_layers, steps=steps, device=device, seed=seed,
-        gradient_accumulation_steps=grad_accum, kl_beta=kl_beta, adaptive_kl=adaptive_kl,
-        max_reply_tokens=max_reply_tokens, activate=activate,
-    )
     progress = echo = None
     if progress_json:
         from trainer.progress import JsonProgress

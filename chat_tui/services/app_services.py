@@ -21,6 +21,7 @@ from chat_tui.services.training_process import TrainingProcess, TrainingProgress
 class AppServices:
     store: Any  # feedback.Store
     requested_model: str | None = None
+    device: str = "cpu"  # where every model the chat loads runs
     should_load_model: bool = True  # False in UI-only tests
     session: ChatSession = field(init=False)
     model: ModelService = field(init=False)

@@ -37,13 +37,14 @@ class ServingModel:
         return self.loaded.config.max_position_embeddings
 
 
-def load_serving_model(path: str | Path, version_id: int | None, label: str) -> ServingModel:
-    """Load the model at `path` and start an engine loop for it. Blocking: run in a worker."""
+def load_serving_model(path: str | Path, version_id: int | None, label: str, device: str = "cpu") -> ServingModel:
+    """Load the model at `path` on `device` and start an engine loop for it. Blocking: run
+    in a worker."""
     from engine.engine import LLMEngine
     from engine.loading import load_model
     from engine.streaming import StreamingEngine
 
-    loaded = load_model(path)
+    loaded = load_model(path, device=device)
     front = StreamingEngine(LLMEngine(loaded, max_batch_size=8)).start()
     return ServingModel(loaded=loaded, front=front, version_id=version_id, label=label)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from engine.bundle import LoadedModel
+from engine.devices import resolve_device
 from engine.errors import ModelLoadError
 from engine.loading.checkpoint import Checkpoint, build_model, resolve_dtype
 from engine.loading.default_model import DEFAULT_MODEL_NAME, INSTALL_COMMAND, ensure_default_model
@@ -46,9 +47,12 @@ def load_model(
 
     path_or_name: a name in the model store, a model directory, a .gguf file, or
         None / "default" for the default model (imported into the store on first use).
+    device: a torch device or a name for one ("auto": the GPU when there is one); a
+        device this machine lacks is a DeviceError before anything is read.
     dtype: default float32 on CPU, bfloat16 on GPUs.
     store_root: the model store's folder; default: chat-tui's data directory.
     """
+    device = resolve_device(device)
     store = ModelStore(store_root if store_root is not None else default_store_root())
     if path_or_name is None or path_or_name == "default":
         path = ensure_default_model(store.root)
