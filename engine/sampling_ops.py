@@ -3,19 +3,25 @@
 Every stage is a tensor operation over the whole batch, so the Python work per step does
 not grow with the batch size:
 
-    apply_repetition_penalty -> scale by temperature -> filter (top-k, top-p, min-p)
+    scale by temperature -> repetition penalty on the tokens seen
+    -> the tokens each row's filters keep (top-k, top-p, min-p), with their probabilities
     -> inverse-transform sampling with one counter-based uniform per row
        (or argmax when temperature is 0)
 
-A row's uniform at step t is a hash of (seed, t), not the state of a shared generator,
-and the token drawn is the first whose cumulative probability exceeds it. So a sample
-depends only on its own seed and history: the same seed gives the same text whether the
-sequence runs alone or in a batch of 32 (softmax and cumulative sums are computed row by
-row, in the same order whatever the batch), and the n samples of one prompt (different
-seeds) differ. One uniform per row replaced Gumbel noise hashed per (seed, step, token),
-a (B, V) pass of 64-bit integer arithmetic: on the default model's decode logits, 8 rows
-at temperature 0.7, a sampling call went from 15.6 ms to 2.0 ms (a decode step of those
-8 rows is about 30 ms).
+The draw is the first token, in vocabulary order, whose cumulative probability under the
+row's filtered distribution exceeds the row's uniform. A row's uniform at step t is a hash
+of (seed, t), not the state of a shared generator. So a sample depends only on its own
+seed and history: the same seed gives the same text whether the sequence runs alone or in
+a batch of 32 (every reduction is row by row, and which path a row takes depends only on
+its own settings), and the n samples of one prompt (different seeds) differ. One uniform
+per row replaced Gumbel noise hashed per (seed, step, token), a (B, V) pass of 64-bit
+integer arithmetic: on the default model's decode logits, 8 rows at temperature 0.7, a
+sampling call went from 15.6 ms to 2.0 ms (a decode step of those 8 rows is about 30 ms).
+
+Rows with top-k or top-p (the chat's default is top-p 0.9) keep at most a few dozen
+tokens, so they are drawn from their top candidates alone, put back in vocabulary order:
+no softmax, cumulative sum or mask over the whole vocabulary. Rows without either filter
+are drawn from the whole vocabulary. The repetition penalty touches only the seen tokens.
 
 Log-probabilities are those of the sampling distribution before filtering:
 log_softmax(logits / temperature) (temperature 1 for greedy rows), the quantity a trainer
@@ -25,8 +31,6 @@ part of them.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 # How many of each row's highest logits top-k / top-p look at, tried in turn: a row whose
@@ -34,6 +38,9 @@ import torch
 # the last the whole vocabulary is sorted. On a 49k vocabulary, 8 rows: top-64 takes
 # 0.55 ms, top-1024 2.2 ms, a full sort 15 ms; a chat nucleus seldom needs more than 64.
 CANDIDATE_COUNTS = (64, 1024)
+
+# Rows wider than two chunks are searched chunk first (see inverse_cdf).
+CDF_CHUNK = 256
 
 _M64 = (1 << 64) - 1
 
@@ -69,28 +76,53 @@ def row_uniforms(seeds: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     return (top52 + 0.5) / float(1 << 52)  # strictly inside (0, 1): 52 bits and a half fit a double exactly
 
 
-def sample_by_inverse_cdf(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """For each row of logits (B, V), the first token whose cumulative softmax probability
-    exceeds that row's uniform (B,): a draw from softmax(logits). Tokens filtered out (at
-    the lowest float or -inf) have probability 0 and are never drawn."""
-    cdf = torch.softmax(logits, dim=-1).double().cumsum(dim=-1)  # (B, V)
-    total = cdf[:, -1:]  # 1 up to rounding
-    # Below the total, so some token's cumulative probability exceeds it; that token's own
-    # probability is then > 0.
-    target = torch.minimum(uniforms[:, None] * total, torch.nextafter(total, torch.zeros_like(total)))
+def _first_above(cdf: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Each row's first position whose cumulative weight cdf (B, N) exceeds target (B, 1).
+    The target is held below the row's total, so that position exists and, since the
+    cumulative weight rose there, has a weight above 0."""
+    total = cdf[:, -1:]
+    target = torch.minimum(target, torch.nextafter(total, torch.zeros_like(total)))
     return torch.searchsorted(cdf, target, right=True)[:, 0]
 
 
-def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
-    """CTRL-style: seen tokens' positive logits divided by the penalty, negative ones multiplied."""
-    p = penalty[:, None]
-    penalised = torch.where(logits > 0, logits / p, logits * p)
-    return torch.where(seen, penalised, logits)
+def inverse_cdf(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """For each row of non-negative weights (B, N), the first position whose cumulative
+    weight (in float64) exceeds that row's uniform (B,) times the row's total: a draw in
+    proportion to the weights. A position of weight 0 is never drawn."""
+    B, N = weights.shape
+    if N <= 2 * CDF_CHUNK:
+        cdf = weights.double().cumsum(dim=-1)  # (B, N)
+        return _first_above(cdf, uniforms[:, None] * cdf[:, -1:])
+    # Whole-vocabulary rows: a float64 cumulative sum over every weight took 4.6 ms for 32
+    # rows of 49k. Find the chunk that holds the draw from the chunks' sums, then the
+    # position within that one chunk.
+    padded = weights if N % CDF_CHUNK == 0 else torch.nn.functional.pad(weights, (0, -N % CDF_CHUNK))
+    chunks = padded.view(B, -1, CDF_CHUNK)  # (B, N / C, C)
+    chunk_cdf = chunks.sum(dim=-1).double().cumsum(dim=-1)  # (B, N / C)
+    target = uniforms[:, None] * chunk_cdf[:, -1:]  # (B, 1)
+    chunk = _first_above(chunk_cdf, target)  # (B,)
+    before = chunk_cdf.gather(-1, (chunk - 1).clamp(min=0)[:, None]) * (chunk > 0)[:, None]  # (B, 1)
+    inside = chunks.gather(1, chunk[:, None, None].expand(B, 1, CDF_CHUNK))[:, 0].double().cumsum(dim=-1)  # (B, C)
+    return chunk * CDF_CHUNK + _first_above(inside, target - before)
 
 
-def _ranked(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def penalise_seen_(scaled: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor) -> None:
+    """CTRL-style repetition penalty, in place: seen tokens' positive logits divided by the
+    row's penalty, negative ones multiplied.
+
+    Only the seen entries are read and written (prompt and reply, a few hundred of a row's
+    vocabulary). Dividing by a positive temperature keeps each logit's sign, so the penalty
+    may come after the temperature: penalise(x) / T == penalise(x / T)."""
+    rows, tokens = seen.nonzero(as_tuple=True)
+    picked = scaled[rows, tokens]
+    p = penalty[rows]
+    scaled[rows, tokens] = torch.where(picked > 0, picked / p, picked * p)
+
+
+def _ranked(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each row's highest logits in descending order, as many as every row's top-k and
-    nucleus need (B, k), and their probabilities under the full distribution (B, k)."""
+    nucleus need (B, C), their token ids (B, C), and their probabilities under the full
+    distribution (B, C)."""
     V = logits.shape[-1]
     log_total = torch.logsumexp(logits, dim=-1, keepdim=True)
     for count in CANDIDATE_COUNTS:
@@ -98,42 +130,61 @@ def _ranked(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> t
             break
         if int(top_k.max()) > count:
             continue
-        values, _ = torch.topk(logits, count, dim=-1)
+        values, ids = torch.topk(logits, count, dim=-1)
         probs = (values - log_total).exp()
         if not bool(((top_p < 1) & (probs.sum(-1) < top_p)).any()):
-            return values, probs
-    values, _ = torch.sort(logits, dim=-1, descending=True)
-    return values, (values - log_total).exp()
+            return values, ids, probs
+    values, ids = torch.sort(logits, dim=-1, descending=True)
+    return values, ids, (values - log_total).exp()
 
 
-def filter_logits(
-    logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor
-) -> torch.Tensor:
-    """Set to the lowest float every token outside each row's top-k, nucleus (top-p) and
-    min-p sets.
+def ranked_candidates(
+    scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens each row's top-k, nucleus (top-p) and min-p keep, for rows with top-k or
+    top-p: their ids in vocabulary order (B, C) and their probabilities under the full
+    distribution (B, C). Past a row's kept tokens, ids are V and probabilities 0.
 
-    logits are temperature-scaled (B, V). top_k 0, top_p 1 and min_p 0 disable a filter.
-    """
-    lowest = torch.finfo(logits.dtype).min
-    ranked_rows = (top_k > 0) | (top_p < 1)  # (B,)
-    if bool(ranked_rows.any()):
-        values, probs = _ranked(logits, top_k, top_p)
-        keep = torch.ones_like(values, dtype=torch.bool)
-        rank = torch.arange(values.shape[-1], device=logits.device)[None]
-        keep &= (top_k[:, None] <= 0) | (rank < top_k[:, None])
-        # A token is in the nucleus if the mass before it is below top_p (the first always is).
-        mass_before = probs.cumsum(-1) - probs
-        keep &= mass_before < top_p[:, None]
-        # The smallest kept value is each row's threshold; rows with neither filter keep all.
-        last_kept = keep.sum(-1).clamp(min=1) - 1
-        threshold = values.gather(-1, last_kept[:, None])  # (B, 1)
-        threshold = torch.where(ranked_rows[:, None], threshold, torch.full_like(threshold, -math.inf))
-        logits = torch.where(logits < threshold, lowest, logits)
+    scaled: temperature-scaled logits (B, V). top_k 0, top_p 1 and min_p 0 disable a
+    filter; a row with neither top-k nor top-p gets only its top candidates here, so such
+    rows go to `vocabulary_probabilities` instead."""
+    values, ids, probs = _ranked(scaled, top_k, top_p)
+    rank = torch.arange(values.shape[-1], device=scaled.device)[None]
+    keep = (top_k[:, None] <= 0) | (rank < top_k[:, None])
+    # A token is in the nucleus if the mass before it is below top_p (the first always is).
+    keep &= probs.cumsum(-1) - probs < top_p[:, None]
+    keep &= probs >= min_p[:, None] * probs[:, :1]
+    # Each filter keeps a prefix of the ranking. Ties with its last value are kept too, as a
+    # threshold on the whole vocabulary would keep them.
+    last_kept = keep.sum(-1, keepdim=True).clamp(min=1) - 1
+    keep = values >= values.gather(-1, last_kept)
+    vocabulary_order = torch.where(keep, ids, scaled.shape[-1]).sort(dim=-1)  # kept first, by id
+    kept_probs = torch.where(keep, probs, 0.0).gather(-1, vocabulary_order.indices)
+    return vocabulary_order.values, kept_probs
+
+
+def vocabulary_probabilities(scaled: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
+    """softmax(scaled) over the whole vocabulary (B, V), with tokens below each row's min-p
+    fraction of its most likely token set to 0."""
+    probs = torch.softmax(scaled, dim=-1)
     if bool((min_p > 0).any()):
-        probs = torch.softmax(logits, dim=-1)
         floor = min_p[:, None] * probs.max(dim=-1, keepdim=True).values
-        logits = torch.where(probs < floor, lowest, logits)
-    return logits
+        probs = torch.where(probs < floor, 0.0, probs)
+    return probs
+
+
+def _draw(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor,
+          uniforms: torch.Tensor) -> torch.Tensor:
+    """One token per row (B,) from its filtered distribution; see the module docstring."""
+    ranked_rows = (top_k > 0) | (top_p < 1)  # (B,)
+    tokens = None
+    if not bool(ranked_rows.all()):
+        tokens = inverse_cdf(vocabulary_probabilities(scaled, min_p), uniforms)
+    if bool(ranked_rows.any()):
+        ids, probs = ranked_candidates(scaled, top_k, top_p, min_p)
+        from_candidates = ids.gather(-1, inverse_cdf(probs, uniforms)[:, None])[:, 0]
+        tokens = from_candidates if tokens is None else torch.where(ranked_rows, from_candidates, tokens)
+    return tokens
 
 
 def sample_next_tokens(
@@ -151,19 +202,19 @@ def sample_next_tokens(
     """Next token ids (B,) and, when asked, their log-probabilities (B,)."""
     logits = logits.float()
     greedy = temperature <= 0
-    safe_temperature = torch.where(greedy, torch.ones_like(temperature), temperature)[:, None]
+    safe_temperature = torch.where(greedy, torch.ones_like(temperature), temperature)  # (B,)
+    scaled = logits / safe_temperature[:, None]  # (B, V), a new tensor: ours to change
+    # Before the penalty. log_softmax is one fused pass; logsumexp is several on the CPU.
+    log_probs = torch.log_softmax(scaled, dim=-1) if want_logprobs else None  # (B, V)
+    if bool((repetition_penalty != 1).any()):
+        penalise_seen_(scaled, seen, repetition_penalty)
+    if bool(greedy.all()):
+        tokens = scaled.argmax(dim=-1)
+    else:
+        tokens = _draw(scaled, top_k, top_p, min_p, row_uniforms(seeds, steps))
+        if bool(greedy.any()):
+            tokens = torch.where(greedy, scaled.argmax(dim=-1), tokens)
     logprobs = None
     if want_logprobs:
-        logprobs_all = torch.log_softmax(logits / safe_temperature, dim=-1)
-    if bool((repetition_penalty != 1).any()):
-        logits = apply_repetition_penalty(logits, seen, repetition_penalty)
-    if bool(greedy.all()):
-        tokens = logits.argmax(dim=-1)
-    else:
-        scaled = filter_logits(logits / safe_temperature, top_k, top_p, min_p)
-        tokens = sample_by_inverse_cdf(scaled, row_uniforms(seeds, steps))
-        if bool(greedy.any()):
-            tokens = torch.where(greedy, logits.argmax(dim=-1), tokens)
-    if want_logprobs:
-        logprobs = logprobs_all.gather(-1, tokens[:, None])[:, 0]
+        logprobs = log_probs.gather(-1, tokens[:, None])[:, 0]
     return tokens, logprobs
