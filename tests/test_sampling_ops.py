@@ -7,6 +7,7 @@ import torch
 
 from engine.sampling_ops import (
     inverse_cdf,
+    inverse_cdf_by_chunks,
     penalise_seen_,
     ranked_candidates,
     row_uniforms,
@@ -58,6 +59,19 @@ def test_inverse_cdf_never_draws_a_filtered_token():
     weights = torch.tensor([[1.0, math.e, math.e**2, 0.0, 0.0]] * 2)
     uniforms = torch.tensor([1 - 2.0**-53, 2.0**-53], dtype=torch.float64)
     assert inverse_cdf(weights, uniforms).tolist() == [2, 0]
+
+
+@pytest.mark.parametrize("width", [1000, 49_152])  # a partial last chunk; the default model's vocabulary
+def test_chunked_inverse_cdf_draws_as_the_direct_one(width):
+    generator = torch.Generator().manual_seed(4)
+    weights = torch.softmax(torch.randn(64, width, generator=generator) * 3, -1)
+    weights[:, -300:] = 0  # whole chunks and a part of one without weight at the end
+    weights[weights < 1e-6] = 0
+    uniforms = row_uniforms(torch.arange(64), torch.zeros(64, dtype=torch.long))
+    uniforms[:2] = torch.tensor([2.0**-53, 1 - 2.0**-53], dtype=torch.float64)
+    chunked = inverse_cdf_by_chunks(weights, uniforms)
+    assert torch.equal(chunked, inverse_cdf(weights, uniforms))
+    assert (weights.gather(-1, chunked[:, None]) > 0).all()
 
 
 def reference_draws(logits, temperature, top_k, top_p, min_p, penalty, seen, uniforms):
