@@ -21,9 +21,9 @@ between PPO rollouts) keep it valid; a weight that moved (`.to()`, assigned `.da
 or int8 layers added) makes every graph stale, and they are recorded again.
 
 Only CUDA records graphs. Elsewhere the same step runs eagerly on the same buffers,
-which is how the CPU tests check padding and bucketing; they also trace the step with
-dynamo (fullgraph) to show it never reads a tensor's value on the host, which a capture
-would reject.
+which is how the CPU tests check padding and bucketing; they also watch every operation
+of a step (a TorchDispatchMode) to show it never reads a tensor's value on the host,
+which a capture would reject.
 
 Not here: prefill (its shapes vary with every prompt; it runs eagerly), sampling (it
 runs after the step, and its choice of candidate counts reads values on the host).
