@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 import tempfile
 import time
 
@@ -50,7 +51,8 @@ def main() -> None:
         model_type=args.model_type, device="cpu", eval_every=max(1, args.steps // 6),
     )
     started = time.perf_counter()
-    result = pretrain(settings, on_event=on_event, log=lambda text: print(text, flush=True))
+    home = Path(os.environ["CHAT_TUI_HOME"])
+    result = pretrain(settings, home, home / "models", on_event=on_event, log=lambda text: print(text, flush=True))
     total = time.perf_counter() - started
     print()
     print(f"parameters:          {result.num_parameters:,}")

@@ -89,3 +89,7 @@ def run_command(command: click.Command) -> None:
 def main() -> None:
     """Console-script entry: runs the CLI and turns user errors into one-line messages."""
     run_command(cli)
+
+
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from chat_tui.paths import models_dir
+from chat_tui.paths import data_dir, models_dir
 from chat_tui.services.model_service import ModelService, load_serving_model
 from engine.engine import LLMEngine
 from engine.loading import ModelStore, load_model
@@ -27,6 +27,11 @@ from trainer.pretrain_data import (
     train_tokenizer,
     unigram_baseline,
 )
+
+
+def run_pretrain(settings: PretrainSettings, **options):
+    """`pretrain` with this test's data directory and model store."""
+    return pretrain(settings, data_dir(), models_dir(), **options)
 
 
 def hamlet() -> Path:
@@ -47,7 +52,7 @@ def tiny_settings(out: str, data: Path, **overrides) -> PretrainSettings:
 @pytest.mark.slow
 def test_short_run_on_shakespeare_beats_unigram_baseline():
     events = []
-    result = pretrain(tiny_settings("hamlet-lm", hamlet(), sample_every=75), on_event=events.append)
+    result = run_pretrain(tiny_settings("hamlet-lm", hamlet(), sample_every=75), on_event=events.append)
     # Measured: about 3.5 nats against a 4.9 baseline after 150 steps of 16 x 64 tokens.
     assert result.held_out_loss < result.unigram_baseline - 0.8, (result.held_out_loss, result.unigram_baseline)
     assert result.history[0]["held_out_loss"] > result.history[-1]["held_out_loss"]
@@ -65,7 +70,7 @@ def test_short_run_on_shakespeare_beats_unigram_baseline():
     assert "lm_head.weight" not in load_file(directory / "model.safetensors")  # tied to the embedding
     template = json.loads((directory / "tokenizer_config.json").read_text())["chat_template"]
     assert "<|assistant|>" in template
-    assert not run_dir("hamlet-lm").exists()  # a finished run leaves only the model
+    assert not run_dir(data_dir(), "hamlet-lm").exists()  # a finished run leaves only the model
     info = ModelStore(models_dir()).list_models()[0].info
     assert info["source"] == "pretrained" and info["held_out_loss"] == pytest.approx(result.held_out_loss)
 
@@ -98,7 +103,7 @@ class StopAt(Exception):
 
 def test_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
     data = hamlet()
-    pretrain(tiny_settings("straight", data, steps=12, hidden_size=32, vocab_size=400))
+    run_pretrain(tiny_settings("straight", data, steps=12, hidden_size=32, vocab_size=400))
 
     def crash_at_9(event):
         if event.kind == "step" and event.step == 9:
@@ -106,11 +111,11 @@ def test_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
 
     interrupted = tiny_settings("interrupted", data, steps=12, hidden_size=32, vocab_size=400, checkpoint_every=5)
     with pytest.raises(StopAt):
-        pretrain(interrupted, on_event=crash_at_9)
+        run_pretrain(interrupted, on_event=crash_at_9)
     assert not (models_dir() / "interrupted").exists()
-    progress = json.loads((run_dir("interrupted") / "checkpoint" / "progress.json").read_text())
+    progress = json.loads((run_dir(data_dir(), "interrupted") / "checkpoint" / "progress.json").read_text())
     assert progress == {"step": 5}
-    resumed = pretrain(interrupted, resume=True)
+    resumed = run_pretrain(interrupted, resume=True)
     assert resumed.steps == 12
     want = load_file(models_dir() / "straight" / "model.safetensors")
     got = load_file(models_dir() / "interrupted" / "model.safetensors")
@@ -142,8 +147,8 @@ def test_blocks_and_batches_cover_the_data():
 
 
 def _assert_nothing_written(name: str) -> None:
-    assert not run_dir(name).exists()
-    assert not run_dir(name).with_name(name + ".tmp").exists()
+    assert not run_dir(data_dir(), name).exists()
+    assert not run_dir(data_dir(), name).with_name(name + ".tmp").exists()
     assert not (models_dir() / name).exists()
 
 
@@ -160,7 +165,7 @@ def test_bad_corpus_is_refused(tmp_path, content, message):
     corpus = tmp_path / "corpus.txt"
     corpus.write_bytes(content)
     with pytest.raises(TrainerError, match=message) as error:
-        pretrain(tiny_settings("bad", corpus))
+        run_pretrain(tiny_settings("bad", corpus))
     assert str(corpus) in str(error.value) and "\n" not in str(error.value)
     _assert_nothing_written("bad")
 
@@ -175,7 +180,7 @@ def test_vocabulary_larger_than_corpus_supports(tmp_path):
     corpus = tmp_path / "small.txt"
     corpus.write_text("the cat sat on the mat\n" * 50)
     with pytest.raises(TrainerError, match=r"vocabulary size 5000 is larger than this corpus supports \(at most \d+"):
-        pretrain(tiny_settings("big-vocab", corpus, vocab_size=5000))
+        run_pretrain(tiny_settings("big-vocab", corpus, vocab_size=5000))
     _assert_nothing_written("big-vocab")
     with pytest.raises(TrainerError, match="vocabulary size 100 is too small"):
         train_tokenizer([Document("x", "abc")], 100)
@@ -186,14 +191,14 @@ def test_vocabulary_larger_than_corpus_supports(tmp_path):
 
 def test_existing_names_and_missing_runs(tmp_path):
     with pytest.raises(TrainerError, match="no pretraining run named 'ghost' to resume"):
-        pretrain(tiny_settings("ghost", hamlet()), resume=True)
+        run_pretrain(tiny_settings("ghost", hamlet()), resume=True)
     (models_dir() / "taken").mkdir(parents=True)
     with pytest.raises(TrainerError, match="model 'taken' already exists"):
-        pretrain(tiny_settings("taken", hamlet()))
+        run_pretrain(tiny_settings("taken", hamlet()))
     with pytest.raises(TrainerError, match="not a valid model name"):
-        pretrain(tiny_settings("../escape", hamlet()))
+        run_pretrain(tiny_settings("../escape", hamlet()))
     with pytest.raises(TrainerError, match="model size 'huge'"):
-        pretrain(tiny_settings("huge", hamlet(), size="huge"))
+        run_pretrain(tiny_settings("huge", hamlet(), size="huge"))
 
 
 def test_cli_prints_one_line_errors(tmp_path, monkeypatch, capsys):

@@ -3,7 +3,7 @@
 Each process trains on its own shard of the comparison groups; after every optimizer step
 both must hold bit-identical weights (gradients averaged, same optimizer updates), and
 the weights must have moved. A second test runs the whole `chat-tui train` pipeline with
-two processes (`accelerate launch -m trainer`) and checks it produces one new version.
+two processes (`accelerate launch -m chat_tui train`) and checks it produces one new version.
 
 accelerate's `--cpu` flag selects its single-process launcher, so the two processes are
 started with `--multi_gpu` (torchrun); on a machine without GPUs they run on the CPU and
@@ -55,7 +55,7 @@ WORKER = textwrap.dedent(
     def on_step(step, optimizer):
         save_file(trainable_state(policy), str(out / f"rank{rank}-step{step}.safetensors"))
 
-    config = DPOConfig(epochs=1, lr=1e-2, groups_per_batch=2, max_steps=2, seed=0)
+    config = DPOConfig(epochs=1, lr=1e-2, groups_per_batch=2, max_steps=2, seed=0, nll_weight=0.0)
     train_dpo(policy, groups, [], config, accelerator, 0, on_step=on_step)
     print(f"process {rank} of {accelerator.num_processes} done", flush=True)
     """
@@ -92,7 +92,7 @@ def test_two_processes_hold_identical_weights_after_each_step(tmp_path):
 def test_train_command_runs_data_parallel(base_state, chat_tui_home, algo, top_layers):  # noqa: F811
     store, _ = install_base(base_state)
     add_feedback(store)
-    args = ["-m", "trainer", "--algo", algo, "--steps", "2", "--device", "cpu", "--top-layers", top_layers,
+    args = ["-m", "chat_tui", "train", "--algo", algo, "--steps", "2", "--device", "cpu", "--top-layers", top_layers,
             "--max-reply-tokens", "12", "--activate"]
     result = accelerate_launch(args, env={"CHAT_TUI_HOME": str(chat_tui_home)})
     output = result.stdout + result.stderr

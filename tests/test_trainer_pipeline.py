@@ -38,8 +38,8 @@ from trainer.pipeline import BaseVersion, run_training
 from trainer.settings import MIN_PAIRS, TrainSettings
 
 SMALL = dict(
-    device="cpu", steps=4, prompts_per_step=4, max_reply_tokens=12, reward_lr=2e-3, sft_lr=3e-3, ppo_lr=3e-3,
-    value_lr=1e-3, dpo_lr=1e-3, top_layers=0, reward_epochs=2,
+    device="cpu", steps=4, prompts_per_step=4, max_reply_tokens=12, reward_lr=2e-3, sft_lr=3e-3, policy_lr=3e-3,
+    value_lr=1e-3, top_layers=0, reward_epochs=2,
 )
 
 
@@ -190,7 +190,7 @@ def test_bad_settings_are_clear_errors(base_state):
 
 def run_cli(args: list[str], home: Path, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "CHAT_TUI_HOME": str(home), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "trainer", *args], env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "chat_tui", "train", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
@@ -218,7 +218,7 @@ def test_killed_run_leaves_stores_intact_and_resumes(base_state, chat_tui_home):
     assert [v.name for v in store.list_model_versions()] == ["tiny"]
     assert store.list_training_runs()[-1].status == "running"
     # Rerunning the same command resumes from the checkpoint and finishes.
-    result = subprocess.run([sys.executable, "-m", "trainer", *args], env={**os.environ, "CHAT_TUI_HOME": str(chat_tui_home)},
+    result = subprocess.run([sys.executable, "-m", "chat_tui", "train", *args], env={**os.environ, "CHAT_TUI_HOME": str(chat_tui_home)},
                             capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output

@@ -151,7 +151,7 @@ def test_engine_logprobs_equal_the_trainers_recomputed_logprobs(world):
     """The shift/gather/temperature conventions agree with what the engine sampled."""
     loaded = world.fresh_policy()
     engine = LLMEngine(loaded, max_batch_size=16)
-    config = PPOConfig(temperature=0.7, samples_per_prompt=3, max_new_tokens=MAX_NEW)
+    config = PPOConfig(lr=1e-5, temperature=0.7, samples_per_prompt=3, max_new_tokens=MAX_NEW)
     trainer = PPOTrainer(loaded.model, copy.deepcopy(world.reward_model), world.reward_model, engine, config,
                          world.accelerator, 0, reference=copy.deepcopy(loaded.model))
     prompts, replies, finished, engine_logprobs = trainer.rollout(world.eval_prompts[:6], seed=5)
@@ -170,7 +170,7 @@ def test_ppo_raises_the_preferred_behaviour_with_bounded_kl(world):
     share_before, _ = world.measure(loaded, reference)
     engine = LLMEngine(loaded, max_batch_size=64)
     config = PPOConfig(steps=20, prompts_per_step=16, samples_per_prompt=2, max_new_tokens=MAX_NEW, lr=3e-4,
-                       value_lr=1e-3, kl_beta=0.05, ppo_epochs=2, minibatch_rows=16)
+                       value_lr=1e-3, kl_beta=0.05, ppo_epochs=2, minibatch_rows=16, temperature=1.0)
     trainer = PPOTrainer(loaded.model, copy.deepcopy(world.reward_model), world.reward_model, engine, config,
                          world.accelerator, 0, reference=reference)
     history = trainer.train(world.train_prompts)
@@ -191,7 +191,7 @@ def test_ppo_with_lora_uses_the_disabled_adapter_as_reference(world):
     value = copy.deepcopy(world.reward_model)
     engine = LLMEngine(loaded, max_batch_size=64)
     config = PPOConfig(steps=8, prompts_per_step=16, samples_per_prompt=2, max_new_tokens=MAX_NEW, lr=3e-3,
-                       value_lr=1e-3, kl_beta=0.05, minibatch_rows=16)
+                       value_lr=1e-3, kl_beta=0.05, minibatch_rows=16, temperature=1.0)
     trainer = PPOTrainer(loaded.model, value, world.reward_model, engine, config, world.accelerator, 0)
     trainer.train(world.train_prompts)
     share_after, kl = world.measure(loaded, None)
@@ -208,7 +208,7 @@ def test_dpo_raises_the_preferred_behaviour_with_bounded_kl(world):
     loaded = world.fresh_policy()
     reference = copy.deepcopy(loaded.model)
     share_before, _ = world.measure(loaded, reference)
-    result = train_dpo(loaded.model, world.train_groups, world.eval_groups, DPOConfig(epochs=1, lr=3e-4, beta=0.1),
+    result = train_dpo(loaded.model, world.train_groups, world.eval_groups, DPOConfig(epochs=1, lr=3e-4, beta=0.1, nll_weight=0.0),
                        world.accelerator, 0)
     share_after, kl = world.measure(loaded, reference)
     assert result.metrics["eval_accuracy"] > 0.6  # 0.75
@@ -233,7 +233,7 @@ def test_ppo_with_a_shared_trunk_computes_the_same_experience_and_losses(world):
         value = copy.deepcopy(reward_model)
         lora.freeze_except_top_layers(value, 1)
         value.head.requires_grad_(True)
-        config = PPOConfig(samples_per_prompt=2, max_new_tokens=MAX_NEW, minibatch_rows=5, trunk_layers=trunk_layers)
+        config = PPOConfig(lr=1e-5, samples_per_prompt=2, max_new_tokens=MAX_NEW, minibatch_rows=5, trunk_layers=trunk_layers)
         trainers.append(PPOTrainer(loaded.model, value, reward_model, engine, config, world.accelerator, 0))
     prompts, replies, finished, _ = trainers[0].rollout(world.eval_prompts[:6], seed=11)
     plain, shared = (t.make_experience(prompts, replies, finished) for t in trainers)

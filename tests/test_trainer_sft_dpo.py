@@ -39,7 +39,7 @@ def test_dpo_starts_at_ln2_and_a_resumed_run_matches_an_uninterrupted_one():
     base = tiny_policy()
     lora.apply_lora(base, rank=2, alpha=4)
     reference = reference_logprobs(base, groups, 0, "cpu")
-    config = DPOConfig(epochs=1, lr=5e-3, groups_per_batch=4, max_steps=4, seed=2)
+    config = DPOConfig(epochs=1, lr=5e-3, groups_per_batch=4, max_steps=4, seed=2, nll_weight=0.0)
 
     straight = copy.deepcopy(base)
     result = train_dpo(straight, groups, [], config, accelerator, 0, reference=reference)
@@ -72,8 +72,8 @@ def test_dpo_nll_term_is_the_per_token_nll_of_each_groups_best_reply():
     policy = tiny_policy()
     reference = reference_logprobs(policy, groups, 0, "cpu")
     scorer = ReplyScorer(policy)
-    plain, _ = dpo_batch_loss(scorer, groups, reference, DPOConfig(), 0, torch.device("cpu"))
-    with_nll, stats = dpo_batch_loss(scorer, groups, reference, DPOConfig(nll_weight=0.5), 0, torch.device("cpu"))
+    plain, _ = dpo_batch_loss(scorer, groups, reference, DPOConfig(lr=1e-3, nll_weight=0.0), 0, torch.device("cpu"))
+    with_nll, stats = dpo_batch_loss(scorer, groups, reference, DPOConfig(lr=1e-3, nll_weight=0.5), 0, torch.device("cpu"))
     # By hand: each group ranks 3 replies (pairs 0>1, 0>2, 1>2); its best reply is row 0.
     assert best_reply_rows(torch.tensor([[0, 1], [0, 2], [1, 2], [3, 5], [4, 5], [3, 4]])).tolist() == [0, 3]
     nlls = []

@@ -12,12 +12,16 @@ Modules, lowest first:
     sft.py, dpo.py     supervised fine-tuning, direct preference optimisation
     ppo.py             PPO with engine rollouts
     evaluation.py      a new version against its parent on held-out prompts
-    settings.py        run settings, device defaults, which phases the data supports
+    algorithms.py      the registry of training algorithms (torch-free)
+    settings.py        run settings with one default and a help string each; the phase plan
     memory.py          up-front memory estimate
     checkpoints.py     resumable run checkpoints
-    pipeline.py        a whole run: snapshot -> SFT -> reward -> PPO/DPO -> new version
-    runtime.py         accelerator, optimizer, NaN checks
+    run.py             the state a run's phases share: checkpoints, evaluation, saving
+    phases/            one module per phase: sft, reward, and each algorithm's policy phase
+    pipeline.py        a whole run: snapshot -> SFT -> reward -> policy phase -> new version
+    runtime.py         accelerator, optimizer, one training step, NaN checks
     progress.py        console progress bars with ETA
     pretrain*.py       `chat-tui pretrain` (a small model from your own text), separate from RLHF
-`python -m trainer` (or `accelerate launch -m trainer`) is `chat-tui train`.
+`chat-tui train` (chat_tui/commands/train.py) is the command line; `accelerate launch -m
+chat_tui train` runs it data-parallel.
 """

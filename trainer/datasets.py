@@ -248,6 +248,24 @@ def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:
     return padded[rank : per_process * world_size : world_size]
 
 
+def epoch_batches(items: Sequence[T], epochs: int, batch_size: int, rng: random.Random, rank: int = 0, world_size: int = 1):
+    """Every epoch's batches of this process's share, in order: each epoch shuffles all
+    items with `rng` (the same seed on every process, so the same order), then takes this
+    process's shard and cuts it into batches."""
+    for _ in range(epochs):
+        order = list(items)
+        rng.shuffle(order)
+        yield from batches(shard(order, rank, world_size), batch_size)
+
+
+def batches_per_epoch(num_items: int, batch_size: int, world_size: int = 1) -> int:
+    """How many batches `epoch_batches` yields per epoch on each process."""
+    if num_items == 0:
+        return 0
+    per_process = num_items if world_size <= 1 else math.ceil(num_items / world_size)
+    return math.ceil(per_process / batch_size)
+
+
 def batches(items: Sequence[T], batch_size: int, rng: random.Random | None = None) -> list[list[T]]:
     """Consecutive batches, after a shuffle when `rng` is given."""
     order = list(items)

@@ -19,30 +19,40 @@ from torch import nn
 
 from trainer import lora, ops
 from trainer.batch import make_batch
-from trainer.datasets import ComparisonGroup, batches, shard
+from trainer.datasets import ComparisonGroup, batches_per_epoch, epoch_batches
 from trainer.logprobs import ReplyScorer, reply_logprobs
 from trainer.progress import Progress, SilentProgress
 from trainer.reward_training import flatten_groups, row_keys
-from trainer.runtime import check_finite, gather_mean, make_optimizer
+from trainer.runtime import gather_mean, make_optimizer, train_step
+from trainer.settings import TrainSettings
 from trainer.trunk import TrunkCache
 
 
 @dataclass
 class DPOConfig:
-    epochs: int = 2
-    lr: float = 1e-5
-    beta: float = 0.1
+    """DPO's knobs. A run builds it with `from_settings`; every default shared with the
+    run's settings is TrainSettings' own."""
+
+    lr: float
+    epochs: int = 1
+    beta: float = TrainSettings.dpo_beta
     label_smoothing: float = 0.0
     groups_per_batch: int = 4
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
-    seed: int = 0
+    seed: int = TrainSettings.seed
     max_steps: int | None = None  # stop early after this many optimizer steps
     trunk_layers: int = 0  # frozen bottom layers: run once per reply and cached
-    # Weight of the per-token NLL of each group's best reply, added to the DPO loss. DPO
-    # alone can widen the margin by pushing every reply's likelihood down, which drifts the
-    # model away from fluent text; the NLL term holds the preferred replies up.
-    nll_weight: float = 0.0
+    # Weight of the per-token NLL of each group's best reply, added to the DPO loss (see
+    # TrainSettings.dpo_nll_weight).
+    nll_weight: float = TrainSettings.dpo_nll_weight
+
+    @classmethod
+    def from_settings(cls, settings: TrainSettings, trunk_layers: int = 0) -> "DPOConfig":
+        """From resolved settings (steps and policy_lr filled in); `epochs` is set by the
+        caller from the data size so that `max_steps` is reached."""
+        return cls(lr=settings.policy_lr, beta=settings.dpo_beta, seed=settings.seed, max_steps=settings.steps,
+                   trunk_layers=trunk_layers, nll_weight=settings.dpo_nll_weight)
 
 
 @dataclass
@@ -167,8 +177,8 @@ def train_dpo(
     prepared, optimizer = accelerator.prepare(scorer, optimizer)
     prepared.eval()  # dropout off
     rng = random.Random(config.seed)
-    per_epoch = len(batches(shard(train, accelerator.process_index, accelerator.num_processes), config.groups_per_batch))
-    total = per_epoch * config.epochs
+    rank, world = accelerator.process_index, accelerator.num_processes
+    total = batches_per_epoch(len(train), config.groups_per_batch, world) * config.epochs
     if config.max_steps is not None:
         total = min(total, config.max_steps)
     phase = progress.phase("dpo", total)
@@ -176,30 +186,23 @@ def train_dpo(
     history = []
     step = 0
     try:
-        for _ in range(config.epochs):
-            order = list(train)
-            rng.shuffle(order)
-            for chunk in batches(shard(order, accelerator.process_index, accelerator.num_processes), config.groups_per_batch):
-                if step >= total:
-                    break
-                if step < start_step:  # resuming: replay the shuffles, skip the work
-                    step += 1
-                    continue
-                with accelerator.accumulate(prepared):
-                    with accelerator.autocast():
-                        loss, stats = dpo_batch_loss(prepared, chunk, reference, config, pad_id, accelerator.device, trunks)
-                    value = check_finite(loss, "DPO loss", step)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and config.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(prepared.parameters(), config.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad()
+        for chunk in epoch_batches(train, config.epochs, config.groups_per_batch, rng, rank, world):
+            if step >= total:
+                break
+            if step < start_step:  # resuming: replay the shuffles, skip the work
                 step += 1
-                metrics = gather_mean(accelerator, {"loss": value, **{k: float(v) for k, v in stats.items()}})
-                history.append(metrics)
-                phase.advance(1, {"loss": metrics["loss"], "margin": metrics["reward_margin"]})
-                if on_step is not None:
-                    on_step(step, optimizer)
+                continue
+            value, stats = train_step(
+                accelerator, prepared, optimizer,
+                lambda: dpo_batch_loss(prepared, chunk, reference, config, pad_id, accelerator.device, trunks),
+                config.max_grad_norm, "DPO loss", step,
+            )
+            step += 1
+            metrics = gather_mean(accelerator, {"loss": value, **{k: float(v) for k, v in stats.items()}})
+            history.append(metrics)
+            phase.advance(1, {"loss": metrics["loss"], "margin": metrics["reward_margin"]})
+            if on_step is not None:
+                on_step(step, optimizer)
     finally:
         phase.close()
     with accelerator.autocast():

@@ -1,6 +1,6 @@
 """A whole training run: feedback snapshot -> SFT -> reward model -> PPO or DPO -> new version.
 
-`run_training` is what `chat-tui train` (and `accelerate launch -m trainer`) calls:
+`run_training` is what `chat-tui train` (under `accelerate launch -m chat_tui train` too) calls:
 
 1. Finds an interrupted run with the same settings and base version and resumes it, or
    records a new run with the store's current snapshot. Every process reads that same
@@ -33,8 +33,9 @@ from trainer.batch import pad_id_for
 from trainer.checkpoints import RunCheckpoint, run_folder
 from trainer.datasets import DatasetLimits, TrainingSets, build_training_sets
 from trainer.errors import TrainerError, TrainingDivergedError
-from trainer.phases import BaseVersion, Echo, TrainingRun
+from trainer.algorithms import get_algorithm
 from trainer.progress import Progress
+from trainer.run import BaseVersion, Echo, TrainingRun
 from trainer.runtime import seed_everything
 from trainer.settings import PhasePlan, TrainSettings, plan_phases
 
@@ -69,7 +70,7 @@ def describe_plan(sets: TrainingSets, plan: PhasePlan, settings: TrainSettings, 
         f"phases: {' -> '.join(plan.names)}",
         f"training: {'LoRA r=' + str(settings.lora_rank) if settings.use_lora else 'full weights'}, "
         f"{'top ' + str(settings.top_layers) + ' layers' if settings.top_layers else 'all layers'}, "
-        f"{settings.steps} {'PPO' if settings.algo == 'ppo' else 'DPO'} steps",
+        f"{settings.steps} {settings.algo.upper()} steps",
         f"estimated peak memory: {memory}",
     ]
     return lines + [f"note: {n}" for n in plan.notes]
@@ -103,8 +104,6 @@ def run_training(
         param.requires_grad_(False)
     # With only the top layers training, every model shares the frozen bottom ones.
     run.trunk_layers = num_layers - s.top_layers if s.top_layers else 0
-    from trainer.batch import pad_id_for
-
     pad_id = pad_id_for(loaded.config)
     limits = DatasetLimits(s.max_prompt_tokens, s.max_reply_tokens)
     sets = build_training_sets(loaded, data, limits, s.eval_fraction, s.seed)
@@ -140,26 +139,27 @@ def run_training(
     metrics: dict[str, Any] = {}
     try:
         if plan.sft:
-            metrics.update({f"sft_{k}": v for k, v in run.run_sft(loaded, sets, pad_id).items()})
+            from trainer.phases import sft
+
+            metrics.update(sft.run_phase(run, loaded, sets, pad_id))
         reward_model = None
         if plan.reward:
-            reward_model, reward_metrics = run.run_reward(loaded, sets, pad_id)
+            from trainer.phases import reward
+
+            reward_model, reward_metrics = reward.run_phase(run, loaded, sets, pad_id)
             metrics.update({f"reward_{k}": v for k, v in reward_metrics.items()})
-        if plan.policy == "ppo":
-            history = run.run_ppo(loaded, sets, reward_model, pad_id)
-            if history:
-                metrics.update({f"ppo_last_{k}": v for k, v in history[-1].items()})
-        elif plan.policy == "dpo":
-            metrics.update({f"dpo_{k}": v for k, v in run.run_dpo(loaded, sets, pad_id).items()})
+        if plan.policy is not None:
+            run_phase = get_algorithm(plan.policy).load_phase()
+            metrics.update(run_phase(run, loaded, sets, reward_model, pad_id))
         run.state["policy_ran"] = plan.policy is not None
         improved: bool | None = None
         samples: list[dict[str, str]] = []
         if run.is_main:
             eval_metrics, improved, samples = run.evaluate(loaded, sets, reward_model, pad_id)
             metrics.update(eval_metrics)
-            if plan.policy == "dpo":
+            if plan.policy is not None and not plan.reward:
                 # No reward model: improvement is the held-out pairs' implicit-reward accuracy.
-                accuracy = metrics.get("dpo_eval_accuracy")
+                accuracy = metrics.get(f"{plan.policy}_eval_accuracy")
                 improved = accuracy is not None and accuracy > 0.5
             elif plan.policy is None:
                 # SFT only: improvement is a lower loss on the held-out demonstrations.

@@ -39,35 +39,51 @@ from trainer.batch import SequenceBatch, make_batch
 from trainer.datasets import PromptExample, shard
 from trainer.logprobs import ReplyScorer, first_reply_column, reply_logprobs
 from trainer.progress import Progress, SilentProgress
+from trainer.algorithms import get_algorithm
 from trainer.runtime import check_finite, gather_mean, make_optimizer
+from trainer.settings import TrainSettings
 from trainer.trunk import Trunk, check_frozen, pad_rows, run_trunk, same_trunk
 
 
 @dataclass
 class PPOConfig:
-    steps: int = 20
-    prompts_per_step: int = 8
-    samples_per_prompt: int = 2
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    ppo_epochs: int = 2
-    minibatch_rows: int = 8
-    lr: float = 1e-5
-    value_lr: float = 1e-5
-    kl_beta: float = 0.03
-    adaptive_kl: bool = False
-    target_kl: float = 6.0  # per-reply KL (summed over tokens) the adaptive controller aims at
+    """PPO's knobs. A run builds it with `from_settings`; every default shared with the
+    run's settings is TrainSettings' own, the rest are PPO's internals."""
+
+    lr: float
+    steps: int = get_algorithm("ppo").steps_cpu
+    prompts_per_step: int = TrainSettings.prompts_per_step
+    samples_per_prompt: int = TrainSettings.samples_per_prompt
+    max_new_tokens: int = TrainSettings.max_reply_tokens
+    temperature: float = TrainSettings.temperature
+    ppo_epochs: int = TrainSettings.ppo_epochs
+    minibatch_rows: int = TrainSettings.minibatch_rows
+    value_lr: float = TrainSettings.value_lr
+    kl_beta: float = TrainSettings.kl_beta
+    adaptive_kl: bool = TrainSettings.adaptive_kl
+    target_kl: float = TrainSettings.target_kl  # per-reply KL (summed over tokens) the adaptive controller aims at
     kl_horizon: int = 10000
     gamma: float = 1.0
     lam: float = 0.95
     clip: float = 0.2
     value_clip: float = 0.2
-    no_eos_penalty: float = 1.0  # subtracted from the score of a reply that never ended
+    no_eos_penalty: float = TrainSettings.no_eos_penalty  # subtracted from the score of a reply that never ended
     max_grad_norm: float = 1.0
-    seed: int = 0
+    seed: int = TrainSettings.seed
     # Bottom layers frozen and identical in the policy, reference, value and reward models
     # (top-N training): run once per rollout row and reused by all four (trainer/trunk.py).
     trunk_layers: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: TrainSettings, trunk_layers: int = 0) -> "PPOConfig":
+        """From resolved settings (steps and policy_lr filled in)."""
+        s = settings
+        return cls(
+            lr=s.policy_lr, steps=s.steps, prompts_per_step=s.prompts_per_step, samples_per_prompt=s.samples_per_prompt,
+            max_new_tokens=s.max_reply_tokens, temperature=s.temperature, ppo_epochs=s.ppo_epochs,
+            minibatch_rows=s.minibatch_rows, value_lr=s.value_lr, kl_beta=s.kl_beta, adaptive_kl=s.adaptive_kl,
+            target_kl=s.target_kl, no_eos_penalty=s.no_eos_penalty, seed=s.seed, trunk_layers=trunk_layers,
+        )
 
 
 @dataclass

@@ -28,7 +28,6 @@ import torch
 from accelerate.utils import broadcast_object_list
 import torch.nn.functional as F
 
-from chat_tui.paths import data_dir, models_dir
 from engine.config import ModelConfig
 from engine.loading.checkpoint import Checkpoint, state_dict_for_saving
 from engine.loading.model_store import VALID_NAME, ModelStore
@@ -143,9 +142,9 @@ class PretrainResult:
     history: list[dict] = field(default_factory=list)  # {"step", "held_out_loss"} per evaluation
 
 
-def run_dir(name: str) -> Path:
+def run_dir(data_dir: Path, name: str) -> Path:
     """Where an unfinished pretraining run keeps its tokenizer, tokens and checkpoint."""
-    return data_dir() / "pretrain" / name
+    return Path(data_dir) / "pretrain" / name
 
 
 def _check_name(store: ModelStore, name: str) -> None:
@@ -157,9 +156,8 @@ def _check_name(store: ModelStore, name: str) -> None:
         raise TrainerError(f"model {name!r} already exists in the store; choose another --out")
 
 
-def _prepare_run(settings: PretrainSettings, resume: bool, log: Callable[[str], None]) -> PretrainSettings:
+def _prepare_run(settings: PretrainSettings, directory: Path, resume: bool, log: Callable[[str], None]) -> PretrainSettings:
     """Create the run directory (tokenizer, token stream, settings) or check the one to resume."""
-    directory = run_dir(settings.out)
     if resume:
         if not (directory / RUN_SETTINGS).exists():
             raise TrainerError(f"no pretraining run named {settings.out!r} to resume (looked in {directory})")
@@ -306,7 +304,9 @@ def model_config_for(shape: ModelShape, tokenizer: spm.SentencePieceProcessor) -
     )
 
 
-def save_to_store(store: ModelStore, name: str, model: PalmForCausalLM, tokenizer_bytes: bytes, info: dict) -> Path:
+def save_to_store(
+    store: ModelStore, name: str, model: PalmForCausalLM, tokenizer_bytes: bytes, info: dict, source: Path
+) -> Path:
     """Write the model into the store as an ordinary model directory (atomically, by the store)."""
     tokenizer = Tokenizer.from_sentencepiece(
         tokenizer_bytes,
@@ -321,19 +321,22 @@ def save_to_store(store: ModelStore, name: str, model: PalmForCausalLM, tokenize
         tensors={k: v.detach().float().cpu().contiguous() for k, v in state_dict_for_saving(model, model.config).items()},
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,
-        source=run_dir(name),
+        source=source,
     )
     return store.write(checkpoint, name, {"source": "pretrained", **info})
 
 
 def pretrain(
     settings: PretrainSettings,
+    data_dir: Path,
+    models_dir: Path,
     resume: bool = False,
     on_event: Callable[[PretrainEvent], None] | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> PretrainResult:
-    """Run (or resume) a pretraining run and write its model into the store."""
-    store = ModelStore(models_dir())
+    """Run (or resume) a pretraining run and write its model into the store at `models_dir`;
+    the unfinished run lives under `data_dir`/pretrain/."""
+    store = ModelStore(models_dir)
     _check_name(store, settings.out)
     if settings.steps < 1:
         raise TrainerError(f"--steps must be at least 1, got {settings.steps}")
@@ -345,15 +348,15 @@ def pretrain(
     failure: list[str | None] = [None]
     if accelerator.is_main_process:
         try:
-            settings = _prepare_run(settings, resume, say)
+            settings = _prepare_run(settings, run_dir(data_dir, settings.out), resume, say)
         except TrainerError as exc:
             failure = [str(exc)]
     failure = broadcast_object_list(failure)
     if failure[0] is not None:
         raise TrainerError(failure[0])
     if not accelerator.is_main_process:
-        settings = _prepare_run(settings, True, say)
-    directory = run_dir(settings.out)
+        settings = _prepare_run(settings, run_dir(data_dir, settings.out), True, say)
+    directory = run_dir(data_dir, settings.out)
     shape = settings.shape()
     tokenizer_bytes = (directory / RUN_TOKENIZER).read_bytes()
     tokenizer = spm.SentencePieceProcessor(model_proto=tokenizer_bytes)
@@ -455,7 +458,7 @@ def pretrain(
             "num_parameters": num_parameters,
             "history": history,
         }
-        save_to_store(store, settings.out, accelerator.unwrap_model(model), tokenizer_bytes, info)
+        save_to_store(store, settings.out, accelerator.unwrap_model(model), tokenizer_bytes, info, directory)
         shutil.rmtree(directory, ignore_errors=True)  # finished: the model is in the store
     accelerator.wait_for_everyone()
     emit(PretrainEvent("done", step, total, held_out_loss=final, unigram_baseline=baseline))

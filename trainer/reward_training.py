@@ -20,22 +20,32 @@ from torch import nn
 
 from trainer import ops
 from trainer.batch import make_batch
-from trainer.datasets import ComparisonGroup, batches, shard
+from trainer.datasets import ComparisonGroup, batches_per_epoch, epoch_batches
 from trainer.progress import Progress, SilentProgress
-from trainer.runtime import check_finite, gather_mean, make_optimizer
+from trainer.runtime import gather_mean, make_optimizer, train_step
+from trainer.settings import TrainSettings
 from trainer.trunk import TrunkCache
 
 
 @dataclass
 class RewardTrainingConfig:
-    epochs: int = 2
-    lr: float = 2e-5
-    groups_per_batch: int = 8
+    """The reward model's knobs. A run builds it with `from_settings`; shared defaults
+    are TrainSettings'."""
+
+    epochs: int = 1
+    lr: float = TrainSettings.reward_lr
+    groups_per_batch: int = TrainSettings.minibatch_rows // 2
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
-    seed: int = 0
+    seed: int = TrainSettings.seed
     eval_rows_per_batch: int = 16
     trunk_layers: int = 0  # bottom layers that are frozen: computed once per reply, cached
+
+    @classmethod
+    def from_settings(cls, settings: TrainSettings, trunk_layers: int = 0) -> "RewardTrainingConfig":
+        """From resolved settings (reward_epochs filled in)."""
+        return cls(epochs=settings.reward_epochs, lr=settings.reward_lr, groups_per_batch=max(1, settings.minibatch_rows // 2),
+                   seed=settings.seed, trunk_layers=trunk_layers)
 
 
 @dataclass
@@ -124,30 +134,22 @@ def train_reward_model(
     prepared, optimizer = accelerator.prepare(model, optimizer)
     prepared.eval()  # no dropout anywhere: scores must be deterministic functions of the text
     rng = random.Random(config.seed)
-    steps_per_epoch = len(batches(shard(train_groups, accelerator.process_index, accelerator.num_processes), config.groups_per_batch))
-    phase = progress.phase("reward", steps_per_epoch * config.epochs)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    phase = progress.phase("reward", batches_per_epoch(len(train_groups), config.groups_per_batch, world) * config.epochs)
     history: list[dict[str, float]] = []
     step = 0
     try:
-        for _ in range(config.epochs):
-            # Same shuffle on every process (same seed), then each takes its shard.
-            order = list(train_groups)
-            rng.shuffle(order)
-            mine = shard(order, accelerator.process_index, accelerator.num_processes)
-            for chunk in batches(mine, config.groups_per_batch):
-                with accelerator.accumulate(prepared):
-                    with accelerator.autocast():
-                        loss, accuracy = groups_loss(prepared, chunk, pad_id, accelerator.device, trunks)
-                    loss_value = check_finite(loss, "reward model loss", step)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and config.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(prepared.parameters(), config.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad()
-                step += 1
-                metrics = gather_mean(accelerator, {"loss": loss_value, "accuracy": float(accuracy)})
-                history.append(metrics)
-                phase.advance(1, metrics)
+        for chunk in epoch_batches(train_groups, config.epochs, config.groups_per_batch, rng, rank, world):
+            def compute() -> tuple[torch.Tensor, dict]:
+                loss, accuracy = groups_loss(prepared, chunk, pad_id, accelerator.device, trunks)
+                return loss, {"accuracy": float(accuracy)}
+
+            loss_value, stats = train_step(accelerator, prepared, optimizer, compute, config.max_grad_norm,
+                                           "reward model loss", step)
+            step += 1
+            metrics = gather_mean(accelerator, {"loss": loss_value, **stats})
+            history.append(metrics)
+            phase.advance(1, metrics)
     finally:
         phase.close()
     unwrapped = accelerator.unwrap_model(prepared)

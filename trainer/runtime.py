@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import os
 import random
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -57,6 +59,31 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0) -> to
     if not params:
         raise TrainerError("nothing to train: every parameter of the model is frozen")
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
+
+
+def train_step(
+    accelerator: Accelerator,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    compute_loss: Callable[[], tuple[torch.Tensor, dict[str, Any]]],
+    max_grad_norm: float,
+    what: str,
+    step: int,
+) -> tuple[float, dict[str, Any]]:
+    """One optimizer step of a prepared model: the loss under autocast, its backward pass,
+    gradient-norm clipping and the update (accumulated over `gradient_accumulation_steps`
+    calls by accelerate). Returns (the loss as a float, the statistics compute_loss gave);
+    TrainingDivergedError, before any update, when the loss is not finite."""
+    with accelerator.accumulate(model):
+        with accelerator.autocast():
+            loss, stats = compute_loss()
+        value = check_finite(loss, what, step)
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+    return value, stats
 
 
 def check_finite(value: torch.Tensor | float, what: str, step: int) -> float:

@@ -17,20 +17,30 @@ from torch import nn
 
 from trainer import ops
 from trainer.batch import make_batch
-from trainer.datasets import SFTExample, batches, shard
+from trainer.datasets import SFTExample, batches, batches_per_epoch, epoch_batches
 from trainer.logprobs import ReplyScorer, reply_logprobs
 from trainer.progress import Progress, SilentProgress
-from trainer.runtime import check_finite, gather_mean, make_optimizer
+from trainer.runtime import gather_mean, make_optimizer, train_step
+from trainer.settings import TrainSettings
 
 
 @dataclass
 class SFTConfig:
-    epochs: int = 2
-    lr: float = 1e-5
-    examples_per_batch: int = 8
+    """SFT's knobs. A run builds it with `from_settings`; the run-level defaults
+    (epochs, rows per batch, seed) are TrainSettings'."""
+
+    lr: float
+    epochs: int = TrainSettings.sft_epochs
+    examples_per_batch: int = TrainSettings.minibatch_rows
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
-    seed: int = 0
+    seed: int = TrainSettings.seed
+
+    @classmethod
+    def from_settings(cls, settings: TrainSettings) -> "SFTConfig":
+        """From resolved settings (sft_lr filled in)."""
+        return cls(lr=settings.sft_lr, epochs=settings.sft_epochs, examples_per_batch=settings.minibatch_rows,
+                   seed=settings.seed)
 
 
 @dataclass
@@ -74,28 +84,18 @@ def train_sft(
     prepared, optimizer = accelerator.prepare(scorer, optimizer)
     prepared.eval()  # dropout off
     rng = random.Random(config.seed)
-    per_epoch = len(batches(shard(train, accelerator.process_index, accelerator.num_processes), config.examples_per_batch))
-    phase = progress.phase("sft", per_epoch * config.epochs)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    phase = progress.phase("sft", batches_per_epoch(len(train), config.examples_per_batch, world) * config.epochs)
     history = []
     step = 0
     try:
-        for _ in range(config.epochs):
-            order = list(train)
-            rng.shuffle(order)
-            for chunk in batches(shard(order, accelerator.process_index, accelerator.num_processes), config.examples_per_batch):
-                with accelerator.accumulate(prepared):
-                    with accelerator.autocast():
-                        loss, _ = sft_loss(prepared, chunk, pad_id, accelerator.device)
-                    value = check_finite(loss, "SFT loss", step)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and config.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(prepared.parameters(), config.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad()
-                step += 1
-                metrics = gather_mean(accelerator, {"loss": value})
-                history.append(metrics)
-                phase.advance(1, metrics)
+        for chunk in epoch_batches(train, config.epochs, config.examples_per_batch, rng, rank, world):
+            value, _ = train_step(accelerator, prepared, optimizer, lambda: (sft_loss(prepared, chunk, pad_id, accelerator.device)[0], {}),
+                                  config.max_grad_norm, "SFT loss", step)
+            step += 1
+            metrics = gather_mean(accelerator, {"loss": value})
+            history.append(metrics)
+            phase.advance(1, metrics)
     finally:
         phase.close()
     with accelerator.autocast():

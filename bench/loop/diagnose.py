@@ -2,14 +2,14 @@
 
 Takes a finished benchmark run's store (its collected feedback), copies it to a scratch
 data directory, and reruns training in-process with any trainer setting changed
-(`--set dpo_lr=5e-4 --set max_reply_tokens=256`, names as in trainer.settings.TrainSettings,
+(`--set policy_lr=5e-4 --set max_reply_tokens=256`, names as in trainer.settings.TrainSettings,
 including those `chat-tui train` has no flag for), then measures the new version on the
 run's held-out prompts exactly as the benchmark does. `--reward-only` trains just the
 reward model and reports its held-out pair accuracy. Each result is appended to
 `<out>/diagnose.jsonl`. A diagnostic for finding what the trainer needs; the benchmark
 itself only ever runs `chat-tui train`.
 
-    python -m bench.loop.diagnose --from bench/out/loop --out /tmp/diag --set algo=dpo --set dpo_lr=5e-4
+    python -m bench.loop.diagnose --from bench/out/loop --out /tmp/diag --set algo=dpo --set policy_lr=5e-4
 """
 
 from __future__ import annotations
@@ -27,27 +27,21 @@ import click
 
 
 def parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """key=value strings -> TrainSettings keyword arguments, typed by each field's default."""
+    """NAME=VALUE strings -> TrainSettings keyword arguments, each parsed to its field's type."""
+    from trainer.errors import TrainerError
     from trainer.settings import TrainSettings
 
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainSettings) if f.default is not dataclasses.MISSING}
-    out: dict[str, Any] = {}
+    values = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
-        if not sep or key not in defaults:
-            raise click.BadParameter(f"{pair!r} is not NAME=VALUE with NAME a TrainSettings field", param_hint="--set")
-        default = defaults[key]
-        if isinstance(default, bool):
-            out[key] = text.lower() in ("1", "true", "yes", "on")
-        elif isinstance(default, int):
-            out[key] = int(text)
-        elif isinstance(default, float):
-            out[key] = float(text)
-        elif default is None:
-            out[key] = None if text.lower() == "none" else (int(text) if text.lstrip("-").isdigit() else float(text))
-        else:
-            out[key] = text
-    return out
+        if not sep:
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--set")
+        values[key] = text
+    try:
+        changed = TrainSettings().with_values(values)
+    except TrainerError as exc:
+        raise click.BadParameter(str(exc), param_hint="--set") from None
+    return {key: getattr(changed, key) for key in values}
 
 
 def copy_database(source: Path, target: Path) -> None:
@@ -107,7 +101,7 @@ def reward_accuracy(home: Path, results: dict, settings_kwargs: dict) -> dict[st
     from feedback import Store
     from trainer.batch import pad_id_for
     from trainer.datasets import DatasetLimits, build_training_sets
-    from trainer.phases import make_head_model_trainable
+    from trainer.run import make_head_model_trainable
     from trainer.reward_model import ScalarHeadModel
     from trainer.reward_training import RewardTrainingConfig, train_reward_model
     from trainer.runtime import make_accelerator, seed_everything
@@ -126,8 +120,7 @@ def reward_accuracy(home: Path, results: dict, settings_kwargs: dict) -> dict[st
                                s.eval_fraction, s.seed)
     model = ScalarHeadModel.from_policy(loaded.model)
     make_head_model_trainable(model, s)
-    config = RewardTrainingConfig(epochs=s.reward_epochs, lr=s.reward_lr, groups_per_batch=max(1, s.minibatch_rows // 2),
-                                  seed=s.seed, trunk_layers=num_layers - s.top_layers if s.top_layers else 0)
+    config = RewardTrainingConfig.from_settings(s, num_layers - s.top_layers if s.top_layers else 0)
     result = train_reward_model(model, sets.train_groups, sets.eval_groups, config, accelerator, pad_id_for(loaded.config))
     return {"reward_metrics": result.metrics, "data": sets.summary(), "settings": dataclasses.asdict(s)}
 

@@ -88,7 +88,7 @@ def pretrain(
     """
     from feedback import Store
 
-    from chat_tui.paths import database_path, ensure_data_dir
+    from chat_tui.paths import data_dir, database_path, ensure_data_dir, models_dir
 
     ensure_data_dir()
     settings = PretrainSettings(
@@ -96,7 +96,7 @@ def pretrain(
         seed=seed, device=device,
     )
     printer = _EventPrinter()
-    result = run_pretraining(settings, resume=resume, on_event=printer, log=printer.log)
+    result = run_pretraining(settings, data_dir(), models_dir(), resume=resume, on_event=printer, log=printer.log)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:

@@ -3,14 +3,18 @@
 Resolves the base version (the active one unless --base is given; on a fresh install the
 default model), opens the feedback store and hands over to `trainer.pipeline.run_training`,
 then prints the evaluation against the parent version and sample replies side by side.
-Runs data-parallel under `accelerate launch -m trainer ...` with the same options.
+Runs data-parallel under `accelerate launch -m chat_tui train ...` with the same options.
+Every training setting has a default and a help string in `trainer.settings.TrainSettings`;
+the common ones have their own flags, and any of them can be set with `--set NAME=VALUE`
+(`--list-settings` prints them all).
 """
 
 from __future__ import annotations
 
 import click
 
-from trainer.settings import TrainSettings  # no torch: the defaults shown in --help come from here
+from trainer.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
+from trainer.settings import TrainSettings, describe_settings  # no torch: --help's defaults come from here
 
 
 def _print_outcome(outcome) -> None:
@@ -28,9 +32,20 @@ def _print_outcome(outcome) -> None:
         click.echo(f"\nsaved model version {outcome.version_name!r} at {outcome.version_path} {state}")
 
 
+def parse_overrides(items: tuple[str, ...]) -> dict[str, str]:
+    """NAME=VALUE items as a dict; a click usage error for an item without '='."""
+    values = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--set")
+        values[name.strip().replace("-", "_")] = value
+    return values
+
+
 @click.command(name="train")
-@click.option("--algo", type=click.Choice(["ppo", "dpo"]), default="ppo", show_default=True,
-              help="PPO with a reward model, or DPO directly on the preference pairs (cheaper).")
+@click.option("--algo", type=click.Choice(list(ALGORITHMS)), default=DEFAULT_ALGORITHM, show_default=True,
+              help="; ".join(f"{a.name}: {a.summary}" for a in ALGORITHMS.values()) + ".")
 @click.option("--lora/--full", "use_lora", default=True, show_default=True,
               help="Train LoRA adapters (reference = adapters off) or the weights themselves.")
 @click.option("--top-layers", type=int, default=None,
@@ -50,8 +65,11 @@ def _print_outcome(outcome) -> None:
 @click.option("--activate", is_flag=True, help="Activate the new version even if evaluation did not improve.")
 @click.option("--progress-json", is_flag=True,
               help="Print progress as JSON lines on stdout (for programs, such as the chat, that follow the run).")
+@click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
+              help="Any training setting (repeatable); --list-settings shows them with their defaults.")
+@click.option("--list-settings", is_flag=True, help="Print every training setting with its default and help, then exit.")
 def train(algo, use_lora, top_layers, steps, device, base_name, seed, grad_accum, kl_beta, adaptive_kl,
-          max_reply_tokens, threads, dry_run, activate, progress_json) -> None:
+          max_reply_tokens, threads, dry_run, activate, progress_json, overrides, list_settings) -> None:
     """Train a new model version from your ratings, rankings and demonstrations.
 
     Runs SFT on demonstrations (when there are any), trains a reward model and runs PPO,
@@ -59,6 +77,10 @@ def train(algo, use_lora, top_layers, steps, device, base_name, seed, grad_accum
     a new version (the one in use is never overwritten). Interrupted runs resume when the
     same command is run again.
     """
+    if list_settings:
+        for name, default, text in describe_settings():
+            click.echo(f"{name:30s} {default:10s} {text}")
+        return
     from accelerate import PartialState
 
     from chat_tui.paths import data_dir, database_path, ensure_data_dir, models_dir
@@ -80,7 +102,7 @@ def train(algo, use_lora, top_layers, steps, device, base_name, seed, grad_accum
         algo=algo, use_lora=use_lora, top_layers=top_layers, steps=steps, device=device, seed=seed,
         gradient_accumulation_steps=grad_accum, kl_beta=kl_beta, adaptive_kl=adaptive_kl,
         max_reply_tokens=max_reply_tokens, activate=activate,
-    )
+    ).with_values(parse_overrides(overrides))
     settings.validate()  # before the default model is imported or the database created
     ensure_data_dir()
     store = Store(database_path())
@@ -103,3 +125,14 @@ def train(algo, use_lora, top_layers, steps, device, base_name, seed, grad_accum
                            "version_id": outcome.version_id, "activated": outcome.activated, "improved": outcome.improved})
         else:
             _print_outcome(outcome)
+
+
+def main() -> None:
+    """`python -m chat_tui.commands.train ...`: the command with the CLI's one-line errors."""
+    from chat_tui.cli import run_command
+
+    run_command(train)
+
+
+if __name__ == "__main__":
+    main()

@@ -24,11 +24,9 @@ from textual.widgets import Footer, Input, Label, Log, ProgressBar, Select, Spar
 from chat_tui.screens.confirm_screen import ConfirmScreen
 from chat_tui.services.app_services import AppServices
 from chat_tui.services.training_process import TrainingProcess, TrainingProgress
+from trainer.algorithms import DEFAULT_ALGORITHM, menu_choices
 
-METHODS: list[tuple[str, str]] = [
-    ("PPO: reward model + RLHF", "ppo"),
-    ("DPO: on preference pairs", "dpo"),
-]
+METHODS: list[tuple[str, str]] = menu_choices()
 
 
 def counts_text(counts: Any, last_run: Any) -> str:
@@ -70,7 +68,7 @@ class TrainingScreen(Screen[int | None]):
             yield Static("", id="feedback-counts")
             with Horizontal(id="training-options"):
                 yield Label("Method ")
-                yield Select(METHODS, value="ppo", allow_blank=False, id="method")
+                yield Select(METHODS, value=DEFAULT_ALGORITHM, allow_blank=False, id="method")
                 yield Label(" Options ")
                 yield Input(placeholder="more `chat-tui train` options, e.g. --steps 8 --full", id="train-options")
             yield Static("", id="training-state")

@@ -1,18 +1,16 @@
-"""The phases of a training run and the state they share: `TrainingRun`.
+"""The state one training run's phases share: `TrainingRun`.
 
-`TrainingRun` holds what one run's phases need (accelerator, settings, stores, the
-checkpoint) and runs each phase: SFT, the reward model, PPO or DPO, the evaluation against
-the parent, and saving the new version. Each phase checks the checkpoint first and
-restores instead of recomputing what an earlier attempt finished. The order of phases,
-recording the run and error handling are pipeline.py's.
+`TrainingRun` holds what the phases need (accelerator, settings, stores, the checkpoint,
+the frozen trunk size) and the steps every phase takes the same way: loading the base
+model, the up-front memory estimate, checkpointing and resuming policy steps, recording
+metrics, comparing the result with its parent, and saving the new version. The phases
+themselves (SFT, the reward model, each algorithm's policy phase) live in
+trainer/phases/; their order, recording the run and error handling are pipeline.py's.
 """
 
 from __future__ import annotations
 
-import copy
-import math
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,8 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
 from trainer import lora
-from trainer.checkpoints import RunCheckpoint, load_trainable_state, run_folder, trainable_state
+from trainer.algorithms import get_algorithm
+from trainer.checkpoints import RunCheckpoint, run_folder, trainable_state
 from trainer.datasets import TrainingSets
 from trainer.memory import check_fits, estimate_memory
 from trainer.progress import ConsoleProgress, Progress
@@ -163,7 +162,9 @@ class TrainingRun:
         """Estimate the run's peak memory; ModelTooLargeError when it will not fit."""
         s = self.settings
         cached_trunk_tokens = 0
-        if self.trunk_layers and (plan.reward or plan.policy == "dpo"):
+        algorithm = get_algorithm(plan.policy) if plan.policy else None
+        offline_policy = algorithm is not None and not algorithm.needs_prompts
+        if self.trunk_layers and (plan.reward or offline_policy):
             cached_trunk_tokens = sum(len(g.prompt_ids) * len(g.replies) + sum(map(len, g.replies)) for g in sets.train_groups)
         config = loaded.config
         num_layers = config.num_hidden_layers
@@ -175,11 +176,12 @@ class TrainingRun:
             trainable = trained_layers * per_layer_adapter
         else:
             trainable = trained_layers * per_layer
-        rows = max(s.minibatch_rows, s.prompts_per_step * s.samples_per_prompt if plan.policy == "ppo" else 8)
+        on_policy = algorithm is not None and algorithm.needs_prompts
+        rows = max(s.minibatch_rows, s.prompts_per_step * s.samples_per_prompt if on_policy else 8)
         estimate = estimate_memory(
             config, trainable, bytes_per_weight=4,
-            needs_reference_copy=plan.policy == "ppo" and not s.use_lora,
-            needs_reward_and_value=plan.policy == "ppo",
+            needs_reference_copy=on_policy and not s.use_lora,
+            needs_reward_and_value=algorithm is not None and algorithm.needs_value_model,
             rows=s.minibatch_rows, sequence_length=s.max_prompt_tokens + s.max_reply_tokens,
             logit_columns=s.max_reply_tokens + 16, trained_layers=trained_layers,
             kv_cache_tokens=rows * (s.max_prompt_tokens + s.max_reply_tokens),
@@ -206,138 +208,6 @@ class TrainingRun:
 
     def timed(self, phase: str, start: float) -> None:
         self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + time.perf_counter() - start
-
-    # -- phases ------------------------------------------------------------------------
-
-    def run_sft(self, loaded, sets: TrainingSets, pad_id: int) -> dict[str, float]:
-        from trainer.sft import SFTConfig, train_sft
-
-        s = self.settings
-        policy = loaded.model
-        if "sft" in self.state.get("done", []):
-            self.echo("sft: done in an earlier attempt, restoring it")
-            make_policy_trainable(policy, s)
-            load_trainable_state(policy, self.checkpoint.load_tensors("sft"))
-            metrics = self.state.get("sft_metrics", {})
-        else:
-            make_policy_trainable(policy, s)
-            started = time.perf_counter()
-            config = SFTConfig(epochs=s.sft_epochs, lr=s.sft_lr, examples_per_batch=s.minibatch_rows, seed=s.seed)
-            result = train_sft(policy, sets.train_demos, sets.eval_demos, config, self.accelerator, pad_id, self.progress)
-            self.timed("sft", started)
-            metrics = result.metrics
-            self.save_tensors("sft", policy)
-            self.save_state(done=self.state.get("done", []) + ["sft"], sft_metrics=metrics)
-            self.record({"sft": metrics})
-        # The SFT model becomes the new base: fold adapters in, freeze everything again.
-        lora.merge_and_unload(policy)
-        for param in policy.parameters():
-            param.requires_grad_(False)
-        return metrics
-
-    def run_reward(self, loaded, sets: TrainingSets, pad_id: int):
-        from trainer.reward_model import ScalarHeadModel, load_reward_model, save_reward_model
-        from trainer.reward_training import RewardTrainingConfig, train_reward_model
-
-        s = self.settings
-        if "reward" in self.state.get("done", []):
-            self.echo(f"reward model: done in an earlier attempt, loading {self.state['reward_model_path']}")
-            return load_reward_model(Path(self.state["reward_model_path"]), self.device_name), self.state["reward_metrics"]
-        reward_model = ScalarHeadModel.from_policy(loaded.model)
-        make_head_model_trainable(reward_model, s)
-        started = time.perf_counter()
-        config = RewardTrainingConfig(epochs=s.reward_epochs, lr=s.reward_lr, groups_per_batch=max(1, s.minibatch_rows // 2),
-                                      seed=s.seed, trunk_layers=self.trunk_layers)
-        result = train_reward_model(reward_model, sets.train_groups, sets.eval_groups, config, self.accelerator, pad_id, self.progress)
-        self.timed("reward", started)
-        path = self.data_dir / "reward_models" / f"{version_name(self.base, 'rm', self.run_id or 0)}"
-        if self.is_main:
-            if path.exists():  # saved by an attempt killed before it could record it
-                shutil.rmtree(path)
-            save_reward_model(reward_model, path, {"run_id": self.run_id, "base": self.base.name, **result.metrics})
-        self.save_state(done=self.state.get("done", []) + ["reward"], reward_model_path=str(path), reward_metrics=result.metrics)
-        self.record({"reward": result.metrics})
-        return reward_model.eval(), result.metrics
-
-    def run_ppo(self, loaded, sets: TrainingSets, reward_model, pad_id: int) -> list[dict[str, float]]:
-        from engine.engine import LLMEngine
-        from trainer.ppo import PPOConfig, PPOTrainer
-
-        s = self.settings
-        policy = loaded.model
-        reference = None if s.use_lora else copy.deepcopy(policy).eval()
-        make_policy_trainable(policy, s)
-        value_model = copy.deepcopy(reward_model)
-        make_head_model_trainable(value_model, s)
-        rows = s.prompts_per_step * s.samples_per_prompt
-        engine = LLMEngine(loaded, max_batch_size=rows, max_cached_tokens=rows * (s.max_prompt_tokens + s.max_reply_tokens + 16))
-        config = PPOConfig(
-            steps=s.steps, prompts_per_step=s.prompts_per_step, samples_per_prompt=s.samples_per_prompt,
-            max_new_tokens=s.max_reply_tokens, temperature=s.temperature, ppo_epochs=s.ppo_epochs,
-            minibatch_rows=s.minibatch_rows, lr=s.ppo_lr, value_lr=s.value_lr, kl_beta=s.kl_beta,
-            adaptive_kl=s.adaptive_kl, target_kl=s.target_kl, seed=s.seed, trunk_layers=self.trunk_layers,
-        )
-        trainer = PPOTrainer(policy, value_model, reward_model, engine, config, self.accelerator, pad_id, reference)
-        history: list[dict[str, float]] = list(self.state.get("ppo_history", []))
-        if self.state.get("policy_step", 0):
-            step = self.state["policy_step"]
-            self.echo(f"ppo: resuming at step {step} of {s.steps}")
-            load_trainable_state(policy, self.checkpoint.load_tensors(f"ppo-policy-{step}"))
-            trainer.load_state_dict(self.checkpoint.load_object(f"ppo-trainer-{step}"))
-
-        def on_step(step: int, metrics: dict[str, float]) -> None:
-            history.append(metrics)
-            self.record({"ppo": history})
-            if step % s.checkpoint_every == 0 or step == s.steps:
-                self.checkpoint_policy("ppo", step, policy, trainer.state_dict(), ppo_history=history)
-
-        started = time.perf_counter()
-        trainer.train(sets.train_prompts, self.progress, on_step)
-        self.timed("ppo", started)
-        self.engine = engine
-        self.reference = reference
-        return history
-
-    def run_dpo(self, loaded, sets: TrainingSets, pad_id: int) -> dict[str, float]:
-        from trainer.dpo import DPOConfig, reference_logprobs, train_dpo
-
-        s = self.settings
-        policy = loaded.model
-        started = time.perf_counter()  # the reference log-probs are part of the phase's cost
-        if "dpo_reference" in self.state:
-            reference = {int(k): v for k, v in self.checkpoint.load_object("dpo-reference").items()}
-        else:
-            from trainer.trunk import TrunkCache
-
-            trunks = TrunkCache(policy, self.trunk_layers) if self.trunk_layers else None
-            reference = reference_logprobs(policy, sets.train_groups + sets.eval_groups, pad_id, self.accelerator.device, trunks)
-            if self.is_main:
-                self.checkpoint.save_object("dpo-reference", {str(k): v for k, v in reference.items()})
-            self.save_state(dpo_reference=True)
-        make_policy_trainable(policy, s)
-        groups_per_batch = 4
-        per_process = math.ceil(len(sets.train_groups) / self.accelerator.num_processes)
-        steps_per_epoch = max(1, math.ceil(per_process / groups_per_batch))
-        # Enough epochs to reach --steps, at least --dpo-epochs; max_steps stops it there.
-        epochs = max(1, math.ceil(s.steps / steps_per_epoch))
-        config = DPOConfig(epochs=epochs, lr=s.dpo_lr, beta=s.dpo_beta, groups_per_batch=groups_per_batch,
-                           seed=s.seed, max_steps=s.steps, trunk_layers=self.trunk_layers, nll_weight=s.dpo_nll_weight)
-        start_step = self.state.get("policy_step", 0)
-        optimizer_state = None
-        if start_step:
-            self.echo(f"dpo: resuming at step {start_step} of {s.steps}")
-            load_trainable_state(policy, self.checkpoint.load_tensors(f"dpo-policy-{start_step}"))
-            optimizer_state = self.checkpoint.load_object(f"dpo-trainer-{start_step}")["optimizer"]
-
-        def on_step(step: int, optimizer) -> None:
-            if step % s.checkpoint_every == 0 or step == s.steps:
-                self.checkpoint_policy("dpo", step, policy, {"optimizer": optimizer.state_dict()})
-
-        result = train_dpo(policy, sets.train_groups, sets.eval_groups, config, self.accelerator, pad_id, self.progress,
-                           start_step=start_step, on_step=on_step, reference=reference, optimizer_state=optimizer_state)
-        self.timed("dpo", started)
-        self.record({"dpo": result.metrics})
-        return result.metrics
 
     def checkpoint_policy(self, algo: str, step: int, policy: torch.nn.Module, trainer_state: dict, **extra: Any) -> None:
         """Step-named files, then the state that points at them, then the old files go."""
