@@ -144,7 +144,9 @@ class PreferencePair:
     first when the conversation has one). group_key: the id of that user turn; all pairs
     with the same key share a prompt and belong together (e.g. in one train/eval split).
     source: "ranking", "thumbs" (up-voted vs down-voted sibling) or "demonstration"
-    (a human-written sibling vs a down-voted one).
+    (a human-written reply vs a model-written sibling the user did not vote up).
+    action_id: the newest action behind the pair (its ranking, thumbs or written reply),
+    so a trainer can tell the feedback given since an earlier snapshot.
     """
 
     group_key: int
@@ -156,6 +158,7 @@ class PreferencePair:
     chosen_id: int
     rejected_id: int
     source: Literal["ranking", "thumbs", "demonstration"]
+    action_id: int = 0
 
     @property
     def prompt(self) -> str:
@@ -191,6 +194,25 @@ class Demonstration:
 
 
 @dataclass(frozen=True)
+class Judgment:
+    """A lone thumbs: a model reply voted up (+1) or down (-1) that is in no preference
+    pair, because none of its siblings was ranked or voted the other way. An unpaired
+    signal: it says the reply was good or bad, not better than another."""
+
+    conversation_id: int
+    parent_id: int
+    message_id: int
+    context: list[ChatMessage]
+    completion: str
+    label: int
+    action_id: int
+
+    @property
+    def prompt(self) -> str:
+        return self.context[-1]["content"]
+
+
+@dataclass(frozen=True)
 class Prompt:
     """A user turn with the chat before it; context ends with that user turn."""
 
@@ -201,12 +223,13 @@ class Prompt:
 
 @dataclass(frozen=True)
 class TrainingData:
-    """All three training views read in one transaction at one snapshot."""
+    """All the training views read in one transaction at one snapshot."""
 
     snapshot: Snapshot
     pairs: list[PreferencePair]
     demonstrations: list[Demonstration]
     prompts: list[Prompt]
+    judgments: list[Judgment] = field(default_factory=list)
 
     def pair_groups(self) -> list[PreferenceGroup]:
         return group_pairs(self.pairs)

@@ -44,11 +44,12 @@ class Store(ImportMixin, JudgmentsMixin, VersionsMixin):
             return Snapshot(_last_action_id(conn), utc_now())
 
     def training_data(self, snapshot: SnapshotLike = None) -> TrainingData:
-        """Pairs, demonstrations and prompts, all read in one transaction at one snapshot."""
+        """Pairs, demonstrations, prompts and lone thumbs, read in one transaction at one snapshot."""
         with self._reading() as conn:
             taken = self._resolve(conn, snapshot)
             reader = SnapshotReader(conn, taken.action_id)
-            return TrainingData(taken, reader.preference_pairs(), reader.demonstrations(), reader.prompts())
+            pairs = reader.preference_pairs()
+            return TrainingData(taken, pairs, reader.demonstrations(), reader.prompts(), reader.judgments(pairs))
 
     def preference_pairs(self, snapshot: SnapshotLike = None) -> list[PreferencePair]:
         """Every (chosen, rejected) pair as of `snapshot` (default: now); see feedback.views for the rules."""

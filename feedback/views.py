@@ -11,10 +11,13 @@ pair at most once in either direction:
 1. its current ranking, when rankable: every (better, worse) pair, so k replies give
    k*(k-1)/2 pairs (4 -> 6);
 2. thumbs: every up-voted reply against every down-voted sibling;
-3. demonstrations: every human-written reply against every down-voted sibling (the
-   user wrote it because the model's reply was bad). A human-written reply is not paired
-   against unrated model replies: nothing says the user found those worse.
+3. demonstrations: every human-written reply against every model-written sibling the
+   user did not vote up. The user wrote it because the model's replies were not what they
+   wanted, so it is preferred over the model's own samples for that prompt (as in DITTO,
+   Shaikh et al. 2024).
+Each pair carries the newest action behind it (`action_id`).
 Demonstrations are human-written replies, plus model replies voted up.
+Judgments are the lone thumbs: rated model replies that are in no pair of their prompt.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from feedback.queries import current_rankings, current_ratings
-from feedback.records import ChatMessage, Demonstration, PreferencePair, Prompt
+from feedback.records import ChatMessage, Demonstration, Judgment, PreferencePair, Prompt
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class _Node:
     role: str
     content: str
     is_human: bool
+    action_id: int
 
 
 class SnapshotReader:
@@ -42,11 +46,11 @@ class SnapshotReader:
     def __init__(self, conn: sqlite3.Connection, as_of: int) -> None:
         self.as_of = as_of
         rows = conn.execute(
-            """SELECT id, conversation_id, parent_id, role, content, is_human FROM messages
+            """SELECT id, conversation_id, parent_id, role, content, is_human, action_id FROM messages
                WHERE action_id <= ? ORDER BY id""",
             [as_of],
         ).fetchall()
-        self.nodes = {row[0]: _Node(row[0], row[1], row[2], row[3], row[4], bool(row[5])) for row in rows}
+        self.nodes = {row[0]: _Node(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6]) for row in rows}
         self.system_prompts = dict(
             conn.execute("SELECT id, system_prompt FROM conversations WHERE system_prompt IS NOT NULL").fetchall()
         )
@@ -54,7 +58,8 @@ class SnapshotReader:
         for node in self.nodes.values():
             if node.parent_id is not None:
                 self.children.setdefault(node.parent_id, []).append(node)
-        self.ratings = {mid: r.value for mid, r in current_ratings(conn, as_of=as_of).items() if mid in self.nodes}
+        self.rating_records = {mid: r for mid, r in current_ratings(conn, as_of=as_of).items() if mid in self.nodes}
+        self.ratings = {mid: r.value for mid, r in self.rating_records.items()}
         self.rankings = {pid: r for pid, r in current_rankings(conn, as_of=as_of).items() if pid in self.nodes}
         self._contexts: dict[int, list[ChatMessage]] = {}
 
@@ -90,7 +95,7 @@ class SnapshotReader:
             if not ordered:
                 continue
             context = self.context(prompt.id)
-            for chosen_id, rejected_id, source in ordered:
+            for chosen_id, rejected_id, source, action_id in ordered:
                 pairs.append(
                     PreferencePair(
                         group_key=prompt.id,
@@ -102,36 +107,55 @@ class SnapshotReader:
                         chosen_id=chosen_id,
                         rejected_id=rejected_id,
                         source=source,
+                        action_id=action_id,
                     )
                 )
         return pairs
 
-    def _ordered_pairs(self, prompt_id: int, replies: list[_Node]) -> list[tuple[int, int, str]]:
-        found: list[tuple[int, int, str]] = []
+    def _rating_action(self, message_id: int) -> int:
+        record = self.rating_records.get(message_id)
+        return record.action_id if record is not None else 0
+
+    def _ordered_pairs(self, prompt_id: int, replies: list[_Node]) -> list[tuple[int, int, str, int]]:
+        """(chosen, rejected, source, newest action behind it) per pair, by the rules above."""
+        found: list[tuple[int, int, str, int]] = []
         seen: set[frozenset[int]] = set()
 
-        def add(chosen: int, rejected: int, source: str) -> None:
+        def add(chosen: int, rejected: int, source: str, action_id: int) -> None:
             key = frozenset((chosen, rejected))
             if chosen != rejected and key not in seen:
                 seen.add(key)
-                found.append((chosen, rejected, source))
+                found.append((chosen, rejected, source, action_id))
 
         ranking = self.rankings.get(prompt_id)
         if ranking is not None and ranking.is_rankable:
             ranked = [mid for mid in ranking.ranked_ids if mid in self.nodes]
             for i, better in enumerate(ranked):
                 for worse in ranked[i + 1 :]:
-                    add(better, worse, "ranking")
+                    add(better, worse, "ranking", ranking.action_id)
         up = [r.id for r in replies if self.ratings.get(r.id) == 1]
         down = [r.id for r in replies if self.ratings.get(r.id) == -1]
         for chosen in up:
             for rejected in down:
-                add(chosen, rejected, "thumbs")
-        human = [r.id for r in replies if r.is_human and self.ratings.get(r.id) != -1]
+                add(chosen, rejected, "thumbs", max(self._rating_action(chosen), self._rating_action(rejected)))
+        human = [r for r in replies if r.is_human and self.ratings.get(r.id) != -1]
+        model_written = [r for r in replies if not r.is_human and self.ratings.get(r.id) != 1]
         for chosen in human:
-            for rejected in down:
-                add(chosen, rejected, "demonstration")
+            for rejected in model_written:
+                add(chosen.id, rejected.id, "demonstration", max(chosen.action_id, self._rating_action(rejected.id)))
         return found
+
+    def judgments(self, pairs: list[PreferencePair] | None = None) -> list[Judgment]:
+        """Rated model replies that are in no pair (pass the pairs when already read)."""
+        paired = {m for p in (pairs if pairs is not None else self.preference_pairs()) for m in (p.chosen_id, p.rejected_id)}
+        out: list[Judgment] = []
+        for message_id, record in self.rating_records.items():
+            node = self.nodes[message_id]
+            if node.role != "assistant" or node.is_human or node.parent_id is None or message_id in paired:
+                continue
+            out.append(Judgment(node.conversation_id, node.parent_id, node.id, self.context(node.parent_id),
+                                node.content, record.value, record.action_id))
+        return sorted(out, key=lambda j: j.message_id)
 
     def demonstrations(self) -> list[Demonstration]:
         demos: list[Demonstration] = []

@@ -65,7 +65,8 @@ def writer_round(store, i: int, log: Callable[[dict], None]) -> None:
     else:
         entry(store.rate(ids[3], -1).action_id)
         demo = store.save_demonstration(user.id, f"{i} squared is {i * i}.")
-        entry(demo.action_id, [demo.id], pairs=1, demos=1)
+        # Preferred over every model-written sibling not voted up: all four (DITTO pairs).
+        entry(demo.action_id, [demo.id], pairs=4, demos=1)
 
 
 def run_writer(db_path: str, seconds: float, log_path: str | None) -> None:

@@ -121,7 +121,8 @@ def test_export_pairs_sft_trees(tmp_path):
     store = _populated(tmp_path / "feedback.db")
     pairs = list(export_rows(store, "pairs"))
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [
-        ("Dogs.", "A cat."), ("Dogs.", "A rock."), ("A cat.", "A rock."), ("Whatever suits your home.", "A rock."),
+        ("Dogs.", "A cat."), ("Dogs.", "A rock."), ("A cat.", "A rock."),
+        ("Whatever suits your home.", "A cat."), ("Whatever suits your home.", "A rock."), ("Whatever suits your home.", "Dogs."),
     ]
     assert pairs[0]["prompt"] == "Best pet?"
     assert pairs[0]["context"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Best pet?"}]
@@ -142,7 +143,7 @@ def test_export_pairs_sft_trees(tmp_path):
 
     # An export of pairs imports back into another store unchanged.
     exported = tmp_path / "pairs.jsonl"
-    assert export_to_file(store, "pairs", exported) == 4
+    assert export_to_file(store, "pairs", exported) == 6
     with Store(tmp_path / "other.db") as other:
         other.import_pairs(exported)
         assert [(p.context, p.chosen, p.rejected) for p in other.preference_pairs()] == [
@@ -166,18 +167,18 @@ def test_cli_export_import_stats(tmp_path, chat_tui_home):
     out = tmp_path / "pairs.jsonl"
     result = runner.invoke(cli, ["feedback", "export", "--format", "pairs", "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert len(out.read_text().splitlines()) == 4
+    assert len(out.read_text().splitlines()) == 6
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
     result = runner.invoke(cli, ["feedback", "export", "--format", "trees"])
     assert result.exit_code == 0 and json.loads(result.output.splitlines()[0])["title"] == "Best pet?"
 
     result = runner.invoke(cli, ["feedback", "import", str(out)])
-    assert result.exit_code == 0 and "Imported 4 preference pairs" in result.output
+    assert result.exit_code == 0 and "Imported 6 preference pairs" in result.output
 
     result = runner.invoke(cli, ["feedback", "stats", "--json"])
     counts = json.loads(result.output)["counts"]
-    assert counts["imported_conversations"] == 4 and counts["preference_pairs"] == 8
+    assert counts["imported_conversations"] == 6 and counts["preference_pairs"] == 12
 
     result = runner.invoke(cli, ["feedback", "stats"])
     assert result.exit_code == 0 and "preference pairs" in result.output

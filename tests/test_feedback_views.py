@@ -85,16 +85,34 @@ def test_single_thumb_gives_no_pair(store):
     assert store.preference_pairs() == []
 
 
-def test_demonstration_is_preferred_over_down_voted_siblings_only(store):
+def test_demonstration_is_preferred_over_model_siblings_not_voted_up(store):
+    """DITTO pairs: the reply the user wrote beats the model's own samples, except one the
+    user voted up (nothing says the written reply is better than that)."""
     _, _, _, _, user2, replies = _two_turns(store)
-    up, down, unrated, _ = (m.id for m in replies)
+    up, down, unrated, other = (m.id for m in replies)
     store.rate(up, 1)
     store.rate(down, -1)
     human = store.save_demonstration(user2.id, "Red, green, blue.")
     pairs = store.preference_pairs()
-    assert _pair_ids(pairs) == [(up, down), (human.id, down)]
-    assert [p.source for p in pairs] == ["thumbs", "demonstration"]
+    assert _pair_ids(pairs) == [(up, down), (human.id, down), (human.id, unrated), (human.id, other)]
+    assert [p.source for p in pairs] == ["thumbs", "demonstration", "demonstration", "demonstration"]
     assert pairs[1].chosen == "Red, green, blue."
+    # Each pair carries the newest action behind it.
+    assert pairs[0].action_id == max(r.action_id for r in store.load_conversation(pairs[0].conversation_id).ratings.values())
+    assert pairs[2].action_id == human.action_id
+
+
+def test_lone_thumbs_are_judgments_and_paired_thumbs_are_not(store):
+    _, user1, a1, _, _, replies = _two_turns(store)
+    lone_up = store.rate(a1.id, 1)
+    store.rate(replies[0].id, 1)
+    store.rate(replies[1].id, -1)  # these two form a pair
+    lone_down = store.rate(replies[2].id, -1)  # a second down-vote pairs with the up-vote too
+    data = store.training_data()
+    assert [(j.message_id, j.label) for j in data.judgments] == [(a1.id, 1)]
+    assert data.judgments[0].action_id == lone_up.action_id
+    assert data.judgments[0].context[-1]["content"] == user1.content
+    assert lone_down.action_id > lone_up.action_id
 
 
 def test_ranking_wins_over_thumbs_that_disagree(store):
@@ -186,8 +204,8 @@ def test_counts_since_the_last_training_run(store):
     assert counts.since_action_id == run.snapshot_action_id
     assert (counts.num_user_messages, counts.num_replies, counts.num_demonstrations) == (0, 0, 1)
     assert (counts.num_ratings, counts.num_rankings) == (2, 0)
-    # thumbs (r2 over r3) and demonstration (Cyan over r3)
-    assert counts.num_new_pairs == 2
+    # thumbs (r2 over r3) and demonstration (Cyan over r0, r1 and r3: every model reply not voted up)
+    assert counts.num_new_pairs == 4
 
 
 def test_stats_counts_per_kind_and_model_version(store):
