@@ -291,3 +291,41 @@ def test_adaptive_kl_controller():
     # On target: unchanged.
     assert ctl.update(6.0, 100) == pytest.approx(0.09996)
     assert ops.FixedKLController(0.05).update(100.0, 100) == 0.05
+
+
+def test_kto_loss_by_hand():
+    # Two rows: desirable with r = -8 - (-10) = 2, undesirable with r = -9 - (-10) = 1.
+    policy, reference = torch.tensor([-8.0, -9.0]), torch.tensor([-10.0, -10.0])
+    labels = torch.tensor([1, -1])
+    # z0 = max(0, mean(2, 1)) = 1.5
+    z0 = ops.kto_reference_point(policy, reference)
+    close(z0, 1.5)
+    loss, m = ops.kto_loss(policy, reference, labels, z0, beta=0.5, desirable_weight=1.0, undesirable_weight=2.0)
+    # desirable: 1 - sigmoid(0.5 * (2 - 1.5)) = 1 - sigmoid(0.25) = 0.437823
+    # undesirable: 2 * (1 - sigmoid(0.5 * (1.5 - 1))) = 2 * 0.437823 = 0.875647; mean 0.656735
+    desirable = 1 - 1 / (1 + math.exp(-0.25))
+    close(loss, (desirable + 2 * desirable) / 2)
+    close(m["kto_accuracy"], 1.0)  # both rows on their side of z0
+
+
+def test_kto_reference_point_is_floored_at_zero_and_detached():
+    policy = torch.tensor([-12.0, -11.0], requires_grad=True)
+    z0 = ops.kto_reference_point(policy, torch.tensor([-10.0, -10.0]))
+    close(z0, 0.0)  # mean implicit reward -1.5 < 0
+    assert not z0.requires_grad
+    loss, _ = ops.kto_loss(policy, torch.tensor([-10.0, -10.0]), torch.tensor([1, -1]), z0, beta=1.0)
+    loss.backward()
+    # d/dr of (1 - sigmoid(r)) / 2 is -s(1-s)/2 at r = -2; of (1 - sigmoid(-r)) / 2 is +s(1-s)/2 at r = -1.
+    s2, s1 = 1 / (1 + math.exp(2)), 1 / (1 + math.exp(1))
+    close(policy.grad, [-s2 * (1 - s2) / 2, s1 * (1 - s1) / 2])
+
+
+def test_leave_one_out_and_group_normalized_advantages_by_hand():
+    scores = torch.tensor([[1.0, 2.0, 6.0], [0.0, 0.0, 0.0]])
+    # 1 - (2 + 6) / 2 = -3; 2 - (1 + 6) / 2 = -1.5; 6 - 1.5 = 4.5
+    close(ops.leave_one_out_advantages(scores), [[-3.0, -1.5, 4.5], [0.0, 0.0, 0.0]])
+    # mean 3, unbiased std sqrt(((-2)^2 + 1 + 9) / 2) = sqrt(7)
+    close(ops.group_normalized_advantages(scores)[0], [(x - 3) / (math.sqrt(7) + 1e-6) for x in (1, 2, 6)])
+    close(ops.group_normalized_advantages(scores)[1], [0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        ops.leave_one_out_advantages(torch.tensor([[1.0]]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 
+import pytest
 import torch
 
 from test_trainer_reward import scripted_groups, tiny_policy
@@ -85,3 +86,63 @@ def test_dpo_nll_term_is_the_per_token_nll_of_each_groups_best_reply():
     expected = sum(nlls) / len(nlls)
     assert abs(float(stats["best_nll"]) - expected) < 1e-5
     assert abs(float(with_nll - plain) - 0.5 * expected) < 1e-5
+
+
+def test_preference_loss_combines_dpo_kto_and_nll_by_hand():
+    """One batch of two groups: a ranked pair, and a prompt with two lone thumbs."""
+    from trainer.datasets import ComparisonGroup
+    from trainer.dpo import preference_loss
+    from trainer import ops
+
+    ranked = ComparisonGroup(1, 1, [5], [[6, 1], [7, 1]], pairs=[(0, 1)])
+    thumbed = ComparisonGroup(2, 2, [5], [[8, 1], [9, 1]], pairs=[], labels={0: 1, 1: -1})
+    sums = torch.tensor([-4.0, -6.0, -3.0, -5.0])  # rows: ranked 0, 1, thumbed 0, 1
+    reference = torch.tensor([-5.0, -5.0, -4.0, -4.0])
+    tokens = torch.tensor([2, 2, 2, 2])
+    config = DPOConfig(lr=1e-3, beta=0.5, nll_weight=0.25, kto_weight=2.0)
+    loss, stats = preference_loss(sums, reference, tokens, [ranked, thumbed], config)
+    # DPO: z = 0.5 * ((-4 + 5) - (-6 + 5)) = 1 -> ln(1 + e^-1)
+    dpo = math.log1p(math.exp(-1))
+    # KTO: implicit rewards 1, -1, 1, -1 -> z0 = max(0, 0) = 0; row 2 desirable r = 1,
+    # row 3 undesirable r = -1: each 1 - sigmoid(0.5) -> mean 1 - sigmoid(0.5)
+    kto = 1 - 1 / (1 + math.exp(-0.5))
+    # NLL: best rows are ranked 0 (preferred, never beaten) and thumbed 0 (voted up): 4/2 and 3/2.
+    nll = (2.0 + 1.5) / 2
+    assert abs(float(loss) - (dpo + 2.0 * kto + 0.25 * nll)) < 1e-5
+    assert abs(float(stats["kto_loss"]) - kto) < 1e-6 and abs(float(stats["dpo_loss"]) - dpo) < 1e-6
+    assert float(stats["kto_accuracy"]) == 1.0
+    # A batch of lone thumbs only still has every statistic (processes average them by key).
+    alone, alone_stats = preference_loss(sums[2:], reference[2:], tokens[2:], [thumbed], config)
+    assert set(alone_stats) == set(stats)
+    assert abs(float(alone) - (2.0 * kto + 0.25 * 1.5)) < 1e-5
+    assert ops is not None
+
+
+@pytest.fixture
+def bf16_accelerator():
+    """A CPU accelerator with bf16 autocast. Accelerate keeps one process-wide state, so it
+    is reset before and after (the other tests run without mixed precision)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        yield make_accelerator("cpu", mixed_precision="bf16")
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_dpo_reference_under_bf16_autocast_starts_at_ln2(bf16_accelerator):
+    """The reference log-probs are computed the way training computes the policy's (here
+    bf16 autocast on the CPU), so the first loss is ln 2."""
+    groups = scripted_groups(8, seed=11)
+    policy = tiny_policy()
+    lora.apply_lora(policy, rank=2, alpha=4)  # policy == reference (adapters off) at step 0
+    config = DPOConfig(epochs=1, lr=1e-3, groups_per_batch=4, max_steps=1, seed=0, nll_weight=0.0)
+    result = train_dpo(policy, groups, [], config, bf16_accelerator, 0)
+    assert abs(result.history[0]["loss"] - math.log(2)) < 1e-6
+    # What the shared autocast avoids: an fp32 reference against the bf16 policy is off at step 0.
+    fp32_reference = reference_logprobs(policy, groups, 0, "cpu")
+    with bf16_accelerator.autocast():
+        bf16_reference = reference_logprobs(policy, groups, 0, "cpu")
+    gaps = [float((fp32_reference[g.group_key] - bf16_reference[g.group_key]).abs().max()) for g in groups]
+    assert max(gaps) > 1e-3

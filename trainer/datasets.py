@@ -3,9 +3,10 @@
 The store hands over chat-message lists (`feedback.records.TrainingData`); this module
 renders them with the model's own chat template and cuts them into what the trainers eat:
 
-* `ComparisonGroup`: one prompt, its distinct replies, and which reply beat which. All
-  pairs of a k-way ranking stay together, so every reply is scored once per step and a
-  ranking lands wholly on one side of the train / held-out split.
+* `ComparisonGroup`: one prompt, its distinct replies, which reply beat which, and the
+  lone thumbs on replies that are in no pair (unpaired labels). All pairs of a k-way
+  ranking stay together, so every reply is scored once per step and a ranking lands
+  wholly on one side of the train / held-out split.
 * `SFTExample`: a prompt and a reply worth imitating.
 * `PromptExample`: a prompt for PPO rollouts or evaluation.
 
@@ -25,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from feedback.records import ChatMessage, PreferenceGroup, TrainingData
+from feedback.records import ChatMessage, Judgment, PreferenceGroup, TrainingData
 from trainer.errors import TrainerError
 
 T = TypeVar("T")
@@ -47,10 +48,16 @@ class ComparisonGroup:
     prompt_ids: list[int]
     replies: list[list[int]]  # token ids of each distinct reply, ending at end-of-turn
     pairs: list[tuple[int, int]]  # (preferred, other) indices into `replies`
+    labels: dict[int, int] = field(default_factory=dict)  # reply index -> +1 / -1: lone thumbs
+    newest_action: int = 0  # the newest feedback action behind the group's pairs and labels
 
     @property
     def num_pairs(self) -> int:
         return len(self.pairs)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
 
 
 @dataclass
@@ -96,12 +103,17 @@ class TrainingSets:
     def num_eval_pairs(self) -> int:
         return sum(g.num_pairs for g in self.eval_groups)
 
+    @property
+    def num_labels(self) -> int:
+        return sum(g.num_labels for g in self.train_groups + self.eval_groups)
+
     def summary(self) -> dict[str, int | str]:
         return {
             "snapshot_action_id": self.snapshot_action_id,
             "split": self.split,
             "train_pairs": self.num_train_pairs,
             "eval_pairs": self.num_eval_pairs,
+            "lone_thumbs": self.num_labels,
             "train_prompt_groups": len(self.train_groups),
             "eval_prompt_groups": len(self.eval_groups),
             "train_demonstrations": len(self.train_demos),
@@ -146,27 +158,55 @@ def clip_tokens(prompt: list[int], reply: list[int], limits: DatasetLimits) -> t
 # Building the sets
 
 
-def comparison_group(encoder: ChatEncoder, group: PreferenceGroup, limits: DatasetLimits) -> ComparisonGroup | None:
-    """Tokenize one prompt's pairs; replies shared by several pairs are kept once."""
+def comparison_group(
+    encoder: ChatEncoder, group: PreferenceGroup | None, limits: DatasetLimits, judgments: Sequence[Judgment] = ()
+) -> ComparisonGroup | None:
+    """Tokenize one prompt's pairs and lone thumbs; replies shared by several pairs are
+    kept once. `group` may be None when the prompt has only lone thumbs."""
     index_of: dict[int, int] = {}
     texts: list[str] = []
     pairs: list[tuple[int, int]] = []
-    for pair in group.pairs:
-        for message_id, text in ((pair.chosen_id, pair.chosen), (pair.rejected_id, pair.rejected)):
-            if message_id not in index_of:
-                index_of[message_id] = len(texts)
-                texts.append(text)
-        chosen, rejected = index_of[pair.chosen_id], index_of[pair.rejected_id]
+
+    def index(message_id: int, text: str) -> int:
+        if message_id not in index_of:
+            index_of[message_id] = len(texts)
+            texts.append(text)
+        return index_of[message_id]
+
+    newest = 0
+    for pair in group.pairs if group is not None else []:
+        chosen, rejected = index(pair.chosen_id, pair.chosen), index(pair.rejected_id, pair.rejected)
         if chosen != rejected and (chosen, rejected) not in pairs:
             pairs.append((chosen, rejected))
-    if not pairs:
+            newest = max(newest, pair.action_id)
+    labels = {}
+    for judgment in judgments:
+        labels[index(judgment.message_id, judgment.completion)] = 1 if judgment.label > 0 else -1
+        newest = max(newest, judgment.action_id)
+    if not pairs and not labels:
         return None
+    context = group.context if group is not None else judgments[0].context
+    key = group.group_key if group is not None else judgments[0].parent_id
+    conversation = group.conversation_id if group is not None else judgments[0].conversation_id
     replies = []
     prompt_ids: list[int] = []
     for text in texts:
-        prompt_ids, reply = clip_tokens(*encode_exchange(encoder, group.context, text), limits)
+        prompt_ids, reply = clip_tokens(*encode_exchange(encoder, context, text), limits)
         replies.append(reply)
-    return ComparisonGroup(group.group_key, group.conversation_id, prompt_ids, replies, pairs)
+    return ComparisonGroup(key, conversation, prompt_ids, replies, pairs, labels, newest)
+
+
+def comparison_groups(encoder: ChatEncoder, data: TrainingData, limits: DatasetLimits) -> list[ComparisonGroup]:
+    """One group per prompt with pairs or lone thumbs, in the order the store gave them."""
+    judged: dict[int, list[Judgment]] = {}
+    for judgment in data.judgments:
+        judged.setdefault(judgment.parent_id, []).append(judgment)
+    groups = []
+    for pair_group in data.pair_groups():
+        groups.append(comparison_group(encoder, pair_group, limits, judged.pop(pair_group.group_key, [])))
+    for judgments in judged.values():
+        groups.append(comparison_group(encoder, None, limits, judgments))
+    return [g for g in groups if g is not None]
 
 
 def split_by_key(items: Sequence[T], key: Callable[[T], int], eval_fraction: float, seed: int) -> tuple[list[T], list[T]]:
@@ -195,7 +235,7 @@ def build_training_sets(
     limits = limits or DatasetLimits()
     if not 0 <= eval_fraction < 1:
         raise TrainerError(f"eval fraction must be in [0, 1), got {eval_fraction}")
-    groups = [g for g in (comparison_group(encoder, pg, limits) for pg in data.pair_groups()) if g is not None]
+    groups = comparison_groups(encoder, data, limits)
     demos = []
     for demo in data.demonstrations:
         prompt, reply = clip_tokens(*encode_exchange(encoder, demo.context, demo.completion), limits)

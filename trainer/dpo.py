@@ -3,8 +3,18 @@
 The reference is the policy as it stands when DPO starts (after SFT, if SFT ran): its
 reply log-probs are computed once up front, so no second copy of the model is kept. With
 LoRA they are computed with the adapters disabled, which is the same model. Each step
-scores every distinct reply of a few prompts once and applies the DPO loss (trainer/ops.py)
-to every pair of those prompts.
+scores every distinct reply of a few prompts once and applies, all from trainer/ops.py:
+
+* the DPO loss to every pair of those prompts (rankings, thumbs, and the replies the
+  user wrote over the model's own samples);
+* a KTO term to every lone thumbs (a reply voted up or down with no sibling to compare
+  it with), against the batch's reference point;
+* the per-token NLL of each prompt's best replies (preferred and never rejected, or voted
+  up), which holds preferred text up while the margin grows.
+
+The reference log-probs must be computed the way training computes the policy's, under
+the same autocast, or the loss does not start at ln 2 (a bf16 policy against an fp32
+reference already disagrees at step 0).
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ from trainer.batch import make_batch
 from trainer.datasets import ComparisonGroup, batches_per_epoch, epoch_batches
 from trainer.logprobs import ReplyScorer, reply_logprobs
 from trainer.progress import Progress, SilentProgress
-from trainer.reward_training import flatten_groups, row_keys
+from trainer.reward_training import flatten_groups, flatten_labels, row_keys
 from trainer.runtime import gather_mean, make_optimizer, train_step
 from trainer.settings import TrainSettings
 from trainer.trunk import TrunkCache
@@ -46,13 +56,14 @@ class DPOConfig:
     # Weight of the per-token NLL of each group's best reply, added to the DPO loss (see
     # TrainSettings.dpo_nll_weight).
     nll_weight: float = TrainSettings.dpo_nll_weight
+    kto_weight: float = TrainSettings.kto_weight  # weight of the KTO term on lone thumbs
 
     @classmethod
     def from_settings(cls, settings: TrainSettings, trunk_layers: int = 0) -> "DPOConfig":
         """From resolved settings (steps and policy_lr filled in); `epochs` is set by the
         caller from the data size so that `max_steps` is reached."""
         return cls(lr=settings.policy_lr, beta=settings.dpo_beta, seed=settings.seed, max_steps=settings.steps,
-                   trunk_layers=trunk_layers, nll_weight=settings.dpo_nll_weight)
+                   trunk_layers=trunk_layers, nll_weight=settings.dpo_nll_weight, kto_weight=settings.kto_weight)
 
 
 @dataclass
@@ -93,15 +104,57 @@ def pair_tensors(groups: list[ComparisonGroup], reference: dict[int, torch.Tenso
     reference log-probs (P,), (P,)."""
     _, _, pairs, _ = flatten_groups(groups)
     ref = torch.cat([reference[g.group_key] for g in groups])
-    index = torch.tensor(pairs, dtype=torch.long)
+    index = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
     return index, ref[index[:, 0]], ref[index[:, 1]]
 
 
-def best_reply_rows(pairs: torch.Tensor) -> torch.Tensor:
-    """Rows preferred in some pair and never the other side: each group's top reply (a
-    ranking has one; thumbs alone can leave several)."""
+def best_reply_rows(pairs: torch.Tensor, label_rows: list[int] = (), labels: list[int] = ()) -> torch.Tensor:
+    """Rows preferred in some pair and never the other side (each group's top reply: a
+    ranking has one, thumbs alone can leave several), plus rows voted up alone."""
     preferred = set(pairs[:, 0].tolist()) - set(pairs[:, 1].tolist())
+    preferred |= {row for row, label in zip(label_rows, labels) if label > 0}
     return torch.tensor(sorted(preferred), dtype=torch.long, device=pairs.device)
+
+
+STAT_KEYS = ("chosen_reward", "rejected_reward", "reward_margin", "accuracy", "dpo_loss", "kto_loss", "kto_accuracy",
+             "kto_reference_point", "best_nll")
+
+
+def preference_loss(
+    sums: torch.Tensor, reference: torch.Tensor, tokens: torch.Tensor, groups: list[ComparisonGroup], config: DPOConfig
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The DPO + KTO + NLL objective of the module docstring for one batch of groups.
+
+    sums: summed reply log-probs of every flattened row (R,) under the policy; reference:
+    the same under the reference (R,); tokens: each row's reply length (R,).
+    """
+    _, _, pairs, _ = flatten_groups(groups)
+    label_rows, labels = flatten_labels(groups)
+    index = torch.tensor(pairs, dtype=torch.long, device=sums.device).reshape(-1, 2)
+    loss = sums.new_zeros(())
+    # The same keys whatever the batch holds: processes average them key by key.
+    zero = sums.new_zeros(()).detach()
+    stats: dict[str, torch.Tensor] = {key: zero for key in STAT_KEYS}
+    if len(index):
+        dpo, dpo_stats = ops.dpo_loss(sums[index[:, 0]], sums[index[:, 1]], reference[index[:, 0]], reference[index[:, 1]],
+                                      config.beta, config.label_smoothing)
+        loss = loss + dpo
+        stats.update(dpo_stats)
+        stats["dpo_loss"] = dpo.detach()
+    if label_rows and config.kto_weight > 0:
+        rows = torch.tensor(label_rows, dtype=torch.long, device=sums.device)
+        z0 = ops.kto_reference_point(sums, reference)
+        kto, kto_stats = ops.kto_loss(sums[rows], reference[rows], torch.tensor(labels, device=sums.device), z0, config.beta)
+        loss = loss + config.kto_weight * kto
+        stats.update(kto_stats)
+        stats["kto_loss"] = kto.detach()
+    if config.nll_weight > 0:
+        best = best_reply_rows(index, label_rows, labels)
+        if len(best):
+            nll = -(sums[best] / tokens[best].clamp(min=1)).mean()
+            loss = loss + config.nll_weight * nll
+            stats["best_nll"] = nll.detach()
+    return loss, stats
 
 
 def dpo_batch_loss(
@@ -112,19 +165,8 @@ def dpo_batch_loss(
     batch = make_batch(prompts, replies, pad_id, device)
     trunk = trunks.batch(row_keys(groups), batch.input_ids, batch.lengths.tolist()) if trunks else None
     scored = reply_logprobs(scorer, batch, trunk=trunk)
-    sums = scored.sums()  # (rows,)
-    index, ref_chosen, ref_rejected = pair_tensors(groups, reference)
-    index = index.to(device)
-    loss, stats = ops.dpo_loss(
-        sums[index[:, 0]], sums[index[:, 1]], ref_chosen.to(device), ref_rejected.to(device), config.beta, config.label_smoothing
-    )
-    if config.nll_weight > 0:
-        best = best_reply_rows(index)
-        tokens = scored.mask.sum(dim=1).clamp(min=1)
-        nll = -(sums[best] / tokens[best]).mean()
-        loss = loss + config.nll_weight * nll
-        stats["best_nll"] = nll.detach()
-    return loss, stats
+    ref = torch.cat([reference[g.group_key] for g in groups]).to(device)
+    return preference_loss(scored.sums(), ref, scored.mask.sum(dim=1), groups, config)
 
 
 @torch.no_grad()
@@ -132,6 +174,7 @@ def evaluate_dpo(
     policy: nn.Module, groups: list[ComparisonGroup], reference: dict[int, torch.Tensor], config: DPOConfig, pad_id: int, device: torch.device
 ) -> dict[str, float]:
     """Held-out implicit-reward accuracy and margin, and the mean change of reply log-prob."""
+    groups = [g for g in groups if g.pairs]
     if not groups:
         return {}
     current = summed_reply_logprobs(ReplyScorer(policy), groups, pad_id, device)
@@ -169,7 +212,8 @@ def train_dpo(
     progress = progress or SilentProgress()
     trunks = TrunkCache(policy, config.trunk_layers) if config.trunk_layers else None
     if reference is None:
-        reference = reference_logprobs(policy, train + held_out, pad_id, accelerator.device, trunks)
+        with accelerator.autocast():
+            reference = reference_logprobs(policy, train + held_out, pad_id, accelerator.device, trunks)
     scorer = ReplyScorer(policy)
     optimizer = make_optimizer(scorer, config.lr, config.weight_decay)
     if optimizer_state is not None:

@@ -294,6 +294,57 @@ def dpo_loss(
     return losses.mean(), metrics
 
 
+def kto_reference_point(policy_logps: torch.Tensor, reference_logps: torch.Tensor) -> torch.Tensor:
+    """KTO's reference point z0: an estimate of KL(pi || pi_ref), the mean implicit reward
+    log pi(y) - log pi_ref(y) over a batch's rows, floored at 0 and detached (no gradient
+    flows through the point the rewards are compared with)."""
+    return (policy_logps.float() - reference_logps.float()).mean().clamp(min=0.0).detach()
+
+
+def kto_loss(
+    policy_logps: torch.Tensor,
+    reference_logps: torch.Tensor,
+    labels: torch.Tensor,
+    reference_point: torch.Tensor | float,
+    beta: float = 0.1,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Kahneman-Tversky optimisation (Ethayarajh et al. 2024) on unpaired judgments.
+
+    Summed reply log-probs (B,) and labels (B,) of +1 (desirable) or -1 (undesirable).
+    With r = log pi - log pi_ref and z0 the reference point,
+      desirable:   w_D * (1 - sigmoid(beta * (r - z0)))
+      undesirable: w_U * (1 - sigmoid(beta * (z0 - r)))
+    averaged over rows. Also returns the share of rows on the right side of z0.
+    """
+    rewards = policy_logps.float() - reference_logps.float()
+    z0 = torch.as_tensor(reference_point, dtype=rewards.dtype, device=rewards.device)
+    desirable = labels > 0
+    side = torch.where(desirable, rewards - z0, z0 - rewards)
+    weights = torch.where(desirable, torch.full_like(rewards, desirable_weight), torch.full_like(rewards, undesirable_weight))
+    losses = weights * (1.0 - torch.sigmoid(beta * side))
+    return losses.mean(), {"kto_accuracy": (side.detach() > 0).float().mean(), "kto_reference_point": z0.detach()}
+
+
+def leave_one_out_advantages(scores: torch.Tensor) -> torch.Tensor:
+    """RLOO's advantage of each of k samples of one prompt: its score minus the mean of the
+    other k - 1 samples' scores. scores (P, k) -> (P, k); needs k >= 2."""
+    k = scores.shape[-1]
+    if k < 2:
+        raise ValueError(f"a leave-one-out baseline needs at least 2 samples per prompt, got {k}")
+    others = (scores.sum(-1, keepdim=True) - scores) / (k - 1)
+    return scores - others
+
+
+def group_normalized_advantages(scores: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """GRPO's advantage: each sample's score standardised within its prompt's group,
+    (score - mean) / (std + eps), with the unbiased std. scores (P, k) -> (P, k)."""
+    mean = scores.mean(-1, keepdim=True)
+    std = scores.std(-1, keepdim=True, unbiased=True) if scores.shape[-1] > 1 else torch.zeros_like(mean)
+    return (scores - mean) / (std + eps)
+
+
 def sequence_logprobs(token_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Sum of per-token log-probs over each row's mask: (B, L) -> (B,)."""
     return (token_logprobs * mask).sum(-1)

@@ -73,16 +73,38 @@ def flatten_groups(groups: list[ComparisonGroup]) -> tuple[list[list[int]], list
     return prompts, replies, pairs, weights
 
 
+def flatten_labels(groups: list[ComparisonGroup]) -> tuple[list[int], list[int]]:
+    """Rows of `flatten_groups` that carry a lone thumbs, and their labels (+1 / -1)."""
+    rows, labels, offset = [], [], 0
+    for group in groups:
+        for index, label in sorted(group.labels.items()):
+            rows.append(offset + index)
+            labels.append(label)
+        offset += len(group.replies)
+    return rows, labels
+
+
 def groups_loss(
-    model: nn.Module, groups: list[ComparisonGroup], pad_id: int, device: torch.device, trunks: TrunkCache | None = None
+    model: nn.Module, groups: list[ComparisonGroup], pad_id: int, device: torch.device, trunks: TrunkCache | None = None,
+    pointwise_weight: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bradley-Terry loss and pair accuracy of one batch of groups."""
+    """Bradley-Terry loss and pair accuracy of one batch of groups, plus the pointwise term
+    on lone thumbs: -log sigmoid(label * score), so a reply voted up alone scores above 0
+    and one voted down below (pairs fix only differences; the thumbs anchor the level)."""
     prompts, replies, pairs, weights = flatten_groups(groups)
     batch = make_batch(prompts, replies, pad_id, device)
     trunk = trunks.batch(row_keys(groups), batch.input_ids, batch.lengths.tolist()) if trunks else None
     scores = model(batch.input_ids, batch.lengths, trunk)  # (rows,)
-    index = torch.tensor(pairs, dtype=torch.long, device=device)  # (P, 2)
-    return ops.bradley_terry_loss(scores[index[:, 0]], scores[index[:, 1]], torch.tensor(weights, device=device))
+    loss = scores.new_zeros(())
+    accuracy = scores.new_zeros(())
+    if pairs:
+        index = torch.tensor(pairs, dtype=torch.long, device=device)  # (P, 2)
+        loss, accuracy = ops.bradley_terry_loss(scores[index[:, 0]], scores[index[:, 1]], torch.tensor(weights, device=device))
+    label_rows, labels = flatten_labels(groups)
+    if label_rows and pointwise_weight > 0:
+        signed = scores[torch.tensor(label_rows, device=device)] * torch.tensor(labels, device=device, dtype=scores.dtype)
+        loss = loss - pointwise_weight * torch.nn.functional.logsigmoid(signed).mean()
+    return loss, accuracy
 
 
 @torch.no_grad()
@@ -108,6 +130,7 @@ def pair_accuracy(
     model: nn.Module, groups: list[ComparisonGroup], pad_id: int, device: torch.device, rows_per_batch: int = 16
 ) -> dict[str, float]:
     """Held-out pair accuracy, mean margin and loss over every pair of `groups`."""
+    groups = [g for g in groups if g.pairs]
     if not groups:
         return {}
     prompts, replies, pairs, weights = flatten_groups(groups)

@@ -80,6 +80,7 @@ class TrainSettings:
     # DPO alone can widen its margin by pushing every reply's likelihood down, drifting away
     # from fluent text; the NLL of the preferred replies holds them up.
     dpo_nll_weight: float = setting(1.0, "weight of the per-token NLL of each prompt's best reply in DPO")
+    kto_weight: float = setting(1.0, "weight of the KTO term on lone thumbs (replies voted up or down alone)")
     # Evaluation and output
     num_eval_prompts: int = setting(8, "held-out prompts both versions answer in the evaluation")
     checkpoint_every: int = setting(2, "policy steps between resumable checkpoints")
@@ -106,6 +107,7 @@ class TrainSettings:
             "kl_beta": self.kl_beta >= 0,
             "dpo_beta": self.dpo_beta > 0,
             "dpo_nll_weight": self.dpo_nll_weight >= 0,
+            "kto_weight": self.kto_weight >= 0,
             "max_reply_tokens": self.max_reply_tokens >= 1,
             "max_prompt_tokens": self.max_prompt_tokens >= 1,
             "eval_fraction": 0 <= self.eval_fraction < 1,
