@@ -76,3 +76,36 @@ def test_split_and_shard_helpers():
     shards = [shard(items, rank, 2) for rank in range(2)]
     assert shards == [[0, 2, 4, 6], [1, 3, 5, 0]]  # equal counts, padded by wrapping around
     assert shard([1], 1, 3) == [1]
+
+
+def test_step_items_give_processes_different_items_from_anywhere_and_repeat_on_resume():
+    from trainer.datasets import step_items
+
+    items = list(range(40))  # e.g. prompts in conversation order: neighbours share a conversation
+    first = [step_items(items, 0, 4, rank, 2, seed=3) for rank in (0, 1)]
+    assert not set(first[0]) & set(first[1])
+    assert any(abs(a - b) > 1 for a, b in zip(first[0], first[1]))  # not neighbours in the same order
+    assert first[0] == step_items(items, 0, 4, 0, 2, seed=3)  # a resumed run picks the same
+    # One pass over the data covers every item once before any repeats.
+    seen = [x for step in range(5) for rank in (0, 1) for x in step_items(items, step, 4, rank, 2, seed=3)]
+    assert sorted(seen) == items
+    # Past the end it continues with a new shuffle.
+    assert len(step_items(items, 7, 4, 1, 2, seed=3)) == 4
+    assert step_items([], 0, 4, 0, 1, seed=0) == []
+
+
+def test_reward_scale_standardises_on_the_first_batch_and_floors_the_spread():
+    import torch
+
+    from trainer.on_policy import RewardScale
+
+    scale = RewardScale()
+    first = torch.tensor([1.0, 2.0, 3.0])
+    assert torch.allclose(scale(first), torch.tensor([-1.0, 0.0, 1.0]))
+    assert torch.allclose(scale(torch.tensor([4.0])), torch.tensor([2.0]))  # fitted once
+    flat = RewardScale()
+    flat(torch.tensor([0.5, 0.5]))
+    assert flat.std == RewardScale.MIN_SPREAD
+    restored = RewardScale()
+    restored.load_state_dict(scale.state_dict())
+    assert torch.allclose(restored(torch.tensor([4.0])), torch.tensor([2.0]))

@@ -112,7 +112,7 @@ def test_ppo_run_writes_a_new_version_and_leaves_the_parent_alone(base_state, to
     assert version.name == outcome.version_name == "tiny-ppo-run1"
     assert store.active_model_version().name == (version.name if outcome.activated else "tiny")
     assert outcome.activated == bool(outcome.improved)
-    assert len(run.metrics["ppo"]) == 4 and {"reward", "kl", "entropy", "clip_fraction", "value_loss", "approx_kl",
+    assert len(run.metrics["ppo"]) == 4 and {"reward", "kl", "clip_fraction", "value_loss", "approx_kl",
                                              "reply_length"} <= set(run.metrics["ppo"][0])
     assert run.metrics["reward"]["eval_pairs"] > 0
     assert set(outcome.phase_seconds) == {"setup", "sft", "reward", "ppo", "evaluate", "save"}
@@ -136,6 +136,18 @@ def test_dpo_run_with_activate(base_state, top_layers):
     assert "dpo_eval_accuracy" in outcome.metrics
 
 
+def test_rloo_run_writes_a_new_version(base_state):
+    store, base = install_base(base_state)
+    add_feedback(store, demos_every=0)
+    settings = TrainSettings(algo="rloo", **{**SMALL, "top_layers": 1, "samples_per_prompt": 3})
+    outcome = run_training(settings, store, base, data_dir(), models_dir(), echo=lambda _: None)
+    assert outcome.plan.names == ["reward", "rloo"]
+    run = store.list_training_runs()[-1]
+    assert run.status == "succeeded" and run.kind == "rloo"
+    assert len(run.metrics["rloo"]) == 4 and "value_loss" not in run.metrics["rloo"][0]
+    assert outcome.version_name == "tiny-rloo-run1"
+
+
 def test_not_enough_feedback_says_how_much_is_needed(base_state):
     store, base = install_base(base_state)
     with pytest.raises(NotEnoughFeedbackError, match=f"0 preference pair.*need {MIN_PAIRS}.*0 demonstration"):
@@ -147,8 +159,14 @@ def test_not_enough_feedback_says_how_much_is_needed(base_state):
 
 
 def test_only_demonstrations_runs_sft_only(base_state):
+    """Replies the user wrote with no model reply beside them: nothing to prefer them over."""
     store, base = install_base(base_state)
-    add_feedback(store, conversations=8, rank=False, demos_every=1)
+    rng = random.Random(1)
+    for c in range(8):
+        cid = store.create_conversation(f"c{c}").id
+        for _ in range(2):
+            user = store.add_user_message(cid, random_words(rng, 0.0, 3))
+            store.save_demonstration(user.id, random_words(rng, 0.8, 4))
     lines = []
     outcome = run_training(TrainSettings(**SMALL), store, base, data_dir(), models_dir(), echo=lines.append)
     assert outcome.plan.names == ["sft"]

@@ -47,13 +47,18 @@ def test_phase_configs_take_their_values_from_the_settings():
 
 def test_phase_config_defaults_agree_with_the_settings():
     """A config built without settings has the same defaults as a run's (one source)."""
-    s = TrainSettings()
-    ppo, dpo = PPOConfig(lr=1.0), DPOConfig(lr=1.0)
-    for name in ("kl_beta", "temperature", "prompts_per_step", "samples_per_prompt", "ppo_epochs", "minibatch_rows",
-                 "value_lr", "target_kl", "no_eos_penalty"):
-        assert getattr(ppo, name) == getattr(s, name), name
-    assert ppo.max_new_tokens == s.max_reply_tokens
-    assert (dpo.beta, dpo.nll_weight) == (s.dpo_beta, s.dpo_nll_weight)
+    from trainer.rloo import RLOOConfig
+
+    for algo, config in (("ppo", PPOConfig(lr=1.0)), ("rloo", RLOOConfig(lr=1.0))):
+        s = TrainSettings(algo=algo).resolved(on_gpu=False)
+        for name in ("kl_beta", "temperature", "prompts_per_step", "samples_per_prompt", "minibatch_rows",
+                     "value_lr", "target_kl", "no_eos_penalty", "steps"):
+            assert getattr(config, name) == getattr(s, name), (algo, name)
+        assert config.max_new_tokens == s.max_reply_tokens
+    assert PPOConfig(lr=1.0).ppo_epochs == TrainSettings.ppo_epochs
+    assert RLOOConfig(lr=1.0).ppo_epochs == TrainSettings.rloo_epochs
+    s, dpo = TrainSettings(), DPOConfig(lr=1.0)
+    assert (dpo.beta, dpo.nll_weight, dpo.kto_weight) == (s.dpo_beta, s.dpo_nll_weight, s.kto_weight)
 
 
 def test_settings_parse_text_values_by_field_type():

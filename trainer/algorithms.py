@@ -33,6 +33,7 @@ class Algorithm:
     steps_gpu: int  # and on a GPU
     lr_lora: float  # default learning rate of LoRA adapters
     lr_full: float  # and of full weights
+    samples_per_prompt: int = 2  # replies sampled per prompt per on-policy step
 
     def default_steps(self, on_gpu: bool) -> int:
         return self.steps_gpu if on_gpu else self.steps_cpu
@@ -60,6 +61,13 @@ ALGORITHMS: dict[str, Algorithm] = {
             summary="direct preference optimisation on your rankings, no reward model (cheaper)",
             phase="trainer.phases.dpo:run_phase", needs_reward_model=False, needs_prompts=False, needs_value_model=False,
             steps_cpu=30, steps_gpu=200, lr_lora=1e-3, lr_full=5e-6,
+        ),
+        Algorithm(
+            name="rloo", label="RLOO: reward model, k samples",
+            summary="train a reward model, then REINFORCE with a leave-one-out baseline over k samples "
+                    "per prompt (no value model)",
+            phase="trainer.phases.rloo:run_phase", needs_reward_model=True, needs_prompts=True, needs_value_model=False,
+            steps_cpu=16, steps_gpu=50, lr_lora=1e-3, lr_full=5e-6, samples_per_prompt=4,
         ),
     )
 }

@@ -306,6 +306,29 @@ def batches_per_epoch(num_items: int, batch_size: int, world_size: int = 1) -> i
     return math.ceil(per_process / batch_size)
 
 
+def step_items(items: Sequence[T], step: int, per_process: int, rank: int, world_size: int, seed: int) -> list[T]:
+    """This process's items for one on-policy step: the items in a seeded random order
+    (the same on every process, reshuffled each pass), the step's block of
+    per_process * world_size of them, and this process's slice of the block. Processes
+    get different items, from anywhere in the data, and a resumed run picks what the
+    uninterrupted one would (the choice depends only on the step)."""
+    if not items:
+        return []
+    block = per_process * world_size
+    start = step * block
+    chosen: list[T] = []
+    order: list[T] = []
+    current_pass = -1
+    for position in range(start + rank * per_process, start + (rank + 1) * per_process):
+        pass_number, offset = divmod(position, len(items))
+        if pass_number != current_pass:
+            order = list(items)
+            random.Random(seed * 1_000_003 + pass_number).shuffle(order)
+            current_pass = pass_number
+        chosen.append(order[offset])
+    return chosen
+
+
 def batches(items: Sequence[T], batch_size: int, rng: random.Random | None = None) -> list[list[T]]:
     """Consecutive batches, after a shuffle when `rng` is given."""
     order = list(items)

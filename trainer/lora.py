@@ -145,6 +145,40 @@ def disabled(model: nn.Module) -> Iterator[nn.Module]:
             m.enabled = was
 
 
+@contextmanager
+def folded(model: nn.Module) -> Iterator[nn.Module]:
+    """Run `model` with every adapter folded into a plain `nn.Linear` (base + B @ A, or the
+    base alone when the adapter is disabled), then put the adapters back.
+
+    For inference only (no gradients flow through the folded weights): decode kernels that
+    read plain linear layers (the engine's C++ step) then serve the adapted model at full
+    speed. The adapters' parameters are untouched.
+    """
+    swaps: list[tuple[nn.Module, str, LoRALinear]] = []
+    with torch.no_grad():
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                if not isinstance(child, LoRALinear):
+                    continue
+                if child.enabled:
+                    base = child.base
+                    plain = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
+                                      device=base.weight.device, dtype=base.weight.dtype)
+                    plain.weight.copy_(base.weight + child.delta_weight().to(base.weight.dtype))
+                    if base.bias is not None:
+                        plain.bias.copy_(base.bias)
+                    plain.requires_grad_(False)
+                else:
+                    plain = child.base
+                setattr(parent, name, plain)
+                swaps.append((parent, name, child))
+    try:
+        yield model
+    finally:
+        for parent, name, child in reversed(swaps):
+            setattr(parent, name, child)
+
+
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Only the adapter tensors (lora_a / lora_b), for checkpoints."""
     return {k: v for k, v in model.state_dict().items() if k.endswith((".lora_a", ".lora_b"))}

@@ -104,5 +104,23 @@ def gather_mean(accelerator: Accelerator, values: dict[str, float]) -> dict[str,
     return {k: float(v) for k, v in zip(keys, total.tolist())}
 
 
+def global_masked_whiten(accelerator: Accelerator, x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / std over the masked positions of every process together (the unbiased
+    variance, as in ops.masked_whiten); masked-out positions come back as 0. With one
+    process this is ops.masked_whiten."""
+    if accelerator.num_processes == 1:
+        from trainer.ops import masked_whiten
+
+        return masked_whiten(x, mask, eps=eps)
+    x64, m64 = x.double(), mask.double()
+    local = torch.stack([(x64 * m64).sum(), (x64 * x64 * m64).sum(), m64.sum()]).to(accelerator.device)
+    total, total_sq, count = accelerator.reduce(local, reduction="sum").tolist()
+    mean = total / max(count, 1.0)
+    var = max(total_sq / max(count, 1.0) - mean * mean, 0.0)
+    if count > 1:
+        var = var * count / (count - 1)
+    return ((x - mean) * (1.0 / (var + eps) ** 0.5)) * mask
+
+
 def unwrap(accelerator: Accelerator, model: nn.Module) -> nn.Module:
     return accelerator.unwrap_model(model)

@@ -72,9 +72,13 @@ class TrainSettings:
     adaptive_kl: bool = setting(False, "adapt the KL coefficient towards target_kl")
     target_kl: float = setting(6.0, "per-reply KL (nats) the adaptive controller aims at")
     prompts_per_step: int = setting(8, "prompts rolled out per on-policy step")
-    samples_per_prompt: int = setting(2, "replies sampled per prompt per on-policy step")
+    samples_per_prompt: int | None = setting(None, "replies sampled per prompt per on-policy step (None: the algorithm's)")
     ppo_epochs: int = setting(2, "PPO epochs over each step's rollouts")
-    no_eos_penalty: float = setting(1.0, "subtracted from the score of a rollout that never ended")
+    # Scores are standardised on the reference policy's rollouts, so this is in units of
+    # their spread. It is a length prior: large, it teaches "shorter" whatever the user said.
+    no_eos_penalty: float = setting(0.5, "subtracted from the standardised score of a rollout that never ended")
+    # RLOO
+    rloo_epochs: int = setting(1, "epochs over each RLOO batch (1: plain REINFORCE with the leave-one-out baseline)")
     # DPO
     dpo_beta: float = setting(0.1, "DPO's beta: the scale of the implicit reward")
     # DPO alone can widen its margin by pushing every reply's likelihood down, drifting away
@@ -99,10 +103,11 @@ class TrainSettings:
             "lora_rank": self.lora_rank >= 1,
             "top_layers": self.top_layers is None or self.top_layers >= 0,
             "gradient_accumulation_steps": self.gradient_accumulation_steps >= 1,
-            "samples_per_prompt": self.samples_per_prompt >= 1,
+            "samples_per_prompt": self.samples_per_prompt is None or self.samples_per_prompt >= 1,
             "prompts_per_step": self.prompts_per_step >= 1,
             "minibatch_rows": self.minibatch_rows >= 1,
             "ppo_epochs": self.ppo_epochs >= 1,
+            "rloo_epochs": self.rloo_epochs >= 1,
             "temperature": self.temperature > 0,
             "kl_beta": self.kl_beta >= 0,
             "dpo_beta": self.dpo_beta > 0,
@@ -136,6 +141,8 @@ class TrainSettings:
             out.reward_epochs = 2 if on_gpu else 1
         if out.steps is None:
             out.steps = algorithm.default_steps(on_gpu)
+        if out.samples_per_prompt is None:
+            out.samples_per_prompt = algorithm.samples_per_prompt
         return out
 
     def fingerprint(self) -> dict[str, Any]:
