@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from feedback.records import Demonstration, PreferencePair, Prompt, Snapshot, TrainingData, group_pairs
 from test_trainer_scripted import tiny_chat_model
-from trainer.datasets import DatasetLimits, build_training_sets, comparison_group, encode_exchange, shard, split_by_key
+from trainer.datasets import (
+    DatasetLimits, build_training_sets, comparison_group, encode_exchange, held_out_rank, shard, split_by_key,
+)
 
 LOADED = tiny_chat_model()
 END = LOADED.tokenizer.token_to_id("<|im_end|>")
@@ -51,27 +53,39 @@ def test_split_holds_out_whole_conversations_for_every_kind_of_data():
     sets = build_training_sets(LOADED, data, eval_fraction=0.2, seed=3)
     assert sets.split == "conversation" and sets.snapshot_action_id == 42
     held = {g.conversation_id for g in sets.eval_groups}
-    assert len(held) == 4
+    assert held == {c for c in range(20) if held_out_rank(c, 3) < 0.2} and 1 <= len(held) <= 8
     assert held == {d.conversation_id for d in sets.eval_demos} == {p.conversation_id for p in sets.eval_prompts}
     assert not held & {g.conversation_id for g in sets.train_groups}
     assert not held & {d.conversation_id for d in sets.train_demos}
-    assert sets.num_train_pairs == 16 and sets.num_eval_pairs == 4
+    assert sets.num_train_pairs == 20 - len(held) and sets.num_eval_pairs == len(held)
     again = build_training_sets(LOADED, data, eval_fraction=0.2, seed=3)
     assert {g.conversation_id for g in again.eval_groups} == held  # deterministic
+    # More feedback later keeps every conversation on its side of the split, so a model
+    # updated run after run is never scored on conversations it trained on.
+    more = [pair(c, 100 + c, (1000 + c, "kind"), (2000 + c, "w1")) for c in range(20, 60)]
+    grown = build_training_sets(LOADED, TrainingData(Snapshot(43, "now"), pairs + more, demos, prompts),
+                                eval_fraction=0.2, seed=3)
+    assert {g.conversation_id for g in grown.eval_groups} & set(range(20)) == held
 
 
 def test_one_conversation_is_split_by_prompt():
     pairs = [pair(1, 100 + t, (1000 + t, "kind"), (2000 + t, "w1")) for t in range(10)]
     sets = build_training_sets(LOADED, TrainingData(Snapshot(1, "now"), pairs, [], []), eval_fraction=0.2)
     assert sets.split == "prompt"
-    assert len(sets.eval_groups) == 2 and len(sets.train_groups) == 8
-    assert not {g.group_key for g in sets.eval_groups} & {g.group_key for g in sets.train_groups}
+    held = {g.group_key for g in sets.eval_groups}
+    assert held == {100 + t for t in range(10) if held_out_rank(100 + t, 0) < 0.2} or len(held) == 1
+    assert len(sets.eval_groups) + len(sets.train_groups) == 10
+    assert not held & {g.group_key for g in sets.train_groups}
 
 
 def test_split_and_shard_helpers():
-    train, held = split_by_key(list(range(10)), lambda x: x, 0.3, seed=0)
-    assert len(held) == 3 and sorted(train + held) == list(range(10))
+    train, held = split_by_key(list(range(1000)), lambda x: x, 0.3, seed=0)
+    assert 250 < len(held) < 350 and sorted(train + held) == list(range(1000))
     assert split_by_key([5], lambda x: x, 0.5, seed=0) == ([5], [])
+    # Two keys: one on each side, whatever their ranks say.
+    for fraction in (0.01, 0.99):
+        train, held = split_by_key([1, 2], lambda x: x, fraction, seed=0)
+        assert len(train) == len(held) == 1
     items = list(range(7))
     shards = [shard(items, rank, 2) for rank in range(2)]
     assert shards == [[0, 2, 4, 6], [1, 3, 5, 0]]  # equal counts, padded by wrapping around

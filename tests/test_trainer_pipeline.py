@@ -136,6 +136,22 @@ def test_dpo_run_with_activate(base_state, top_layers):
     assert "dpo_eval_accuracy" in outcome.metrics
 
 
+def test_a_second_run_updates_the_reward_model_and_scores_it_on_the_feedback_since(base_state):
+    store, base = install_base(base_state)
+    add_feedback(store, conversations=12, demos_every=0)
+    settings = TrainSettings(algo="rloo", **{**SMALL, "top_layers": 1, "samples_per_prompt": 2, "steps": 1})
+    first = run_training(settings, store, base, data_dir(), models_dir(), echo=lambda _: None)
+    assert "reward_prior_accuracy" not in first.metrics and "reward_updated_from_run" not in first.metrics
+    add_feedback(store, conversations=6, demos_every=0, seed=5)
+    lines = []
+    second = run_training(settings, store, base, data_dir(), models_dir(), echo=lines.append)
+    assert second.metrics["reward_updated_from_run"] == first.run_id
+    # The 6 new conversations' rankings: 2 prompts x 3 pairs each, none seen by the first model.
+    assert second.metrics["reward_prior_pairs"] == 6 * 2 * 3
+    assert 0.0 <= second.metrics["reward_prior_accuracy"] <= 1.0
+    assert any("pairs given since it was trained" in line for line in lines)
+
+
 def test_rloo_run_writes_a_new_version(base_state):
     store, base = install_base(base_state)
     add_feedback(store, demos_every=0)

@@ -20,6 +20,7 @@ Nothing here touches torch, the database or the model weights.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -209,14 +210,26 @@ def comparison_groups(encoder: ChatEncoder, data: TrainingData, limits: DatasetL
     return [g for g in groups if g is not None]
 
 
+def held_out_rank(key: int, seed: int) -> float:
+    """A key's place in [0, 1) for the held-out split: a hash of the key and the seed alone,
+    so a key stays on its side of the split however much data arrives later (a model
+    updated from run to run is never scored on what an earlier run trained it on)."""
+    digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
 def split_by_key(items: Sequence[T], key: Callable[[T], int], eval_fraction: float, seed: int) -> tuple[list[T], list[T]]:
-    """Items whose key falls in a seeded random `eval_fraction` of the keys go to eval."""
+    """Items whose key ranks below `eval_fraction` (held_out_rank) go to eval; with two or
+    more keys at least one is held out and at least one is kept for training."""
     keys = sorted({key(item) for item in items})
     if len(keys) < 2 or eval_fraction <= 0:
         return list(items), []
-    random.Random(seed).shuffle(keys)
-    num_eval = min(len(keys) - 1, max(1, math.ceil(eval_fraction * len(keys))))
-    held_out = set(keys[:num_eval])
+    ranked = sorted(keys, key=lambda k: held_out_rank(k, seed))
+    held_out = {k for k in ranked if held_out_rank(k, seed) < eval_fraction}
+    if not held_out:
+        held_out = {ranked[0]}
+    if len(held_out) == len(keys):
+        held_out.discard(ranked[-1])
     return [i for i in items if key(i) not in held_out], [i for i in items if key(i) in held_out]
 
 

@@ -1,11 +1,12 @@
 """Evaluating a trained policy against its parent on held-out prompts.
 
 Both versions answer the same held-out prompts (plain sampling, the same seeds); the
-reward model scores every reply; the KL of the new version to its parent is estimated on
-the new version's own replies (mean over replies of the summed per-token
-log pi_new - log pi_parent, an unbiased estimate of the sequence-level KL); a few replies
-are kept side by side for the user to read. `improved` says whether the new version's
-mean reward beats the parent's.
+reward model, when there is one, scores every reply; the KL of the new version to its
+parent is estimated on the new version's own replies (mean over replies of the summed
+per-token log pi_new - log pi_parent, an unbiased estimate of the sequence-level KL);
+reply lengths are compared by their medians; a few replies are kept side by side for
+the user to read. Whether the version is better is decided on held-out feedback
+(held_out.py), not on this reward model, which the policy was optimised against.
 
 Generation goes through the engine; with LoRA the parent is the policy with its adapters
 disabled, otherwise a separate frozen module with its own engine.
@@ -20,68 +21,55 @@ import torch
 from torch import nn
 
 from engine.engine import LLMEngine
-from engine.sampling import SamplingParams
 from trainer import lora
 from trainer.batch import make_batch
 from trainer.datasets import PromptExample
 from trainer.logprobs import ReplyScorer, reply_logprobs
 from trainer.reward_training import score_rows
-
-
-@dataclass
-class SampledReplies:
-    prompts: list[list[int]]
-    replies: list[list[int]]
-    texts: list[str]
-    finished: list[bool]
-    prompt_index: list[int]  # which held-out prompt each row answers
+from trainer.rollouts import Rollouts, sample_rollouts
 
 
 @dataclass
 class PolicyComparison:
-    parent_reward: float
-    new_reward: float
+    parent_reward: float | None  # None without a reward model
+    new_reward: float | None
     kl: float  # estimated KL(new || parent) per reply, in nats
-    parent_reply_length: float
-    new_reply_length: float
+    parent_lengths: list[int]  # reply lengths in tokens
+    new_lengths: list[int]
     samples: list[dict[str, str]] = field(default_factory=list)  # prompt / parent / new
 
     @property
-    def improved(self) -> bool:
-        return self.new_reward > self.parent_reward
+    def length_change(self) -> float | None:
+        """The new version's median reply length over its parent's, minus 1."""
+        if not self.parent_lengths or not self.new_lengths:
+            return None
+        return median(self.new_lengths) / max(1.0, median(self.parent_lengths)) - 1.0
 
     def metrics(self) -> dict[str, float]:
-        return {
-            "eval_parent_reward": self.parent_reward,
-            "eval_new_reward": self.new_reward,
-            "eval_reward_gain": self.new_reward - self.parent_reward,
+        out = {
             "eval_kl": self.kl,
-            "eval_parent_reply_length": self.parent_reply_length,
-            "eval_new_reply_length": self.new_reply_length,
+            "eval_parent_median_reply_tokens": median(self.parent_lengths) if self.parent_lengths else 0.0,
+            "eval_new_median_reply_tokens": median(self.new_lengths) if self.new_lengths else 0.0,
         }
+        if self.length_change is not None:
+            out["eval_reply_length_change"] = self.length_change
+        if self.parent_reward is not None and self.new_reward is not None:
+            out.update({"eval_parent_reward": self.parent_reward, "eval_new_reward": self.new_reward,
+                        "eval_reward_gain": self.new_reward - self.parent_reward})
+        return out
+
+
+def median(values: list[int]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return float(ordered[middle]) if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def sample_replies(
     engine: LLMEngine, prompts: list[PromptExample], max_new_tokens: int, temperature: float = 1.0, samples_per_prompt: int = 1, seed: int = 0
-) -> SampledReplies:
+) -> Rollouts:
     """Plain-sampled replies from the engine's model, one seed per prompt (reproducible)."""
-    params = [
-        SamplingParams(temperature=temperature, top_k=0, top_p=1.0, repetition_penalty=1.0,
-                       max_new_tokens=max_new_tokens, n=samples_per_prompt, seed=seed * 1_009 + i)
-        for i in range(len(prompts))
-    ]
-    outputs = engine.generate([p.prompt_ids for p in prompts], params)
-    out = SampledReplies([], [], [], [], [])
-    for index, (prompt, output) in enumerate(zip(prompts, outputs)):
-        for completion in output.completions:
-            if not completion.token_ids:
-                continue
-            out.prompts.append(prompt.prompt_ids)
-            out.replies.append(list(completion.token_ids))
-            out.texts.append(completion.text)
-            out.finished.append(completion.finish_reason == "stop")
-            out.prompt_index.append(index)
-    return out
+    return sample_rollouts(engine, [p.prompt_ids for p in prompts], samples_per_prompt, max_new_tokens, temperature, seed)
 
 
 @torch.no_grad()
@@ -124,7 +112,7 @@ def compare_with_parent(
     """Sample both versions on `prompts` and compare them (see the module docstring).
 
     parent_engine None: the parent is the policy engine's model with adapters disabled.
-    reward_model None (DPO without a reward model): rewards are reported as 0.
+    reward_model None (DPO without a reward model): no rewards are reported.
     """
     policy = policy_engine.model
     device = next(policy.parameters()).device
@@ -135,14 +123,12 @@ def compare_with_parent(
     reference = None if parent_engine is None else parent_engine.model
     kl = sequence_kl(policy, reference, new.prompts, new.replies, pad_id, device, temperature)
 
-    def mean_reward(samples: SampledReplies) -> tuple[float, torch.Tensor]:
+    def mean_reward(samples: Rollouts) -> float | None:
         if reward_model is None or not samples.replies:
-            return 0.0, torch.zeros(len(samples.replies))
-        scores = score_rows(reward_model, samples.prompts, samples.replies, pad_id, device)
-        return float(scores.mean()), scores
+            return None
+        return float(score_rows(reward_model, samples.prompts, samples.replies, pad_id, device).mean())
 
-    parent_reward, _ = mean_reward(parent)
-    new_reward, _ = mean_reward(new)
+    parent_reward, new_reward = mean_reward(parent), mean_reward(new)
     shown = []
     for i in range(min(num_samples_shown, len(prompts))):
         context = prompts[i].context
@@ -151,7 +137,5 @@ def compare_with_parent(
             "parent": next((t for t, k in zip(parent.texts, parent.prompt_index) if k == i), ""),
             "new": next((t for t, k in zip(new.texts, new.prompt_index) if k == i), ""),
         })
-    mean_length = lambda s: sum(len(r) for r in s.replies) / max(1, len(s.replies))  # noqa: E731
-    return PolicyComparison(
-        parent_reward, new_reward, float(kl.mean()) if len(kl) else 0.0, mean_length(parent), mean_length(new), shown
-    )
+    return PolicyComparison(parent_reward, new_reward, float(kl.mean()) if len(kl) else 0.0,
+                            [len(r) for r in parent.replies], [len(r) for r in new.replies], shown)

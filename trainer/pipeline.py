@@ -155,16 +155,16 @@ def run_training(
         improved: bool | None = None
         samples: list[dict[str, str]] = []
         if run.is_main:
-            eval_metrics, improved, samples = run.evaluate(loaded, sets, reward_model, pad_id)
+            eval_metrics, verdict, samples = run.evaluate(loaded, sets, reward_model, pad_id)
             metrics.update(eval_metrics)
-            if plan.policy is not None and not plan.reward:
-                # No reward model: improvement is the held-out pairs' implicit-reward accuracy.
-                accuracy = metrics.get(f"{plan.policy}_eval_accuracy")
-                improved = accuracy is not None and accuracy > 0.5
-            elif plan.policy is None:
+            improved = verdict.activate
+            if plan.policy is None:
                 # SFT only: improvement is a lower loss on the held-out demonstrations.
                 before, after = metrics.get("sft_eval_loss_before"), metrics.get("sft_eval_loss_after")
                 improved = before is not None and after is not None and math.isfinite(after) and after < before
+                metrics["activation_reason"] = (
+                    "its loss on held-out written replies went down" if improved
+                    else "its loss on held-out written replies did not go down")
             for key, value in metrics.items():
                 if isinstance(value, float) and not math.isfinite(value) and key.endswith("loss"):
                     raise TrainingDivergedError(f"{key} is {value} after training; nothing was saved")

@@ -27,6 +27,7 @@ from torch import nn
 
 from engine.config import ModelConfig
 from engine.models.registry import build_model, config_from_dict, config_to_dict
+from engine.errors import EngineError
 from trainer.errors import TrainerError
 from trainer.lora import has_lora, merged_state_dict
 from trainer.trunk import Trunk, hidden_states
@@ -132,6 +133,27 @@ def load_reward_model(directory: Path, device: str | torch.device = "cpu", dtype
     # Non-persistent buffers (rotary frequencies) were created on meta: rebuild them.
     model.body.model.rotary = type(model.body.model.rotary)(config).to(device)
     return model.eval()
+
+
+def latest_reward_model(root: Path, config: ModelConfig) -> Path | None:
+    """The newest saved reward model under `root` (by the run that trained it) whose
+    backbone has the shape of `config`, so it can score and keep training on this base's
+    feedback; None when there is none. Unreadable folders are skipped."""
+    best: tuple[int, Path] | None = None
+    for folder in Path(root).glob("*") if Path(root).is_dir() else []:
+        try:
+            raw = json.loads((folder / "config.json").read_text())
+            meta = raw[ARTIFACT_KEY]
+            saved = config_from_dict(raw, source=str(folder))
+        except (OSError, ValueError, KeyError, TypeError, TrainerError, EngineError):
+            continue
+        same_shape = all(getattr(saved, key) == getattr(config, key) for key in (
+            "model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "intermediate_size"))
+        run_id = meta.get("run_id")
+        if same_shape and isinstance(run_id, int) and (best is None or run_id > best[0]):
+            best = (run_id, folder)
+    return best[1] if best else None
 
 
 def reward_model_metadata(directory: Path) -> dict[str, Any]:

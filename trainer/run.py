@@ -23,7 +23,9 @@ from accelerate.utils import broadcast_object_list
 from trainer import lora
 from trainer.algorithms import get_algorithm
 from trainer.checkpoints import RunCheckpoint, run_folder, trainable_state
+from trainer import held_out
 from trainer.datasets import TrainingSets
+from trainer.held_out import Verdict
 from trainer.memory import check_fits, estimate_memory
 from trainer.progress import ConsoleProgress, Progress
 from trainer.runtime import make_accelerator
@@ -222,30 +224,53 @@ class TrainingRun:
 
     # -- evaluation and saving ------------------------------------------------------------
 
-    def evaluate(self, loaded, sets: TrainingSets, reward_model, pad_id: int) -> tuple[dict[str, float], bool, list[dict[str, str]]]:
-        """Compare with the parent version on held-out prompts (main process only)."""
+    def evaluate(self, loaded, sets: TrainingSets, reward_model, pad_id: int) -> tuple[dict[str, Any], Verdict, list[dict[str, str]]]:
+        """The new version against its parent (main process only): held-out feedback, replies
+        to held-out prompts, fluency; and the activation verdict (trainer/held_out.py)."""
         from engine.engine import LLMEngine
         from trainer.evaluation import compare_with_parent
+        from trainer.fluency import fluency_text, perplexity
 
         s = self.settings
-        prompts = (sets.eval_prompts or sets.train_prompts)[: s.num_eval_prompts]
-        if not prompts:
-            return {}, False, []
         started = time.perf_counter()
         parent_loaded = self.load_base()
-        rows = len(prompts)
-        max_cached = rows * (s.max_prompt_tokens + s.max_reply_tokens + 16)
-        policy_engine = LLMEngine(loaded, max_batch_size=rows, max_cached_tokens=max_cached)
-        parent_engine = LLMEngine(parent_loaded, max_batch_size=rows, max_cached_tokens=max_cached)
+        device = self.accelerator.device
+        metrics: dict[str, Any] = {}
         with self.accelerator.autocast():
-            comparison = compare_with_parent(policy_engine, parent_engine, reward_model, prompts, pad_id,
-                                             s.max_reply_tokens, s.temperature, seed=s.seed + 1)
+            new_scores = held_out.pair_logprobs(loaded.model, sets.eval_groups, pad_id, device)
+            parent_scores = held_out.pair_logprobs(parent_loaded.model, sets.eval_groups, pad_id, device)
+        learned = held_out.learned(new_scores, parent_scores)
+        matched = held_out.learned(new_scores, parent_scores, length_matched=True)
+        for name, share in (("agreement_before", held_out.agreement(parent_scores)),
+                            ("agreement_after", held_out.agreement(new_scores)), ("learned", learned),
+                            ("learned_length_matched", matched)):
+            if share.total:
+                metrics.update({f"heldout_{name}": share.value, f"heldout_{name}_low": share.low,
+                                f"heldout_{name}_high": share.high})
+        metrics["heldout_pairs"] = learned.total
+        preference = held_out.length_preference(sets.train_groups + sets.eval_groups)
+        metrics["feedback_shorter_share"] = preference.shorter_share
+        metrics["feedback_about_length"] = preference.is_about_length
+        text_ids = loaded.tokenizer.encode(fluency_text())
+        metrics["perplexity_parent"] = perplexity(parent_loaded.model, text_ids)
+        metrics["perplexity_new"] = perplexity(loaded.model, text_ids)
+        prompts = (sets.eval_prompts or sets.train_prompts)[: s.num_eval_prompts]
+        comparison = None
+        samples: list[dict[str, str]] = []
+        if prompts:
+            rows = len(prompts)
+            max_cached = rows * (s.max_prompt_tokens + s.max_reply_tokens + 16)
+            policy_engine = LLMEngine(loaded, max_batch_size=rows, max_cached_tokens=max_cached)
+            parent_engine = LLMEngine(parent_loaded, max_batch_size=rows, max_cached_tokens=max_cached)
+            with self.accelerator.autocast():
+                comparison = compare_with_parent(policy_engine, parent_engine, reward_model, prompts, pad_id,
+                                                 s.max_reply_tokens, s.temperature, seed=s.seed + 1)
+            metrics.update(comparison.metrics())
+            samples = comparison.samples
+        verdict = held_out.decide_activation(learned, matched, comparison.length_change if comparison else None, preference)
+        metrics["activation_reason"] = verdict.reason
         self.timed("evaluate", started)
-        metrics = comparison.metrics()
-        if reward_model is None:  # DPO: no reward model to score with, only KL and lengths
-            metrics = {k: v for k, v in metrics.items() if "reward" not in k}
-        improved = comparison.improved if reward_model is not None else False
-        return metrics, improved, comparison.samples
+        return metrics, verdict, samples
 
     def save_version(self, loaded, metrics: dict[str, Any], activate: bool) -> tuple[str, str]:
         from engine.loading import ModelStore

@@ -15,7 +15,7 @@ from pathlib import Path
 
 DATA_DIR = Path(__file__).parent / "data"
 PROMPTS_FILE = DATA_DIR / "prompts.jsonl"
-HELD_OUT_TEXT_FILE = DATA_DIR / "heldout_text.txt"
+from trainer.fluency import FLUENCY_TEXT_FILE as HELD_OUT_TEXT_FILE  # one text for the trainer and the benchmark
 KINDS = ("question", "howto", "writing", "chat")
 
 

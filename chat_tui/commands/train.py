@@ -18,17 +18,18 @@ from trainer.settings import TrainSettings, describe_settings  # no torch: --hel
 
 
 def _print_outcome(outcome) -> None:
+    from trainer.card import version_card
+
     metrics = outcome.metrics
     click.echo("")
+    for line in version_card(metrics):
+        click.echo(line)
     if outcome.phase_seconds:
         click.echo("phase times: " + ", ".join(f"{k} {v:.1f}s" for k, v in outcome.phase_seconds.items()))
-    shown = {k: v for k, v in metrics.items() if k.startswith(("reward_eval_", "eval_", "dpo_eval_", "sft_eval_"))}
-    for key, value in shown.items():
-        click.echo(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
     for sample in outcome.samples:
         click.echo(f"\nprompt: {sample['prompt']}\n  parent: {sample['parent']}\n  new:    {sample['new']}")
     if outcome.version_name:
-        state = "and activated it" if outcome.activated else "(not activated: evaluation did not improve; use --activate)"
+        state = "and activated it" if outcome.activated else "(not activated; --activate to use it anyway)"
         click.echo(f"\nsaved model version {outcome.version_name!r} at {outcome.version_path} {state}")
 
 

@@ -17,8 +17,10 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from feedback.records import ModelVersion
+from trainer.card import version_card
 
-SUMMARY_METRICS = ("reward_after", "reward_before", "kl", "pair_accuracy")
+# Column heading -> the version metric it shows (as trainer/run.py records them).
+SUMMARY_METRICS = {"learned": "heldout_learned", "length": "eval_reply_length_change", "KL": "eval_kl"}
 
 
 def lineage(version: ModelVersion, by_id: dict[int, ModelVersion]) -> list[ModelVersion]:
@@ -31,9 +33,15 @@ def lineage(version: ModelVersion, by_id: dict[int, ModelVersion]) -> list[Model
     return chain
 
 
-def format_metric(value: Any) -> str:
+def format_metric(name: str, value: Any) -> str:
+    if value is None or value == "":
+        return ""
+    if name in ("heldout_learned",):
+        return f"{100 * value:.0f}%"
+    if name == "eval_reply_length_change":
+        return f"{100 * value:+.0f}%"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.3g}"
     return str(value)
 
 
@@ -74,7 +82,7 @@ class ModelsScreen(Screen[int | None]):
                 version.source,
                 parent,
                 version.created_at[:16].replace("T", " "),
-                *[format_metric(version.metrics.get(name, "")) for name in SUMMARY_METRICS],
+                *[format_metric(key, version.metrics.get(key)) for key in SUMMARY_METRICS.values()],
             ]
             table.add_row(*[Text(cell) for cell in cells], key=str(version.id))
         self._show_detail()
@@ -95,11 +103,12 @@ class ModelsScreen(Screen[int | None]):
             return
         by_id = {v.id: v for v in self.versions}
         chain = " ← ".join(f"{v.name} ({v.source})" for v in lineage(version, by_id))
-        metrics = "  ".join(f"{name}={format_metric(value)}" for name, value in sorted(version.metrics.items()))
         text = Text()
-        for label, value in (("Lineage", chain), ("Path", version.path), ("Metrics", metrics or "none")):
+        for label, value in (("Lineage", chain), ("Path", version.path)):
             text.append(f"{label:<9}", style="bold")
             text.append(f"{value}\n")
+        for line in version_card(version.metrics) or ["no training metrics (imported)"]:
+            text.append(f"{line}\n")
         text.rstrip()
         detail.update(text)
 
