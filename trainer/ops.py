@@ -37,10 +37,13 @@ def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: flo
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 to compute log-probs, got {temperature}")
-    scaled = logits.float() / temperature
-    # logsumexp + gather avoids materialising a second (.., V) tensor of log-probs.
-    picked = scaled.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(scaled, dim=-1)
+    scaled = logits.float()
+    if temperature != 1.0:
+        scaled = scaled / temperature
+    # cross_entropy fuses the log-softmax and the pick: no second (.., V) tensor of log-probs.
+    flat = scaled.reshape(-1, scaled.shape[-1])
+    picked = -F.cross_entropy(flat, tokens.reshape(-1), reduction="none")
+    return picked.reshape(tokens.shape)
 
 
 def shifted_token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

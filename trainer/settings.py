@@ -86,7 +86,7 @@ class TrainSettings:
     dpo_nll_weight: float = setting(1.0, "weight of the per-token NLL of each prompt's best reply in DPO")
     kto_weight: float = setting(1.0, "weight of the KTO term on lone thumbs (replies voted up or down alone)")
     # Evaluation and output
-    num_eval_prompts: int = setting(8, "held-out prompts both versions answer in the evaluation")
+    num_eval_prompts: int = setting(16, "held-out prompts both versions answer (reply length, KL, samples)")
     checkpoint_every: int = setting(2, "policy steps between resumable checkpoints")
     activate: bool = setting(False, "activate the new version even if evaluation did not improve")
 
