@@ -66,6 +66,8 @@ class SFTExample:
     conversation_id: int
     prompt_ids: list[int]
     reply_ids: list[int]
+    group_key: int = 0  # the user turn it answers
+    is_taught: bool = False  # written by the user (not a model reply voted up)
 
 
 @dataclass
@@ -252,7 +254,7 @@ def build_training_sets(
     demos = []
     for demo in data.demonstrations:
         prompt, reply = clip_tokens(*encode_exchange(encoder, demo.context, demo.completion), limits)
-        demos.append((demo.parent_id, SFTExample(demo.conversation_id, prompt, reply)))
+        demos.append((demo.parent_id, SFTExample(demo.conversation_id, prompt, reply, demo.parent_id, demo.source == "human")))
     prompts = []
     for p in data.prompts:
         ids = encoder.encode_chat(p.context, add_generation_prompt=True)[-limits.max_prompt_tokens :]

@@ -84,6 +84,7 @@ class TrainSettings:
     # DPO alone can widen its margin by pushing every reply's likelihood down, drifting away
     # from fluent text; the NLL of the preferred replies holds them up.
     dpo_nll_weight: float = setting(1.0, "weight of the per-token NLL of each prompt's best reply in DPO")
+    ditto_samples: int = setting(2, "policy samples each written reply is preferred over (DITTO pairs), per run")
     kto_weight: float = setting(1.0, "weight of the KTO term on lone thumbs (replies voted up or down alone)")
     # Evaluation and output
     num_eval_prompts: int = setting(16, "held-out prompts both versions answer (reply length, KL, samples)")
@@ -113,6 +114,7 @@ class TrainSettings:
             "dpo_beta": self.dpo_beta > 0,
             "dpo_nll_weight": self.dpo_nll_weight >= 0,
             "kto_weight": self.kto_weight >= 0,
+            "ditto_samples": self.ditto_samples >= 0,
             "max_reply_tokens": self.max_reply_tokens >= 1,
             "max_prompt_tokens": self.max_prompt_tokens >= 1,
             "eval_fraction": 0 <= self.eval_fraction < 1,
