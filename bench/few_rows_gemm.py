@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model name or path (default: the default model)")
     args = parser.parse_args()
 
-    from engine import few_rows_gemm
+    from engine.kernels import few_rows_gemm
     from engine.loading import load_model
 
     if not few_rows_gemm.available():

@@ -7,7 +7,7 @@ a batch of prompts, one decode step for a whole batch, and sampling. Which rows 
 which blocks they own is decided by the scheduler and the block manager; the runner only
 mirrors their decisions into tensors.
 
-Which decode path a step takes: the C++ step (engine/llama_decode.py) for an fp32 Llama
+Which decode path a step takes: the C++ step (engine/kernels/llama_decode.py) for an fp32 Llama
 on the CPU; with `decode_graphs` (the engine's default on CUDA), fixed-shape steps replayed
 from CUDA graphs (engine/graphed_decode.py); otherwise the model's own forward. All three
 read the same cache and give the same tokens.
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from engine import llama_decode
-from engine.cpu_linear import fast_linear, warm_up
 from engine.graphed_decode import GraphedDecode
+from engine.kernels import llama_decode
+from engine.kernels.cpu_linear import fast_linear, warm_up
 from engine.sampling import SamplingParams
 from engine.sampling_ops import sample_next_tokens
 
@@ -175,13 +175,13 @@ class ModelRunner:
     # --- forward passes ----------------------------------------------------------------
 
     def _linear_context(self) -> contextlib.AbstractContextManager:
-        """Faster linear kernels for an fp32 model on the CPU (engine/cpu_linear.py)."""
+        """Faster linear kernels for an fp32 model on the CPU (engine/kernels/cpu_linear.py)."""
         if self.fast_cpu_kernels:
             return fast_linear(self.device, self.dtype)
         return contextlib.nullcontext()
 
     def _decode_kernel_weights(self, rows: int) -> torch.Tensor | None:
-        """The weight table for the C++ decode step (engine/llama_decode.py) when it covers
+        """The weight table for the C++ decode step (engine/kernels/llama_decode.py) when it covers
         this step: an fp32 Llama on the CPU as the model is now (LoRA may have been added
         since), at most DECODE_KERNEL_MAX_ROWS rows, and the kernel built here. None otherwise."""
         if not self.fast_cpu_kernels or rows > DECODE_KERNEL_MAX_ROWS or self.device.type != "cpu":

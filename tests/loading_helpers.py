@@ -19,8 +19,8 @@ from gguf import quants as gguf_quants
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from engine import sentencepiece_proto as spp
 from engine.loading.gguf_file import permute_qk
+from engine.text import sentencepiece_proto as spp
 
 # English, Chinese, emoji (incl. a ZWJ sequence), code, whitespace runs, tabs, newlines.
 MIXED_TEXT = (

@@ -7,14 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import engine.cpu_linear as cpu_linear_module
-from engine.built_once import NOT_TRIED
-import engine.few_rows_gemm as few_rows_gemm
-import engine.llama_decode as llama_decode
-from engine.cpu_linear import compiled_int8_row_kernel, cpu_linear, fast_linear
+import engine.kernels.cpu_linear as cpu_linear_module
+import engine.kernels.few_rows_gemm as few_rows_gemm
+import engine.kernels.llama_decode as llama_decode
 from engine.engine import LLMEngine
+from engine.kernels.built_once import NOT_TRIED
+from engine.kernels.cpu_linear import compiled_int8_row_kernel, cpu_linear, fast_linear
+from engine.kernels.quantize import Int8Linear
 from engine.loading import load_model
-from engine.quantize import Int8Linear
 from engine.sampling import SamplingParams
 from tiny_models import make_tiny_model_dir
 from trainer.lora import apply_lora

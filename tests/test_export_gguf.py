@@ -15,7 +15,7 @@ import sentencepiece as spm
 import torch
 
 from engine.errors import EngineError
-from engine.export_gguf import ExportError, export_gguf, gguf_tensor_name
+from engine.export.gguf import ExportError, export_gguf, gguf_tensor_name
 from engine.loading import load_model
 from engine.loading.gguf_file import permute_qk
 from tiny_models import TRAINING_TEXT, make_tiny_model_dir

@@ -13,12 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import engine.few_rows_gemm as few_rows_gemm
-import engine.llama_decode as llama_decode
-import engine.native_library as native_library
-from engine.built_once import NOT_TRIED
-from engine.cpu_linear import FEW_ROWS_MAX, cpu_linear
-from engine.few_rows_gemm import few_rows_linear
+import engine.kernels.few_rows_gemm as few_rows_gemm
+import engine.kernels.llama_decode as llama_decode
+import engine.kernels.native_library as native_library
+from engine.kernels.built_once import NOT_TRIED
+from engine.kernels.cpu_linear import FEW_ROWS_MAX, cpu_linear
+from engine.kernels.few_rows_gemm import few_rows_linear
 
 
 def test_the_kernel_builds_here():
@@ -65,7 +65,7 @@ def test_build_goes_to_the_cache_once(tmp_path):
     # A fresh process with an empty cache builds one library there (and nothing
     # half-written is left beside it); a second process loads it without building.
     script = textwrap.dedent("""
-        import engine.few_rows_gemm as k, torch
+        import engine.kernels.few_rows_gemm as k, torch
         assert k.available()
         x, w = torch.randn(3, 40), torch.randn(9, 40)
         torch.testing.assert_close(k.few_rows_linear(x, w), x @ w.T, rtol=1e-5, atol=1e-5)

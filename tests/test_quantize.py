@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from engine.config import ModelConfig
+from engine.kernels.quantize import Int8Linear, quantize_int8
 from engine.models.llama import LlamaForCausalLM
-from engine.quantize import Int8Linear, quantize_int8
 
 
 def test_int8_linear_error_is_within_quantization_step():

@@ -88,7 +88,7 @@ def ask(
     load_started = time.perf_counter()
     loaded = load_model(model_name, device=device, dtype=dtype)
     if int8:
-        from engine.quantize import quantize_int8
+        from engine.kernels.quantize import quantize_int8
 
         quantize_int8(loaded.model)
     load_s = time.perf_counter() - load_started

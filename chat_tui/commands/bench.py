@@ -80,7 +80,7 @@ def bench(
     loaded = load_model(model_name, device=device, dtype=dtype)
     load_s = time.perf_counter() - started
     if int8:
-        from engine.quantize import quantize_int8
+        from engine.kernels.quantize import quantize_int8
 
         quantize_int8(loaded.model)
     log = (lambda _msg: None) if as_json else click.echo

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 
 from engine.bundle import LoadedModel
-from engine.chat_template import ChatTemplate
 from engine.config import ModelConfig
 from engine.errors import ModelLoadError
 from engine.models.registry import build_model as build_network
-from engine.tokenizer import Tokenizer
+from engine.text.chat_template import ChatTemplate
+from engine.text.tokenizer import Tokenizer
 
 TIED_HEAD = "lm_head.weight"
 EMBEDDINGS = "model.embed_tokens.weight"

@@ -28,7 +28,7 @@ from typing import Any
 import sentencepiece
 import tokenizers
 
-from engine import sentencepiece_proto as spp
+from engine.text import sentencepiece_proto as spp
 
 REPLACEMENT_CHAR = "\ufffd"
 _SPACE_MARK = "\u2581"  # sentencepiece's "▁"

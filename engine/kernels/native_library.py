@@ -1,7 +1,7 @@
 """The engine's C++ CPU kernels as one shared library, built on first use and cached.
 
-Sources: `few_rows_gemm.cpp` (a few-row product, engine/few_rows_gemm.py) and
-`llama_decode.cpp` (a whole Llama decode step, engine/llama_decode.py), both on the
+Sources: `few_rows_gemm.cpp` (a few-row product, engine/kernels/few_rows_gemm.py) and
+`llama_decode.cpp` (a whole Llama decode step, engine/kernels/llama_decode.py), both on the
 shared pieces in `cpu_kernels.h`. They are compiled with the system C++ compiler
 (`$CXX`, else `g++`) into a library kept under the user's cache directory, keyed by the
 sources, the compiler and the CPU (it is built with `-march=native`), and loaded with
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import platformdirs
 
-from engine.built_once import BuiltOnce, first_line
+from engine.kernels.built_once import BuiltOnce, first_line
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Each nn.Linear weight becomes int8 with one fp32 scale per output row (symmetric,
 round-to-nearest); activations stay fp32. A single row (batch-1 decode) goes through the
-compiled multiply-and-sum of engine/cpu_linear.py, which reads each int8 weight once;
+compiled multiply-and-sum of engine/kernels/cpu_linear.py, which reads each int8 weight once;
 several rows use PyTorch's int8 weight-only kernel. Weights take a quarter of the memory.
 That is the gain; speed is not: on this project's CPU, int8 decodes 14 tokens/s at batch 1
 (fp32: about 15) and 7 at 8 requests (fp32: 74). Inference only: the quantized model
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.cpu_linear import compiled_int8_row_kernel
+from engine.kernels.cpu_linear import compiled_int8_row_kernel
 
 
 class Int8Linear(nn.Module):

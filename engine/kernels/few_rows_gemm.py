@@ -7,11 +7,11 @@ block once, reuses it from L1 for every row, and prefetches the next block, whic
 measured 1.6-2.1x faster than oneDNN on 1-16 rows of the default model's layer weights
 (bench/few_rows_gemm.py).
 
-The library is built by engine/native_library.py. If it cannot be built, or the kernel
+The library is built by engine/kernels/native_library.py. If it cannot be built, or the kernel
 gives a wrong answer on a probe, this says so once in the log and `few_rows_linear`
 returns None: callers then use oneDNN.
 
-Not here: deciding when to use it (engine/cpu_linear.py), autograd, other dtypes.
+Not here: deciding when to use it (engine/kernels/cpu_linear.py), autograd, other dtypes.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import logging
 
 import torch
 
-from engine import native_library
-from engine.built_once import BuiltOnce
+from engine.kernels import native_library
+from engine.kernels.built_once import BuiltOnce
 
 log = logging.getLogger(__name__)
 

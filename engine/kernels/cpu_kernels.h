@@ -11,7 +11,7 @@
 // depend on which other rows share the batch.
 //
 // GCC's vector extensions become AVX-512, AVX2 or SSE code, whatever the machine has
-// (the library is built with -march=native by engine/native_library.py).
+// (the library is built with -march=native by engine/kernels/native_library.py).
 
 #pragma once
 

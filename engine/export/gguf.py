@@ -28,8 +28,6 @@ import torch
 from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType, TokenType
 from gguf import quants as gguf_quants
 
-from engine import sentencepiece_proto as spp
-from engine.chat_template import ChatTemplate
 from engine.config import LLAMA_FAMILY, ModelConfig
 from engine.errors import EngineError
 from engine.loading.checkpoint import Checkpoint
@@ -38,6 +36,8 @@ from engine.loading.gguf_tokenizer import PRE_TOKENIZERS
 from engine.loading.hf_dir import read_hf_directory
 from engine.loading.tokenizer_files import read_json
 from engine.models.registry import config_from_dict
+from engine.text import sentencepiece_proto as spp
+from engine.text.chat_template import ChatTemplate
 
 EXPORT_TYPES = ("f16", "q8_0", "f32")
 _FILE_TYPES = {"f32": LlamaFileType.ALL_F32, "f16": LlamaFileType.MOSTLY_F16, "q8_0": LlamaFileType.MOSTLY_Q8_0}

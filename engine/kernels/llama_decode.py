@@ -18,7 +18,7 @@ anything else (LoRA adapters, int8 layers, PaLM blocks, other devices or dtypes)
 the model's own forward. Weights are read where they are at each step, never copied, so
 a model trained between engine steps is used as it is now.
 
-If the C++ library cannot be built (engine/native_library.py), or the kernel disagrees
+If the C++ library cannot be built (engine/kernels/native_library.py), or the kernel disagrees
 with the model's own forward on a probe model, `available()` is False and the runner
 uses the model's forward.
 
@@ -35,9 +35,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from engine import native_library
-from engine.built_once import BuiltOnce
 from engine.config import ModelConfig
+from engine.kernels import native_library
+from engine.kernels.built_once import BuiltOnce
 from engine.models.llama import LlamaForCausalLM, RMSNorm
 from engine.module_changes import Placement
 

@@ -5,7 +5,7 @@ on, MKL's products read the weights at 7-10 GB/s, while a plain sum over a large
 reads 22-33 GB/s; decoding is bound by exactly those weight reads. Two replacements:
 
 - **1 to `FEW_ROWS_MAX` rows** (single-token prefills, the LM head of a prefill, decode of
-  models the C++ decode step does not cover): the C++ kernel of engine/few_rows_gemm.py,
+  models the C++ decode step does not cover): the C++ kernel of engine/kernels/few_rows_gemm.py,
   1.6-2.1x faster than oneDNN on 1-16 rows of the default model's layer weights and
   1.35x on 24 (bench/few_rows_gemm.py).
 - **more rows** (prefill, large batches), or where that kernel cannot be built: oneDNN's
@@ -20,11 +20,11 @@ wherever autograd records, `F.linear` runs unchanged, so training is untouched. 
 are read where they are, never copied, so a model trained between engine steps (PPO
 rollouts) is always used as it is now.
 
-Decode of the Llama-family models goes further (engine/llama_decode.py: the whole step in
+Decode of the Llama-family models goes further (engine/kernels/llama_decode.py: the whole step in
 C++, products included); this module serves what that does not cover (LoRA adapters,
 PaLM, int8, prefill).
 
-Also here: the compiled one-row int8 product that engine/quantize.py uses.
+Also here: the compiled one-row int8 product that engine/kernels/quantize.py uses.
 
 Not here: choosing thread counts.
 """
@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from engine import few_rows_gemm
-from engine.built_once import BuiltOnce, first_line
+from engine.kernels import few_rows_gemm
+from engine.kernels.built_once import BuiltOnce, first_line
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ _int8_row_kernel: BuiltOnce[Callable] = BuiltOnce(_try_compile_int8)
 
 
 def compiled_int8_row_kernel() -> Callable | None:
-    """The compiled int8 one-row kernel (engine/quantize.py), or None where torch.compile
+    """The compiled int8 one-row kernel (engine/kernels/quantize.py), or None where torch.compile
     cannot build it (no C++ compiler, unsupported platform). Tried once per process; the
     first call takes 5-6 s even when inductor's disk cache has the kernel."""
     return _int8_row_kernel.get()
