@@ -32,12 +32,14 @@ def main() -> None:
 
     import torch
 
+    from chat_tui.paths import models_dir
     from engine.engine import LLMEngine
     from engine.export.gguf import export_gguf
-    from engine.loading import ModelStore, default_store_root, ensure_default_model, load_model
+    from engine.loading import ModelStore, ensure_default_model, load_model
     from engine.sampling import SamplingParams
 
-    source = ensure_default_model() if args.model is None else ModelStore(default_store_root()).resolve(args.model)
+    store = ModelStore(models_dir())
+    source = ensure_default_model(store.root) if args.model is None else store.resolve(args.model)
     out = Path(tempfile.mkdtemp(prefix="gguf-")) / f"{source.name}.{args.type}.gguf"
     started = time.perf_counter()
     export_gguf(source, out, args.type)

@@ -60,12 +60,13 @@ def main() -> None:
     args = parser.parse_args()
 
     from chat_tui.benchmarks.engine_bench import chat_prompts
-    from engine.kernels import llama_decode
+    from chat_tui.paths import models_dir
     from engine.engine import LLMEngine
+    from engine.kernels import llama_decode
     from engine.loading import load_model
     from engine.sampling import SamplingParams
 
-    loaded = load_model(None, device="cpu", dtype=None)
+    loaded = load_model(None, device="cpu", dtype=None, store_root=models_dir())
     if not llama_decode.available():
         raise SystemExit("the C++ decode step is not available here")
     argtypes = llama_decode._function.result.argtypes

@@ -202,9 +202,10 @@ def test_tensor_names():
 @pytest.mark.default_model
 @pytest.mark.slow
 def test_default_model_round_trip(tmp_path):
+    from chat_tui.paths import models_dir
     from engine.loading import ensure_default_model
 
-    source = ensure_default_model()
+    source = ensure_default_model(models_dir())
     want, ids = logits_of(source, "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n")
     out = export_gguf(source, tmp_path / "smollm.gguf", "f16")
     got, got_ids = logits_of(out, "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n")

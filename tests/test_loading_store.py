@@ -58,6 +58,20 @@ def test_import_list_resolve(tmp_path, model_dir):
         store.resolve("nope")
 
 
+def test_a_store_name_needs_the_store_root_and_a_path_does_not(tmp_path, model_dir):
+    # The engine does not know where chat-tui keeps its store: naming a stored model (or
+    # the default one) without the store's folder is the caller's mistake.
+    ModelStore(tmp_path).import_model(model_dir, name="stored")
+    for name in ("stored", None, "default"):
+        with pytest.raises(ValueError, match="pass store_root"):
+            load_model(name)
+    assert load_model(model_dir).name == "tiny-chat"
+    assert load_model(str(model_dir)).name == "tiny-chat"
+    with pytest.raises(ModelLoadError, match="no such file or directory"):
+        load_model(tmp_path / "missing")
+    assert load_model("stored", store_root=tmp_path).metadata["store_name"] == "stored"
+
+
 def test_stored_model_is_an_ordinary_hf_directory(tmp_path, model_dir):
     import transformers
 
@@ -137,7 +151,7 @@ def test_cli_import_and_list(model_dir, monkeypatch, capsys):
     code, out, err = _run_cli(monkeypatch, capsys, "models", "list")
     assert code == 0 and out.startswith("mine") and "hf" in out
     # a store name now works wherever a model is expected
-    assert load_model("mine").name == "mine"
+    assert load_model("mine", store_root=models_dir()).name == "mine"
 
 
 def test_cli_help_texts():

@@ -6,9 +6,8 @@ template, chat_template.jinja, and `chat_tui_model.json` (where the model came f
 when). A model is written into a hidden temporary folder beside its final place and
 renamed there only when complete, so the store never shows a half-written model.
 
-The store does not decide where ROOT is: callers pass it (the CLI uses
-`chat_tui.paths.models_dir()`); `default_store_root` is that same place for callers that
-only have a model name.
+The store does not decide where ROOT is: every caller passes it (the app and the CLI
+pass the model folder of their data directory).
 """
 
 from __future__ import annotations
@@ -37,13 +36,6 @@ VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 GGUF_MAGIC = b"GGUF"
 
 
-def default_store_root() -> Path:
-    """The store inside chat-tui's data directory ($CHAT_TUI_HOME or the platform default)."""
-    from chat_tui.paths import models_dir  # a tiny, torch-free module: just where files live
-
-    return models_dir()
-
-
 @dataclass
 class StoredModel:
     name: str
@@ -65,10 +57,25 @@ def is_gguf_file(path: Path) -> bool:
         return False
 
 
+def names_a_path(name_or_path: str | Path) -> bool:
+    """Whether a model is given as a path rather than a store name: a Path, an existing
+    file or folder, or text with a folder separator or a .gguf ending."""
+    text = str(name_or_path)
+    return (isinstance(name_or_path, Path) or os.sep in text or text.endswith(".gguf")
+            or Path(text).expanduser().exists())
+
+
+def existing_path(path: str | Path) -> Path:
+    """`path`, or ModelLoadError when nothing is there."""
+    found = Path(path).expanduser()
+    if not found.exists():
+        raise ModelLoadError(f"{found}: no such file or directory")
+    return found
+
+
 def read_checkpoint(path: Path) -> Checkpoint:
     """Read a model directory or GGUF file as stored (no dtype change)."""
-    if not path.exists():
-        raise ModelLoadError(f"{path}: no such file or directory")
+    path = existing_path(path)
     if path.is_dir():
         return read_hf_directory(path)
     if is_gguf_file(path):
@@ -107,11 +114,8 @@ class ModelStore:
         text = str(name_or_path)
         if isinstance(name_or_path, str) and self.has(text):
             return self.path_of(text)
-        path = Path(text).expanduser()
-        if path.exists():
-            return path
-        if os.sep in text or text.endswith(".gguf") or isinstance(name_or_path, Path):
-            raise ModelLoadError(f"{path}: no such file or directory")
+        if names_a_path(name_or_path):
+            return existing_path(name_or_path)
         known = ", ".join(m.name for m in self.list_models()) or "none"
         raise ModelLoadError(f"{text!r} is not a model in the store (known: {known}) nor an existing path")
 
