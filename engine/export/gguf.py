@@ -2,10 +2,10 @@
 
 The file runs in llama.cpp and Ollama and loads back through engine/loading/gguf_file.py.
 It holds the `llama.*` hyper-parameters, every weight under llama.cpp's tensor names with
-the query/key rows reordered for llama.cpp's rotary layout (`permute_qk`), the tokenizer as
-metadata (byte-level BPE as "gpt2" with tokens and merges, or a sentencepiece model as
-"llama" with tokens, scores and piece types), the special token ids, and the chat
-template. Weights are written as f32, f16, or q8_0 (matrices whose rows split into 32-value
+the query/key rows reordered for llama.cpp's rotary layout (both from
+engine/loading/gguf_names.py), the tokenizer as metadata (byte-level BPE as "gpt2" with
+tokens and merges, or a sentencepiece model as "llama" with tokens, scores and piece
+types), the special token ids, and the chat template. Weights are written as f32, f16, or q8_0 (matrices whose rows split into 32-value
 blocks; the rest f16, norms f32 as llama.cpp does). The file is written beside the target
 and renamed into place, so a failed export leaves nothing behind.
 
@@ -31,7 +31,7 @@ from gguf import quants as gguf_quants
 from engine.config import LLAMA_FAMILY, ModelConfig
 from engine.errors import EngineError
 from engine.loading.checkpoint import Checkpoint
-from engine.loading.gguf_file import permute_qk
+from engine.loading.gguf_names import gguf_tensor_name, to_gguf_layout
 from engine.loading.gguf_tokenizer import PRE_TOKENIZERS
 from engine.loading.hf_dir import read_hf_directory
 from engine.loading.tokenizer_files import read_json
@@ -42,27 +42,6 @@ from engine.text.chat_template import ChatTemplate
 EXPORT_TYPES = ("f16", "q8_0", "f32")
 _FILE_TYPES = {"f32": LlamaFileType.ALL_F32, "f16": LlamaFileType.MOSTLY_F16, "q8_0": LlamaFileType.MOSTLY_Q8_0}
 Q8_BLOCK = 32
-
-_LAYER_NAMES = {
-    "input_layernorm.weight": "attn_norm.weight",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-    "self_attn.q_proj.weight": "attn_q.weight",
-    "self_attn.k_proj.weight": "attn_k.weight",
-    "self_attn.v_proj.weight": "attn_v.weight",
-    "self_attn.o_proj.weight": "attn_output.weight",
-    "self_attn.q_proj.bias": "attn_q.bias",
-    "self_attn.k_proj.bias": "attn_k.bias",
-    "self_attn.v_proj.bias": "attn_v.bias",
-    "self_attn.o_proj.bias": "attn_output.bias",
-    "mlp.gate_proj.weight": "ffn_gate.weight",
-    "mlp.up_proj.weight": "ffn_up.weight",
-    "mlp.down_proj.weight": "ffn_down.weight",
-}
-_GLOBAL_NAMES = {
-    "model.embed_tokens.weight": "token_embd.weight",
-    "model.norm.weight": "output_norm.weight",
-    "lm_head.weight": "output.weight",
-}
 
 # Text that tells byte-level pre-tokenizers apart: contractions, digit runs, letters after
 # punctuation, runs of spaces and newlines, non-ASCII letters.
@@ -83,16 +62,6 @@ class GGUFVocabulary:
     pre: str | None = None
     add_space_prefix: bool | None = None
     add_bos: bool = False
-
-
-def gguf_tensor_name(hf_name: str) -> str:
-    """llama.cpp's name for an HF parameter name (ExportError for one it has no place for)."""
-    if hf_name in _GLOBAL_NAMES:
-        return _GLOBAL_NAMES[hf_name]
-    parts = hf_name.split(".", 3)
-    if len(parts) == 4 and parts[:2] == ["model", "layers"] and parts[3] in _LAYER_NAMES:
-        return f"blk.{parts[2]}.{_LAYER_NAMES[parts[3]]}"
-    raise ExportError(f"weight {hf_name!r} has no llama-architecture GGUF tensor name")
 
 
 def check_exportable(model_dir: Path) -> ModelConfig:
@@ -223,12 +192,10 @@ def _gguf_tensors(checkpoint: Checkpoint) -> list[tuple[str, np.ndarray]]:
         if hf_name == "lm_head.weight" and config.tie_word_embeddings:
             continue  # llama.cpp reads the embedding as the output matrix when output.weight is absent
         name = gguf_tensor_name(hf_name)
+        if name is None:
+            raise ExportError(f"weight {hf_name!r} has no llama-architecture GGUF tensor name")
         values = tensor.detach().to(torch.float32).cpu().numpy()
-        if ".attn_q." in name:
-            values = permute_qk(values, config.num_attention_heads)
-        elif ".attn_k." in name:
-            values = permute_qk(values, config.num_key_value_heads)
-        out.append((name, values))
+        out.append((name, to_gguf_layout(hf_name, values, config)))
     return out
 
 
