@@ -19,6 +19,7 @@ from gguf import quants as gguf_quants
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from engine.loading.checkpoint import stored_tensors
 from engine.loading.gguf_names import gguf_tensor_name, to_gguf_layout
 from engine.text import sentencepiece_proto as spp
 
@@ -212,10 +213,8 @@ def write_gguf(
     if chat_template:
         writer.add_chat_template(chat_template)
 
-    state = {k: v.detach().float().numpy() for k, v in hf_model.state_dict().items()}
+    state = {k: v.detach().float().numpy() for k, v in stored_tensors(hf_model.state_dict(), cfg).items()}
     for name, values in state.items():
-        if name == "lm_head.weight" and cfg.tie_word_embeddings:
-            continue
         data, raw = _as_gguf_tensor(to_gguf_layout(name, values, cfg), qtype)
         writer.add_tensor(gguf_tensor_name(name), data, raw_dtype=raw)
     for name, (data, raw) in (extra_tensors or {}).items():

@@ -173,9 +173,23 @@ def test_save_model_with_replacement_weights(tmp_path, model_dir):
     merged = {k: v.clone() for k, v in loaded.model.state_dict().items()}  # lm_head included: tied
     merged["model.norm.weight"] *= 2
     save_model(loaded, "merged", store_root=tmp_path, state_dict=merged, info={"parent": "tiny-chat"})
+    from safetensors.torch import load_file
+
+    assert "lm_head.weight" not in load_file(tmp_path / "merged" / "model.safetensors")  # it is the embedding
     again = load_model("merged", store_root=tmp_path)
     assert torch.equal(again.model.model.norm.weight, loaded.model.model.norm.weight * 2)
     broken = {k: v for k, v in merged.items() if "layers.1." not in k}
     with pytest.raises(ModelLoadError, match="is missing"):
         save_model(loaded, "broken", store_root=tmp_path, state_dict=broken)
     assert [m.name for m in ModelStore(tmp_path).list_models()] == ["merged"]
+
+
+def test_stored_tensors_leave_out_the_lm_head_only_when_it_is_tied():
+    from types import SimpleNamespace
+
+    from engine.loading.checkpoint import stored_tensors
+
+    tensors = {"model.embed_tokens.weight": 1, "model.norm.weight": 2, "lm_head.weight": 3}
+    tied, untied = SimpleNamespace(tie_word_embeddings=True), SimpleNamespace(tie_word_embeddings=False)
+    assert stored_tensors(tensors, tied) == {"model.embed_tokens.weight": 1, "model.norm.weight": 2}
+    assert stored_tensors(tensors, untied) == tensors and stored_tensors(tensors, untied) is not tensors

@@ -30,7 +30,7 @@ from gguf import quants as gguf_quants
 
 from engine.config import LLAMA_FAMILY, ModelConfig
 from engine.errors import EngineError
-from engine.loading.checkpoint import Checkpoint
+from engine.loading.checkpoint import Checkpoint, stored_tensors
 from engine.loading.gguf_names import gguf_tensor_name, to_gguf_layout
 from engine.loading.gguf_tokenizer import PRE_TOKENIZERS
 from engine.loading.hf_dir import read_hf_directory
@@ -188,9 +188,8 @@ def _gguf_tensors(checkpoint: Checkpoint) -> list[tuple[str, np.ndarray]]:
     """(GGUF name, float32 array) in llama.cpp's layout, Q/K rows reordered for its rope."""
     config = checkpoint.config
     out = []
-    for hf_name, tensor in checkpoint.tensors.items():
-        if hf_name == "lm_head.weight" and config.tie_word_embeddings:
-            continue  # llama.cpp reads the embedding as the output matrix when output.weight is absent
+    # llama.cpp, too, reads the embedding as the output matrix when output.weight is absent.
+    for hf_name, tensor in stored_tensors(checkpoint.tensors, config).items():
         name = gguf_tensor_name(hf_name)
         if name is None:
             raise ExportError(f"weight {hf_name!r} has no llama-architecture GGUF tensor name")

@@ -17,13 +17,13 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ModelLoadError
-from engine.loading.checkpoint import TIED_HEAD, Checkpoint, check_tensors, state_dict_for_saving
+from engine.loading.checkpoint import Checkpoint, check_tensors, stored_tensors
 from engine.loading.gguf_file import read_gguf
 from engine.loading.hf_dir import STORE_INFO_FILE, read_hf_directory
 from engine.loading.safetensors_files import SINGLE_FILE, write_tensors
@@ -143,24 +143,22 @@ class ModelStore:
         """Write a model (e.g. a trainer's new version) into the store under `name`.
 
         state_dict: weights to write instead of the model's own (e.g. with a LoRA adapter
-            merged in); config, tokenizer and chat template still come from `model`.
+            merged in); config, tokenizer and chat template still come from `model`. A tied
+            LM head in it is left out, as `stored_tensors` says.
         """
+        if state_dict is None:
+            state_dict = model.tensors if isinstance(model, Checkpoint) else model.model.state_dict()
+        tensors = stored_tensors(state_dict, model.config)
         if isinstance(model, Checkpoint):
-            checkpoint = model
-            if state_dict is not None:
-                checkpoint = Checkpoint(model.config, dict(state_dict), model.tokenizer, model.chat_template,
-                                        model.source, model.metadata)
+            checkpoint = replace(model, tensors=tensors)
         else:
-            weights = dict(state_dict) if state_dict is not None else state_dict_for_saving(model.model, model.config)
             checkpoint = Checkpoint(
                 config=model.config,
-                tensors=weights,
+                tensors=tensors,
                 tokenizer=model.tokenizer,
                 chat_template=None if model.chat_template.is_fallback else model.chat_template.source,
                 source=Path(model.path),
             )
-        if checkpoint.config.tie_word_embeddings:
-            checkpoint.tensors.pop(TIED_HEAD, None)
         check_tensors(checkpoint.config, checkpoint.tensors, Path(name))
         return self.write(checkpoint, name, {"source": source, **(info or {})})
 
