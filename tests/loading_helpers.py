@@ -19,6 +19,8 @@ from gguf import quants as gguf_quants
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from engine.config import ModelConfig
+from engine.export.gguf import write_hyperparameters
 from engine.loading.checkpoint import stored_tensors
 from engine.loading.gguf_names import gguf_tensor_name, to_gguf_layout
 from engine.text import sentencepiece_proto as spp
@@ -190,6 +192,7 @@ def write_gguf(
 ) -> Path:
     """A GGUF file of a transformers Llama model, laid out as llama.cpp's converter does.
 
+    The hyper-parameters are written as the exporter writes them (engine/export/gguf.py),
     Q and K rows are permuted and tensor names are llama.cpp's (engine/loading/gguf_names.py;
     test_export_gguf pins that table to llama.cpp's names), norms are F32 and matrices use
     `qtype`. `tokenizer_fields` are written as `tokenizer.ggml.*` metadata.
@@ -197,16 +200,7 @@ def write_gguf(
     cfg = hf_model.config
     writer = GGUFWriter(str(path), architecture)
     writer.add_name("tiny-test-model")
-    writer.add_context_length(cfg.max_position_embeddings)
-    writer.add_embedding_length(cfg.hidden_size)
-    writer.add_block_count(cfg.num_hidden_layers)
-    writer.add_feed_forward_length(cfg.intermediate_size)
-    writer.add_head_count(cfg.num_attention_heads)
-    writer.add_head_count_kv(cfg.num_key_value_heads)
-    writer.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
-    writer.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
-    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    writer.add_vocab_size(cfg.vocab_size)
+    write_hyperparameters(writer, ModelConfig.from_hf_dict(cfg.to_dict()))
     writer.add_file_type(int(qtype))
     for key, value in (tokenizer_fields or {}).items():
         _add_tokenizer_field(writer, key, value)

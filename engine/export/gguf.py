@@ -33,9 +33,7 @@ from engine.errors import EngineError
 from engine.loading.checkpoint import Checkpoint, stored_tensors
 from engine.loading.gguf_names import gguf_tensor_name, to_gguf_layout
 from engine.loading.gguf_tokenizer import PRE_TOKENIZERS
-from engine.loading.hf_dir import read_hf_directory
-from engine.loading.tokenizer_files import read_json
-from engine.models.registry import config_from_dict
+from engine.loading.hf_dir import read_hf_config, read_hf_directory
 from engine.text import sentencepiece_proto as spp
 from engine.text.chat_template import ChatTemplate
 
@@ -65,11 +63,9 @@ class GGUFVocabulary:
 
 
 def check_exportable(model_dir: Path) -> ModelConfig:
-    """The model's config, or an ExportError when GGUF's llama architecture cannot hold it."""
-    config_file = model_dir / "config.json"
-    if not config_file.is_file():
-        raise ExportError(f"{model_dir}: no config.json, so this is not a model directory")
-    config = config_from_dict(read_json(config_file), str(config_file))
+    """The model's config, or an ExportError when GGUF's llama architecture cannot hold it
+    (a ModelLoadError when there is no readable config at all)."""
+    config = read_hf_config(model_dir)
     if config.model_type not in LLAMA_FAMILY:
         raise ExportError(
             f"{model_dir.name}: a {config.model_type!r} model cannot be exported to GGUF: the llama "
@@ -201,10 +197,10 @@ def _gguf_tensors(checkpoint: Checkpoint) -> list[tuple[str, np.ndarray]]:
 # -- writing --------------------------------------------------------------------------------
 
 
-def _write_metadata(writer: GGUFWriter, config: ModelConfig, vocabulary: GGUFVocabulary, checkpoint: Checkpoint,
-                    name: str, export_type: str) -> None:
-    writer.add_name(name)
-    writer.add_file_type(int(_FILE_TYPES[export_type]))
+def write_hyperparameters(writer: GGUFWriter, config: ModelConfig) -> None:
+    """The `llama.*` keys of a Llama-family config: sizes, heads, norm epsilon, rope base
+    and linear rope scaling. (llama.cpp keeps llama3 scaling as a `rope_freqs` tensor,
+    which this export does not write.)"""
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
     writer.add_block_count(config.num_hidden_layers)
@@ -222,6 +218,12 @@ def _write_metadata(writer: GGUFWriter, config: ModelConfig, vocabulary: GGUFVoc
         writer.add_rope_scaling_factor(float(config.rope_scaling["factor"]))
     writer.add_vocab_size(config.vocab_size)
 
+
+def _write_metadata(writer: GGUFWriter, config: ModelConfig, vocabulary: GGUFVocabulary, checkpoint: Checkpoint,
+                    name: str, export_type: str) -> None:
+    writer.add_name(name)
+    writer.add_file_type(int(_FILE_TYPES[export_type]))
+    write_hyperparameters(writer, config)
     writer.add_tokenizer_model(vocabulary.kind)
     if vocabulary.pre:
         writer.add_tokenizer_pre(vocabulary.pre)

@@ -14,6 +14,7 @@ has no counterpart (None here; each caller raises its own error).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -39,30 +40,42 @@ _GLOBAL_NAMES = {
     "model.norm.weight": "output_norm.weight",
     "lm_head.weight": "output.weight",
 }
-_HF_FOR_LAYER_PART = {gguf: hf for hf, gguf in _LAYER_NAMES.items()}
-_HF_FOR_GLOBAL = {gguf: hf for hf, gguf in _GLOBAL_NAMES.items()}
-_HF_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
-_GGUF_LAYER = re.compile(r"^blk\.(\d+)\.(.+)$")
+
+
+@dataclass(frozen=True)
+class _Renaming:
+    """One direction of the table."""
+
+    whole: dict[str, str]  # names outside the layers
+    layer: re.Pattern[str]  # a layer tensor's name: (layer index, part)
+    parts: dict[str, str]  # a part's name on the other side
+    prefix: str  # the other side's layer prefix, {} for the index
+
+    def __call__(self, name: str) -> str | None:
+        if name in self.whole:
+            return self.whole[name]
+        match = self.layer.match(name)
+        if match and match.group(2) in self.parts:
+            return self.prefix.format(match.group(1)) + self.parts[match.group(2)]
+        return None
+
+
+def _inverse(table: dict[str, str]) -> dict[str, str]:
+    return {value: key for key, value in table.items()}
+
+
+_TO_GGUF = _Renaming(_GLOBAL_NAMES, re.compile(r"^model\.layers\.(\d+)\.(.+)$"), _LAYER_NAMES, "blk.{}.")
+_TO_HF = _Renaming(_inverse(_GLOBAL_NAMES), re.compile(r"^blk\.(\d+)\.(.+)$"), _inverse(_LAYER_NAMES), "model.layers.{}.")
 
 
 def gguf_tensor_name(hf_name: str) -> str | None:
     """llama.cpp's name for an HF parameter name; None for one it has no place for."""
-    if hf_name in _GLOBAL_NAMES:
-        return _GLOBAL_NAMES[hf_name]
-    match = _HF_LAYER.match(hf_name)
-    if match and match.group(2) in _LAYER_NAMES:
-        return f"blk.{match.group(1)}.{_LAYER_NAMES[match.group(2)]}"
-    return None
+    return _TO_GGUF(hf_name)
 
 
 def hf_tensor_name(gguf_name: str) -> str | None:
     """The HF parameter name of a GGUF tensor; None when there is none."""
-    if gguf_name in _HF_FOR_GLOBAL:
-        return _HF_FOR_GLOBAL[gguf_name]
-    match = _GGUF_LAYER.match(gguf_name)
-    if match and match.group(2) in _HF_FOR_LAYER_PART:
-        return f"model.layers.{match.group(1)}.{_HF_FOR_LAYER_PART[match.group(2)]}"
-    return None
+    return _TO_HF(gguf_name)
 
 
 class HeadCounts(Protocol):
