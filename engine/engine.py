@@ -26,7 +26,7 @@ from engine.runner import ModelRunner
 from engine.sampling import SamplingParams
 from engine.scheduler import Scheduler
 from engine.sequence import Completion, FinishReason, Request, RequestOutput, Sequence, TokenEvent
-from engine.text.tokenizer import IncrementalDecoder
+from engine.text.detokenizer import IncrementalDecoder
 
 __all__ = ["LLMEngine", "RequestOutput", "Completion", "TokenEvent", "SamplingParams", "decodes_with_graphs"]
 
