@@ -24,61 +24,19 @@ Decode of the Llama-family models goes further (engine/kernels/llama_decode.py: 
 C++, products included); this module serves what that does not cover (LoRA adapters,
 PaLM, int8, prefill).
 
-Also here: the compiled one-row int8 product that engine/kernels/quantize.py uses.
-
-Not here: choosing thread counts.
+Not here: choosing thread counts, int8 layers (engine/kernels/quantize.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import platform
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from engine.kernels import few_rows_gemm
-from engine.kernels.built_once import BuiltOnce, first_line
-
-log = logging.getLogger(__name__)
-
-
-def _row_product_int8(weight_int8: torch.Tensor, scale: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
-    """int8 weight (out, in) with per-row scales times row (in,), as multiply-and-sum:
-    inductor compiles it into one vectorized read of the int8 weight."""
-    return (weight_int8.to(row.dtype) * row).sum(-1) * scale  # (out,)
-
-
-def _try_compile_int8() -> Callable | None:
-    """The compiled int8 kernel, run once on a tiny input to prove it builds; None if it does not."""
-    kernel = torch.compile(_row_product_int8, dynamic=True)
-    # Weights made outside inference mode, the row inside, as when the runner calls it:
-    # dynamo guards on that difference, and a mismatch would mean compiling again.
-    with torch.inference_mode(False):  # also when first called from inside the runner
-        weight, scale = torch.ones(3, 5, dtype=torch.int8), torch.ones(3)
-    try:
-        with torch.inference_mode():
-            kernel(weight, scale, torch.ones(5))
-    # A capability probe, not real work: inductor reports a missing or broken compiler
-    # through several exception types, and every one of them means "use the fallback".
-    except Exception as error:  # noqa: BLE001
-        log.warning("torch.compile is unavailable here (%s); int8 one-row products use PyTorch's kernel", first_line(error))
-        return None
-    return kernel
-
-
-_int8_row_kernel: BuiltOnce[Callable] = BuiltOnce(_try_compile_int8)
-
-
-def compiled_int8_row_kernel() -> Callable | None:
-    """The compiled int8 one-row kernel (engine/kernels/quantize.py), or None where torch.compile
-    cannot build it (no C++ compiler, unsupported platform). Tried once per process; the
-    first call takes 5-6 s even when inductor's disk cache has the kernel."""
-    return _int8_row_kernel.get()
-
 
 # MKL's slow path is an x86 matter; elsewhere PyTorch's own choice of library stays.
 _ONEDNN_FOR_SEVERAL_ROWS = platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()

@@ -2,7 +2,7 @@
 
 Each nn.Linear weight becomes int8 with one fp32 scale per output row (symmetric,
 round-to-nearest); activations stay fp32. A single row (batch-1 decode) goes through the
-compiled multiply-and-sum of engine/kernels/cpu_linear.py, which reads each int8 weight once;
+multiply-and-sum compiled here by torch inductor, which reads each int8 weight once;
 several rows use PyTorch's int8 weight-only kernel. Weights take a quarter of the memory.
 That is the gain; speed is not: on this project's CPU, int8 decodes 14 tokens/s at batch 1
 (fp32: about 15) and 7 at 8 requests (fp32: 74). Inference only: the quantized model
@@ -11,10 +11,49 @@ cannot be trained or saved back.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
-from engine.kernels.cpu_linear import compiled_int8_row_kernel
+from engine.kernels.built_once import BuiltOnce, first_line
+
+log = logging.getLogger(__name__)
+
+
+def _row_product_int8(weight_int8: torch.Tensor, scale: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+    """int8 weight (out, in) with per-row scales times row (in,), as multiply-and-sum:
+    inductor compiles it into one vectorized read of the int8 weight."""
+    return (weight_int8.to(row.dtype) * row).sum(-1) * scale  # (out,)
+
+
+def _try_compile_int8() -> Callable | None:
+    """The compiled int8 kernel, run once on a tiny input to prove it builds; None if it does not."""
+    kernel = torch.compile(_row_product_int8, dynamic=True)
+    # Weights made outside inference mode, the row inside, as when the runner calls it:
+    # dynamo guards on that difference, and a mismatch would mean compiling again.
+    with torch.inference_mode(False):  # also when first called from inside the runner
+        weight, scale = torch.ones(3, 5, dtype=torch.int8), torch.ones(3)
+    try:
+        with torch.inference_mode():
+            kernel(weight, scale, torch.ones(5))
+    # A capability probe, not real work: inductor reports a missing or broken compiler
+    # through several exception types, and every one of them means "use the fallback".
+    except Exception as error:  # noqa: BLE001
+        log.warning("torch.compile is unavailable here (%s); int8 one-row products use PyTorch's kernel", first_line(error))
+        return None
+    return kernel
+
+
+_int8_row_kernel: BuiltOnce[Callable] = BuiltOnce(_try_compile_int8)
+
+
+def compiled_int8_row_kernel() -> Callable | None:
+    """The compiled int8 one-row kernel, or None where torch.compile cannot build it (no
+    C++ compiler, unsupported platform). Tried once per process; the first call is slow
+    (seconds) even when inductor's disk cache has the kernel."""
+    return _int8_row_kernel.get()
 
 
 class Int8Linear(nn.Module):
