@@ -139,7 +139,7 @@ class LLMEngine:
         self._release_finished()
 
     def warm_up(self, batch_size: int | None = None, context: int | None = None) -> None:
-        """Do one-time set-up (compiling CPU kernels, about 5 s) now instead of in the first
+        """Do one-time set-up (compiling CPU kernels, seconds) now instead of in the first
         request. Optional: without it the first request pays it. On a GPU, `batch_size`
         and `context` (tokens) also record the CUDA graphs that decoding that many
         requests up to that length will use (otherwise each is recorded when first needed)."""

@@ -75,10 +75,8 @@ class _DecodeCache:
 
 
 # The most rows the C++ decode step takes; larger batches take the model's own forward
-# with oneDNN's products. Measured with the bench's level function, both caps taking
-# turns in one process: 64 requests decoded at 350-371 tokens/s through the C++ step
-# against 185-190 through oneDNN, 128 requests (64 tokens each) at 328-347 against
-# 240-246. Beyond 128 it has not been measured (there the rows' inputs to the
+# with oneDNN's products. Up to here the C++ step decoded faster (docs/performance.md,
+# Engine notes); beyond 128 it has not been measured (there the rows' inputs to the
 # 1536-wide down projection alone pass 1 MB, a core's L2).
 DECODE_KERNEL_MAX_ROWS = 128
 
@@ -207,9 +205,8 @@ class ModelRunner:
         logits (P, V).
 
         The prompts are packed into one sequence, so every product runs once over all their
-        tokens: on this project's CPU a batch of eight 37-token chat prompts took 0.5 s
-        packed against 1.0 s one prompt at a time, since oneDNN's products are far more
-        efficient with hundreds of rows than with tens."""
+        tokens: oneDNN's products are far more efficient with hundreds of rows than with
+        tens."""
         lengths = [len(p) for p in prompts]
         ids = torch.tensor([[t for p in prompts for t in p]], dtype=torch.long, device=self.device)  # (1, T)
         prompt_positions = [torch.arange(n, device=self.device) for n in lengths]

@@ -4,9 +4,9 @@ Each nn.Linear weight becomes int8 with one fp32 scale per output row (symmetric
 round-to-nearest); activations stay fp32. A single row (batch-1 decode) goes through the
 multiply-and-sum compiled here by torch inductor, which reads each int8 weight once;
 several rows use PyTorch's int8 weight-only kernel. Weights take a quarter of the memory.
-That is the gain; speed is not: on this project's CPU, int8 decodes 14 tokens/s at batch 1
-(fp32: about 15) and 7 at 8 requests (fp32: 74). Inference only: the quantized model
-cannot be trained or saved back.
+That is the gain; speed is not: int8 decodes no faster than fp32 at batch 1 and far
+slower with several requests, where fp32 has the C++ kernels (docs/performance.md,
+Engine notes). Inference only: the quantized model cannot be trained or saved back.
 """
 
 from __future__ import annotations
