@@ -29,11 +29,12 @@ def main() -> None:
     import transformers
 
     from chat_tui.benchmarks.engine_bench import chat_prompts
+    from chat_tui.paths import models_dir
     from engine.engine import LLMEngine
     from engine.loading import load_model
     from engine.sampling import SamplingParams
 
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, store_root=models_dir())
     prompts = chat_prompts(loaded, args.batch)
     params = SamplingParams(temperature=0, max_new_tokens=args.tokens, ignore_eos=True)
     engine = LLMEngine(loaded, max_batch_size=args.batch, max_cached_tokens=args.batch * (args.tokens + 128))

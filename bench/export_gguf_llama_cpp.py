@@ -2,7 +2,7 @@
 
     python bench/export_gguf_llama_cpp.py [--model NAME] [--type f16] [--tokens 16]
 
-Exports the model (default: the default SmolLM2 model) with engine.export_gguf, then
+Exports the model (default: the default SmolLM2 model) with engine.export.gguf, then
 generates greedily from the same chat prompt with our engine (on the source directory)
 and with llama.cpp through llama-cpp-python (on the exported file), and prints both and
 how many leading tokens agree. Also reports the export time, the file size, and the
@@ -32,12 +32,14 @@ def main() -> None:
 
     import torch
 
+    from chat_tui.paths import models_dir
     from engine.engine import LLMEngine
-    from engine.export_gguf import export_gguf
-    from engine.loading import ModelStore, default_store_root, ensure_default_model, load_model
+    from engine.export.gguf import export_gguf
+    from engine.loading import ModelStore, ensure_default_model, load_model
     from engine.sampling import SamplingParams
 
-    source = ensure_default_model() if args.model is None else ModelStore(default_store_root()).resolve(args.model)
+    store = ModelStore(models_dir())
+    source = ensure_default_model(store.root) if args.model is None else store.resolve(args.model)
     out = Path(tempfile.mkdtemp(prefix="gguf-")) / f"{source.name}.{args.type}.gguf"
     started = time.perf_counter()
     export_gguf(source, out, args.type)

@@ -35,12 +35,13 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model name or path (default: the default model)")
     args = parser.parse_args()
 
-    from engine import few_rows_gemm
+    from chat_tui.paths import models_dir
+    from engine.kernels import few_rows_gemm
     from engine.loading import load_model
 
     if not few_rows_gemm.available():
         raise SystemExit("the few-row kernel could not be built here (see the warning above)")
-    model = load_model(args.model).model
+    model = load_model(args.model, store_root=models_dir()).model
     weights = [m.weight.detach() for name, m in model.named_modules()
                if isinstance(m, torch.nn.Linear) and ".layers." in name]
     megabytes = sum(w.numel() * w.element_size() for w in weights) / 1e6

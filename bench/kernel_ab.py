@@ -8,7 +8,7 @@ prints the largest difference between their logits (0 when a change keeps the bi
 
     python bench/kernel_ab.py --base HEAD~1 --rows 1,8 --context 150
 
-Only the C++ sources (engine/*.cpp, engine/*.h) come from the base revision; the model,
+Only the C++ sources (engine/kernels/*.cpp, *.h) come from the base revision; the model,
 the cache and the call into the kernel are the working tree's, so the two versions must
 share the kernel's signature and cache layout.
 """
@@ -29,19 +29,25 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def kernel_of(source_dir: Path, argtypes: list) -> ctypes._CFuncPtr:
-    from engine import native_library
+    from engine.kernels import native_library
 
     return native_library.bind(ctypes.CDLL(str(native_library.build("g++", source_dir))), "llama_decode", argtypes)
 
 
 def sources_at(revision: str, into: Path) -> Path:
-    """The C++ sources of engine/ at a git revision, written under `into`."""
-    from engine import native_library
+    """The C++ kernel sources at a git revision, written under `into`. Revisions before
+    the kernels moved to engine/kernels/ kept them in engine/ itself."""
+    from engine.kernels import native_library
 
     for path in native_library.SOURCES + native_library.HEADERS:
-        text = subprocess.run(["git", "show", f"{revision}:engine/{path.name}"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout
-        (into / path.name).write_text(text)
+        for folder in ("engine/kernels", "engine"):
+            shown = subprocess.run(["git", "show", f"{revision}:{folder}/{path.name}"], cwd=ROOT,
+                                   capture_output=True, text=True)
+            if shown.returncode == 0:
+                break
+        else:
+            raise SystemExit(f"{path.name} is not in {revision}: {shown.stderr.strip()}")
+        (into / path.name).write_text(shown.stdout)
     return into
 
 
@@ -54,18 +60,19 @@ def main() -> None:
     args = parser.parse_args()
 
     from chat_tui.benchmarks.engine_bench import chat_prompts
-    from engine import llama_decode
+    from chat_tui.paths import models_dir
     from engine.engine import LLMEngine
+    from engine.kernels import llama_decode
     from engine.loading import load_model
     from engine.sampling import SamplingParams
 
-    loaded = load_model(None, device="cpu", dtype=None)
+    loaded = load_model(None, device="cpu", dtype=None, store_root=models_dir())
     if not llama_decode.available():
         raise SystemExit("the C++ decode step is not available here")
     argtypes = llama_decode._function.result.argtypes
     with tempfile.TemporaryDirectory() as scratch:
         builds = {"base": kernel_of(sources_at(args.base, Path(scratch)), argtypes),
-                  "work": kernel_of(ROOT / "engine", argtypes)}
+                  "work": kernel_of(ROOT / "engine" / "kernels", argtypes)}
         addresses = llama_decode.weight_addresses(loaded.model)
         print(f"working tree against {args.base}: median ms per decode step, {args.calls} calls each, alternating")
         for rows in (int(r) for r in args.rows.split(",")):

@@ -27,6 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["CHAT_TUI_HOME"] = tempfile.mkdtemp(prefix="bench-pretrain-")
 
+    from chat_tui.paths import models_dir
     from engine.engine import LLMEngine
     from engine.loading import load_model
     from engine.sampling import SamplingParams
@@ -62,7 +63,7 @@ def main() -> None:
     print(f"held-out loss:       {result.held_out_loss:.3f} nats/token "
           f"({result.unigram_baseline - result.held_out_loss:.3f} below the baseline)")
 
-    loaded = load_model("shakespeare")
+    loaded = load_model("shakespeare", store_root=models_dir())
     engine = LLMEngine(loaded)
     params = SamplingParams(temperature=0.8, top_k=40, max_new_tokens=60, seed=0)
     prompt = loaded.tokenizer.encode("**ROMEO**  \n", add_special_tokens=True)

@@ -58,6 +58,7 @@ def main() -> None:
 
     import engine.runner
     from chat_tui.benchmarks.engine_bench import chat_prompts
+    from chat_tui.paths import models_dir
     from engine import sampling_ops
     from engine.engine import LLMEngine
     from engine.loading import load_model
@@ -65,7 +66,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         samplers = {args.base: sampler_at(args.base, Path(scratch)), "working tree": sampling_ops}
-    loaded = load_model(None)
+    loaded = load_model(None, store_root=models_dir())
     llm = LLMEngine(loaded, max_batch_size=32)
     llm.warm_up()
     call_times: list[float] = []

@@ -1,7 +1,16 @@
 """engine: the model runtime.
 
-Model configs and code, weight loading (HF safetensors directories, GGUF files), tokenizers,
-chat templates, sampling, the KV cache and the continuous-batching engine. It works on
-token ids and text; it knows nothing of SQLite or Textual. This `__init__` imports nothing
-heavy so that `engine.errors` can be imported without torch.
+It works on token ids and text; it knows nothing of SQLite or Textual. At the top, the
+continuous-batching core: `engine` (LLMEngine), `scheduler`, `block_manager`, `sequence`,
+`runner` (the only code that touches the cache tensors), `sampling`/`sampling_ops`,
+`graphed_decode` (CUDA graphs), `streaming` (a thread-safe front), and what every part
+shares (`config`, `bundle`, `devices`, `errors`, `module_changes`). Beside it:
+
+- models/: one file per architecture (Llama family, PaLM) and the registry;
+- loading/: HF directories, GGUF files, the model store, the default model;
+- text/: tokenizers, streaming detokenization, chat templates;
+- kernels/: the C++ CPU kernels, the fast linear layers, int8 weights;
+- export/: writing a model as GGUF.
+
+This `__init__` imports nothing heavy so that `engine.errors` can be imported without torch.
 """

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from engine.chat_template import ChatTemplate
     from engine.config import ModelConfig
-    from engine.tokenizer import Tokenizer
+    from engine.text.chat_template import ChatTemplate
+    from engine.text.tokenizer import Tokenizer
 
 
 @dataclass

@@ -19,14 +19,14 @@ from collections.abc import Sequence as SequenceOf
 
 import torch
 
+from engine.block_manager import BlockManager
 from engine.bundle import LoadedModel
 from engine.errors import InvalidRequestError
-from engine.kv_cache import BlockManager
 from engine.runner import ModelRunner
 from engine.sampling import SamplingParams
 from engine.scheduler import Scheduler
 from engine.sequence import Completion, FinishReason, Request, RequestOutput, Sequence, TokenEvent
-from engine.tokenizer import IncrementalDecoder
+from engine.text.detokenizer import IncrementalDecoder
 
 __all__ = ["LLMEngine", "RequestOutput", "Completion", "TokenEvent", "SamplingParams", "decodes_with_graphs"]
 
@@ -56,8 +56,8 @@ class LLMEngine:
         decode_graphs: bool | None = None,
     ) -> None:
         """fast_cpu_kernels: for an fp32 model on the CPU, decode through the C++ step of
-        engine/llama_decode.py where it covers the model and run other linear layers through
-        engine/cpu_linear.py (False: the model's own forward with PyTorch's kernels, for
+        engine/kernels/llama_decode.py where it covers the model and run other linear layers through
+        engine/kernels/cpu_linear.py (False: the model's own forward with PyTorch's kernels, for
         comparisons).
         decode_graphs: decode in fixed-shape steps replayed from CUDA graphs
         (engine/graphed_decode.py); default on for a model on a CUDA device. Elsewhere the
@@ -139,7 +139,7 @@ class LLMEngine:
         self._release_finished()
 
     def warm_up(self, batch_size: int | None = None, context: int | None = None) -> None:
-        """Do one-time set-up (compiling CPU kernels, about 5 s) now instead of in the first
+        """Do one-time set-up (compiling CPU kernels, seconds) now instead of in the first
         request. Optional: without it the first request pays it. On a GPU, `batch_size`
         and `context` (tokens) also record the CUDA graphs that decoding that many
         requests up to that length will use (otherwise each is recorded when first needed)."""

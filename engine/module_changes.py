@@ -1,6 +1,6 @@
 """Telling whether a model's tensors are still where a prepared step last found them.
 
-The C++ decode step (engine/llama_decode.py) keeps a table of weight addresses, and a
+The C++ decode step (engine/kernels/llama_decode.py) keeps a table of weight addresses, and a
 CUDA graph (engine/graphed_decode.py) has every address baked into its kernels. Both stay
 valid through in-place updates (an optimizer step between PPO rollouts), and both go
 stale when a tensor moves: `.to()`, assigning `.data`, LoRA wrapping a projection, int8

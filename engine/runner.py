@@ -7,7 +7,7 @@ a batch of prompts, one decode step for a whole batch, and sampling. Which rows 
 which blocks they own is decided by the scheduler and the block manager; the runner only
 mirrors their decisions into tensors.
 
-Which decode path a step takes: the C++ step (engine/llama_decode.py) for an fp32 Llama
+Which decode path a step takes: the C++ step (engine/kernels/llama_decode.py) for an fp32 Llama
 on the CPU; with `decode_graphs` (the engine's default on CUDA), fixed-shape steps replayed
 from CUDA graphs (engine/graphed_decode.py); otherwise the model's own forward. All three
 read the same cache and give the same tokens.
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from engine import llama_decode
-from engine.cpu_linear import fast_linear, warm_up
 from engine.graphed_decode import GraphedDecode
+from engine.kernels import llama_decode
+from engine.kernels.cpu_linear import fast_linear, warm_up
 from engine.sampling import SamplingParams
 from engine.sampling_ops import sample_next_tokens
 
@@ -75,10 +75,8 @@ class _DecodeCache:
 
 
 # The most rows the C++ decode step takes; larger batches take the model's own forward
-# with oneDNN's products. Measured with the bench's level function, both caps taking
-# turns in one process: 64 requests decoded at 350-371 tokens/s through the C++ step
-# against 185-190 through oneDNN, 128 requests (64 tokens each) at 328-347 against
-# 240-246. Beyond 128 it has not been measured (there the rows' inputs to the
+# with oneDNN's products. Up to here the C++ step decoded faster (docs/performance.md,
+# Engine notes); beyond 128 it has not been measured (there the rows' inputs to the
 # 1536-wide down projection alone pass 1 MB, a core's L2).
 DECODE_KERNEL_MAX_ROWS = 128
 
@@ -175,13 +173,13 @@ class ModelRunner:
     # --- forward passes ----------------------------------------------------------------
 
     def _linear_context(self) -> contextlib.AbstractContextManager:
-        """Faster linear kernels for an fp32 model on the CPU (engine/cpu_linear.py)."""
+        """Faster linear kernels for an fp32 model on the CPU (engine/kernels/cpu_linear.py)."""
         if self.fast_cpu_kernels:
             return fast_linear(self.device, self.dtype)
         return contextlib.nullcontext()
 
     def _decode_kernel_weights(self, rows: int) -> torch.Tensor | None:
-        """The weight table for the C++ decode step (engine/llama_decode.py) when it covers
+        """The weight table for the C++ decode step (engine/kernels/llama_decode.py) when it covers
         this step: an fp32 Llama on the CPU as the model is now (LoRA may have been added
         since), at most DECODE_KERNEL_MAX_ROWS rows, and the kernel built here. None otherwise."""
         if not self.fast_cpu_kernels or rows > DECODE_KERNEL_MAX_ROWS or self.device.type != "cpu":
@@ -207,9 +205,8 @@ class ModelRunner:
         logits (P, V).
 
         The prompts are packed into one sequence, so every product runs once over all their
-        tokens: on this project's CPU a batch of eight 37-token chat prompts took 0.5 s
-        packed against 1.0 s one prompt at a time, since oneDNN's products are far more
-        efficient with hundreds of rows than with tens."""
+        tokens: oneDNN's products are far more efficient with hundreds of rows than with
+        tens."""
         lengths = [len(p) for p in prompts]
         ids = torch.tensor([[t for p in prompts for t in p]], dtype=torch.long, device=self.device)  # (1, T)
         prompt_positions = [torch.arange(n, device=self.device) for n in lengths]

@@ -15,8 +15,8 @@ seed and history: the same seed gives the same text whether the sequence runs al
 a batch of 32 (every reduction is row by row, and which path a row takes depends only on
 its own settings), and the n samples of one prompt (different seeds) differ. One uniform
 per row replaced Gumbel noise hashed per (seed, step, token), a (B, V) pass of 64-bit
-integer arithmetic: on the default model's decode logits, 8 rows at temperature 0.7, a
-sampling call went from 15.6 ms to 2.0 ms (a decode step of those 8 rows is about 30 ms).
+integer arithmetic that cost several times the rest of sampling (docs/performance.md,
+Engine notes).
 
 Rows with top-k or top-p (the chat's default is top-p 0.9) keep at most a few dozen
 tokens, so they are drawn from their top candidates alone, put back in vocabulary order:
@@ -35,8 +35,8 @@ import torch
 
 # How many of each row's highest logits top-k / top-p look at, tried in turn: a row whose
 # top-k or nucleus needs more than one count moves the step on to the next, and beyond
-# the last the whole vocabulary is sorted. On a 49k vocabulary, 8 rows: top-64 takes
-# 0.55 ms, top-1024 2.2 ms, a full sort 15 ms; a chat nucleus seldom needs more than 64.
+# the last the whole vocabulary is sorted. Each count costs more than the one before and a
+# full sort far more; a chat nucleus seldom needs more than 64.
 CANDIDATE_COUNTS = (64, 1024)
 
 # Whole-vocabulary draws look for the chunk of this many tokens first (inverse_cdf_by_chunks).
@@ -95,7 +95,7 @@ def inverse_cdf(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
 
 def inverse_cdf_by_chunks(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     """`inverse_cdf` for whole-vocabulary rows, where a float64 cumulative sum over every
-    weight is the slowest step of sampling (4.6 ms for 32 rows of 49k): find the chunk of
+    weight is the slowest step of sampling: find the chunk of
     CDF_CHUNK weights that holds the draw from the chunks' sums, then the position within
     that one chunk. The same draw up to the rounding of the chunks' float32 sums."""
     B, N = weights.shape

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections import deque
 
+from engine.block_manager import BlockManager
 from engine.errors import InvalidRequestError
-from engine.kv_cache import BlockManager
 from engine.sequence import Request, Sequence
 
 

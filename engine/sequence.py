@@ -68,7 +68,7 @@ class Sequence:
     row: int = -1  # batch row in the runner's per-row buffers
     text: str = ""  # decoded text, stop strings excluded
     emitted: int = 0  # characters of `text` already handed out in events
-    decoder: object | None = None  # engine.tokenizer.IncrementalDecoder
+    decoder: object | None = None  # engine.text.detokenizer.IncrementalDecoder
     finish_reason: FinishReason | None = None
 
     @property

@@ -19,8 +19,11 @@ from gguf import quants as gguf_quants
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from engine import sentencepiece_proto as spp
-from engine.loading.gguf_file import permute_qk
+from engine.config import ModelConfig
+from engine.export.gguf import write_hyperparameters
+from engine.loading.checkpoint import stored_tensors
+from engine.loading.gguf_names import gguf_tensor_name, to_gguf_layout
+from engine.text import sentencepiece_proto as spp
 
 # English, Chinese, emoji (incl. a ZWJ sequence), code, whitespace runs, tabs, newlines.
 MIXED_TEXT = (
@@ -189,59 +192,25 @@ def write_gguf(
 ) -> Path:
     """A GGUF file of a transformers Llama model, laid out as llama.cpp's converter does.
 
-    Q and K rows are permuted, tensor names are llama.cpp's, norms are F32 and matrices use
+    The hyper-parameters are written as the exporter writes them (engine/export/gguf.py),
+    Q and K rows are permuted and tensor names are llama.cpp's (engine/loading/gguf_names.py;
+    test_export_gguf pins that table to llama.cpp's names), norms are F32 and matrices use
     `qtype`. `tokenizer_fields` are written as `tokenizer.ggml.*` metadata.
     """
     cfg = hf_model.config
     writer = GGUFWriter(str(path), architecture)
     writer.add_name("tiny-test-model")
-    writer.add_context_length(cfg.max_position_embeddings)
-    writer.add_embedding_length(cfg.hidden_size)
-    writer.add_block_count(cfg.num_hidden_layers)
-    writer.add_feed_forward_length(cfg.intermediate_size)
-    writer.add_head_count(cfg.num_attention_heads)
-    writer.add_head_count_kv(cfg.num_key_value_heads)
-    writer.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
-    writer.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
-    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    writer.add_vocab_size(cfg.vocab_size)
+    write_hyperparameters(writer, ModelConfig.from_hf_dict(cfg.to_dict()))
     writer.add_file_type(int(qtype))
     for key, value in (tokenizer_fields or {}).items():
         _add_tokenizer_field(writer, key, value)
     if chat_template:
         writer.add_chat_template(chat_template)
 
-    state = {k: v.detach().float().numpy() for k, v in hf_model.state_dict().items()}
-    names = {
-        "model.embed_tokens.weight": "token_embd.weight",
-        "model.norm.weight": "output_norm.weight",
-        "lm_head.weight": "output.weight",
-    }
-    layer_parts = {
-        "input_layernorm.weight": "attn_norm.weight",
-        "post_attention_layernorm.weight": "ffn_norm.weight",
-        "self_attn.q_proj.weight": "attn_q.weight",
-        "self_attn.k_proj.weight": "attn_k.weight",
-        "self_attn.v_proj.weight": "attn_v.weight",
-        "self_attn.o_proj.weight": "attn_output.weight",
-        "mlp.gate_proj.weight": "ffn_gate.weight",
-        "mlp.up_proj.weight": "ffn_up.weight",
-        "mlp.down_proj.weight": "ffn_down.weight",
-    }
+    state = {k: v.detach().float().numpy() for k, v in stored_tensors(hf_model.state_dict(), cfg).items()}
     for name, values in state.items():
-        if name == "lm_head.weight" and cfg.tie_word_embeddings:
-            continue
-        if name in names:
-            gguf_name = names[name]
-        else:
-            _, _, layer, rest = name.split(".", 3)
-            gguf_name = f"blk.{layer}.{layer_parts[rest]}"
-            if rest == "self_attn.q_proj.weight":
-                values = permute_qk(values, cfg.num_attention_heads)
-            elif rest == "self_attn.k_proj.weight":
-                values = permute_qk(values, cfg.num_key_value_heads)
-        data, raw = _as_gguf_tensor(values, qtype)
-        writer.add_tensor(gguf_name, data, raw_dtype=raw)
+        data, raw = _as_gguf_tensor(to_gguf_layout(name, values, cfg), qtype)
+        writer.add_tensor(gguf_tensor_name(name), data, raw_dtype=raw)
     for name, (data, raw) in (extra_tensors or {}).items():
         writer.add_tensor(name, data, raw_dtype=raw)
     writer.write_header_to_file()

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from engine.built_once import NOT_TRIED, BuiltOnce, first_line
+from engine.kernels.built_once import NOT_TRIED, BuiltOnce, first_line
 
 
 def test_threads_asking_at_once_share_one_build():

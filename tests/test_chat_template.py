@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.chat_template import CHATML_TEMPLATE, ChatTemplate, ChatTemplateError
-from engine.tokenizer import Tokenizer
+from engine.text.chat_template import CHATML_TEMPLATE, ChatTemplate, ChatTemplateError
+from engine.text.tokenizer import Tokenizer
 from loading_helpers import train_byte_level_bpe
 
 transformers = pytest.importorskip("transformers")

@@ -15,9 +15,9 @@ import sentencepiece as spm
 import torch
 
 from engine.errors import EngineError
-from engine.export_gguf import ExportError, export_gguf, gguf_tensor_name
+from engine.export.gguf import ExportError, export_gguf
 from engine.loading import load_model
-from engine.loading.gguf_file import permute_qk
+from engine.loading.gguf_names import gguf_tensor_name, hf_tensor_name, permute_qk
 from tiny_models import TRAINING_TEXT, make_tiny_model_dir
 
 PROMPT = "Hello! How are you today? The quick brown fox 12345."
@@ -192,19 +192,43 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     assert list(out_dir.iterdir()) == []
 
 
-def test_tensor_names():
-    assert gguf_tensor_name("model.layers.11.mlp.down_proj.weight") == "blk.11.ffn_down.weight"
-    assert gguf_tensor_name("model.embed_tokens.weight") == "token_embd.weight"
-    with pytest.raises(ExportError, match="'model.layers.0.norm.weight'"):
-        gguf_tensor_name("model.layers.0.norm.weight")
+def test_tensor_names_are_llama_cpps_both_ways():
+    # Written out from llama.cpp's tensor names, not from the table under test.
+    pairs = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+        "model.layers.11.mlp.down_proj.weight": "blk.11.ffn_down.weight",
+        "model.layers.0.self_attn.q_proj.bias": "blk.0.attn_q.bias",
+        "model.layers.3.post_attention_layernorm.weight": "blk.3.ffn_norm.weight",
+    }
+    for hf, gguf_name in pairs.items():
+        assert gguf_tensor_name(hf) == gguf_name and hf_tensor_name(gguf_name) == hf
+    assert gguf_tensor_name("model.layers.0.norm.weight") is None  # PaLM's block norm has no place
+    assert hf_tensor_name("blk.0.attn_qkv.weight") is None
+
+
+def test_a_weight_without_a_gguf_name_is_refused_and_nothing_written(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    source = make_tiny_model_dir(tmp_path / "tiny")
+    weights = load_file(source / "model.safetensors")
+    weights["model.layers.0.extra.weight"] = torch.zeros(2)
+    save_file(weights, source / "model.safetensors")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ExportError, match="'model.layers.0.extra.weight' has no llama-architecture GGUF tensor name"):
+        export_gguf(source, out / "tiny.gguf")
+    assert list(out.iterdir()) == []
 
 
 @pytest.mark.default_model
 @pytest.mark.slow
 def test_default_model_round_trip(tmp_path):
+    from chat_tui.paths import models_dir
     from engine.loading import ensure_default_model
 
-    source = ensure_default_model()
+    source = ensure_default_model(models_dir())
     want, ids = logits_of(source, "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n")
     out = export_gguf(source, tmp_path / "smollm.gguf", "f16")
     got, got_ids = logits_of(out, "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n")

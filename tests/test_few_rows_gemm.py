@@ -13,12 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import engine.few_rows_gemm as few_rows_gemm
-import engine.llama_decode as llama_decode
-import engine.native_library as native_library
-from engine.built_once import NOT_TRIED
-from engine.cpu_linear import FEW_ROWS_MAX, cpu_linear
-from engine.few_rows_gemm import few_rows_linear
+import engine.kernels.few_rows_gemm as few_rows_gemm
+import engine.kernels.llama_decode as llama_decode
+import engine.kernels.native_library as native_library
+from engine.kernels.built_once import NOT_TRIED
+from engine.kernels.cpu_linear import FEW_ROWS_MAX, cpu_linear
+from engine.kernels.few_rows_gemm import few_rows_linear
 
 
 def test_the_kernel_builds_here():
@@ -65,7 +65,7 @@ def test_build_goes_to_the_cache_once(tmp_path):
     # A fresh process with an empty cache builds one library there (and nothing
     # half-written is left beside it); a second process loads it without building.
     script = textwrap.dedent("""
-        import engine.few_rows_gemm as k, torch
+        import engine.kernels.few_rows_gemm as k, torch
         assert k.available()
         x, w = torch.randn(3, 40), torch.randn(9, 40)
         torch.testing.assert_close(k.few_rows_linear(x, w), x @ w.T, rtol=1e-5, atol=1e-5)
@@ -99,13 +99,39 @@ def test_without_a_working_compiler_products_fall_back(compiler, tmp_path, monke
 
 
 def test_every_kernel_source_is_packaged():
-    # A non-editable install ships only the package-data patterns: a missing header means
-    # the build fails on the user's machine and every C++ kernel is silently off.
+    # A non-editable install ships only the package-data patterns of the packages it finds:
+    # a missing header means the build fails on the user's machine and every C++ kernel is
+    # silently off.
     import tomllib
     from fnmatch import fnmatch
     from pathlib import Path
 
-    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    patterns = pyproject["tool"]["setuptools"]["package-data"]["*"]
+    root = Path(__file__).parents[1]
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = setuptools["package-data"]["*"]
     for path in native_library.SOURCES + native_library.HEADERS:
+        assert path.is_file(), path
         assert any(fnmatch(path.name, pattern) for pattern in patterns), path.name
+        package = ".".join(path.parent.relative_to(root).parts)
+        assert (path.parent / "__init__.py").is_file(), package
+        assert any(fnmatch(package, pattern) for pattern in setuptools["packages"]["find"]["include"]), package
+
+
+def test_the_cached_library_is_named_by_its_sources(tmp_path, monkeypatch):
+    # A changed source or header must build a new library, never load the old one.
+    import shutil
+
+    monkeypatch.setenv("CHAT_TUI_KERNEL_CACHE", str(tmp_path / "cache"))
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    for path in native_library.SOURCES + native_library.HEADERS:
+        shutil.copy(path, sources / path.name)
+    compiler = shutil.which(os.environ.get("CXX", "g++"))
+    original = native_library.cached_path(compiler, sources)
+    assert original == native_library.cached_path(compiler)  # the copies are the installed sources
+    for path in native_library.SOURCES + native_library.HEADERS:
+        text = (sources / path.name).read_text()
+        (sources / path.name).write_text(text + "\n// changed\n")
+        assert native_library.cached_path(compiler, sources) != original, path.name
+        (sources / path.name).write_text(text)
+    assert native_library.cached_path(compiler, sources) == original

@@ -9,12 +9,12 @@ import dataclasses
 import pytest
 import torch
 
-import engine.llama_decode as llama_decode
+import engine.kernels.llama_decode as llama_decode
 import engine.runner as engine_runner
-from engine.built_once import NOT_TRIED
 from engine.engine import LLMEngine
+from engine.kernels.built_once import NOT_TRIED
+from engine.kernels.quantize import quantize_int8
 from engine.loading import load_model
-from engine.quantize import quantize_int8
 from engine.sampling import SamplingParams
 from tiny_models import make_tiny_model_dir
 from trainer.lora import apply_lora

@@ -15,7 +15,8 @@ from gguf import GGMLQuantizationType as Q
 from gguf import quants as gguf_quants
 
 from engine.loading import load_model
-from engine.loading.gguf_file import dequantize, open_gguf, permute_qk, read_gguf, unpermute_qk
+from engine.loading.gguf_file import dequantize, open_gguf, read_gguf
+from engine.loading.gguf_names import permute_qk, unpermute_qk
 from loading_helpers import (
     MIXED_TEXT,
     gpt2_tokenizer_fields,

@@ -58,6 +58,20 @@ def test_import_list_resolve(tmp_path, model_dir):
         store.resolve("nope")
 
 
+def test_a_store_name_needs_the_store_root_and_a_path_does_not(tmp_path, model_dir):
+    # The engine does not know where chat-tui keeps its store: naming a stored model (or
+    # the default one) without the store's folder is the caller's mistake.
+    ModelStore(tmp_path).import_model(model_dir, name="stored")
+    for name in ("stored", None, "default"):
+        with pytest.raises(ValueError, match="pass store_root"):
+            load_model(name)
+    assert load_model(model_dir).name == "tiny-chat"
+    assert load_model(str(model_dir)).name == "tiny-chat"
+    with pytest.raises(ModelLoadError, match="no such file or directory"):
+        load_model(tmp_path / "missing")
+    assert load_model("stored", store_root=tmp_path).metadata["store_name"] == "stored"
+
+
 def test_stored_model_is_an_ordinary_hf_directory(tmp_path, model_dir):
     import transformers
 
@@ -137,7 +151,7 @@ def test_cli_import_and_list(model_dir, monkeypatch, capsys):
     code, out, err = _run_cli(monkeypatch, capsys, "models", "list")
     assert code == 0 and out.startswith("mine") and "hf" in out
     # a store name now works wherever a model is expected
-    assert load_model("mine").name == "mine"
+    assert load_model("mine", store_root=models_dir()).name == "mine"
 
 
 def test_cli_help_texts():
@@ -159,9 +173,23 @@ def test_save_model_with_replacement_weights(tmp_path, model_dir):
     merged = {k: v.clone() for k, v in loaded.model.state_dict().items()}  # lm_head included: tied
     merged["model.norm.weight"] *= 2
     save_model(loaded, "merged", store_root=tmp_path, state_dict=merged, info={"parent": "tiny-chat"})
+    from safetensors.torch import load_file
+
+    assert "lm_head.weight" not in load_file(tmp_path / "merged" / "model.safetensors")  # it is the embedding
     again = load_model("merged", store_root=tmp_path)
     assert torch.equal(again.model.model.norm.weight, loaded.model.model.norm.weight * 2)
     broken = {k: v for k, v in merged.items() if "layers.1." not in k}
     with pytest.raises(ModelLoadError, match="is missing"):
         save_model(loaded, "broken", store_root=tmp_path, state_dict=broken)
     assert [m.name for m in ModelStore(tmp_path).list_models()] == ["merged"]
+
+
+def test_stored_tensors_leave_out_the_lm_head_only_when_it_is_tied():
+    from types import SimpleNamespace
+
+    from engine.loading.checkpoint import stored_tensors
+
+    tensors = {"model.embed_tokens.weight": 1, "model.norm.weight": 2, "lm_head.weight": 3}
+    tied, untied = SimpleNamespace(tie_word_embeddings=True), SimpleNamespace(tie_word_embeddings=False)
+    assert stored_tensors(tensors, tied) == {"model.embed_tokens.weight": 1, "model.norm.weight": 2}
+    assert stored_tensors(tensors, untied) == tensors and stored_tensors(tensors, untied) is not tensors

@@ -76,7 +76,7 @@ def test_short_run_on_shakespeare_beats_unigram_baseline():
 
     # The store entry is an ordinary model: it loads, and the engine's greedy output
     # (paged KV cache, one KV head) is the plain recompute-everything loop's.
-    loaded = load_model("hamlet-lm")
+    loaded = load_model("hamlet-lm", store_root=models_dir())
     assert type(loaded.model).__name__ == "PalmForCausalLM"
     prompt = loaded.tokenizer.encode("**HAMLET**  \nTo be, or not", add_special_tokens=True)
     assert prompt[0] == loaded.config.bos_token_id

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import sentencepiece
 
-from engine import sentencepiece_proto as spp
 from engine.loading.tokenizer_files import read_tokenizer
-from engine.tokenizer import Tokenizer
+from engine.text import sentencepiece_proto as spp
+from engine.text.tokenizer import Tokenizer
 from loading_helpers import (
     MIXED_TEXT,
     train_byte_level_bpe,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from engine.loading.tokenizer_files import read_tokenizer
-from engine.tokenizer import REPLACEMENT_CHAR, IncrementalDecoder
+from engine.text.detokenizer import IncrementalDecoder
+from engine.text.tokenizer import REPLACEMENT_CHAR
 from loading_helpers import (
     MIXED_TEXT,
     train_byte_level_bpe,

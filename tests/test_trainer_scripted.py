@@ -24,12 +24,12 @@ import torch
 from tokenizers import decoders, models, pre_tokenizers
 
 from engine.bundle import LoadedModel
-from engine.chat_template import ChatTemplate
 from engine.config import ModelConfig
 from engine.engine import LLMEngine
 from engine.models.llama import LlamaForCausalLM
 from engine.sampling import SamplingParams
-from engine.tokenizer import Tokenizer
+from engine.text.chat_template import ChatTemplate
+from engine.text.tokenizer import Tokenizer
 from trainer import lora
 from trainer.datasets import ComparisonGroup, PromptExample, SFTExample, encode_exchange
 from trainer.dpo import DPOConfig, train_dpo

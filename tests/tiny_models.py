@@ -18,6 +18,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from engine.config import ModelConfig
+from engine.loading.checkpoint import stored_tensors
 from engine.models.llama import LlamaForCausalLM
 
 CHATML_TEMPLATE = (
@@ -86,9 +87,7 @@ def make_tiny_model_dir(
         # Tied heads with N(0, 1) embeddings make every distribution one-hot; scale them down.
         if tie_word_embeddings:
             model.model.embed_tokens.weight.mul_(0.1)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    if tie_word_embeddings:
-        del state["lm_head.weight"]
+    state = {k: v.contiguous() for k, v in stored_tensors(model.state_dict(), config).items()}
     save_file(state, str(path / "model.safetensors"))
     (path / "config.json").write_text(json.dumps(config.to_hf_dict(), indent=2))
     tok.save(str(path / "tokenizer.json"))

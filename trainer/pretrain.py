@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from engine.config import ModelConfig
 from engine.loading.checkpoint import Checkpoint, state_dict_for_saving
 from engine.loading.model_store import VALID_NAME, ModelStore
-from engine.tokenizer import Tokenizer
+from engine.text.tokenizer import Tokenizer
 from engine.models.palm import PalmForCausalLM, palm_config
 from trainer.errors import TrainerError
 from trainer.runtime import check_finite, make_accelerator

@@ -274,25 +274,15 @@ class TrainingRun:
 
     def save_version(self, loaded, metrics: dict[str, Any], activate: bool) -> tuple[str, str]:
         from engine.loading import ModelStore
-        from engine.loading.checkpoint import Checkpoint
 
         name = version_name(self.base, self.settings.algo if self.state.get("policy_ran") else "sft", self.run_id or 0)
         model_store = ModelStore(self.models_dir)
         if model_store.has(name):  # written by an attempt killed before it registered it
             path = model_store.path_of(name)
         else:
-            # Adapters folded in, HF names; a tied LM head is the embedding, so left out
-            # (the store's own rule, as in engine.loading.checkpoint.state_dict_for_saving).
-            merged = lora.merged_state_dict(loaded.model)
-            tensors = {k: v.detach().to("cpu").contiguous() for k, v in merged.items()}
-            if loaded.config.tie_word_embeddings:
-                tensors.pop("lm_head.weight", None)
-            checkpoint = Checkpoint(
-                config=loaded.config, tensors=tensors, tokenizer=loaded.tokenizer,
-                chat_template=None if loaded.chat_template.is_fallback else loaded.chat_template.source,
-                source=Path(loaded.path),
-            )
-            path = model_store.save_model(checkpoint, name, source="trained",
+            # Adapters folded in, under HF names; the store leaves a tied LM head out
+            # (engine.loading.checkpoint.stored_tensors).
+            path = model_store.save_model(loaded, name, source="trained", state_dict=lora.merged_state_dict(loaded.model),
                                           info={"parent": self.base.name, "run_id": self.run_id})
         version = self.store.register_model_version(
             name, str(path), source="train", parent_id=self.base.version_id,

@@ -17,13 +17,14 @@ from bench.loop.prompt_set import load_prompts
 
 def measure_candidates(model: str | None, num_prompts: int, seed: int, threads: int | None = None,
                        max_new_tokens: int | None = None) -> dict[str, Any]:
+    from chat_tui.paths import models_dir
     from chat_tui.services.chat_settings import ChatSettings
     from engine.engine import LLMEngine
     from engine.loading import ensure_default_model, load_model
 
     if threads:
         torch.set_num_threads(threads)
-    loaded = load_model(model if model is not None else ensure_default_model())
+    loaded = load_model(model if model is not None else ensure_default_model(models_dir()))
     prompts = load_prompts()
     random.Random(seed).shuffle(prompts)
     prompts = prompts[:num_prompts]

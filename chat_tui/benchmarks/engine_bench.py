@@ -73,7 +73,7 @@ class BenchReport:
     device: str
     dtype: str
     threads: int
-    fast_cpu_kernels: bool  # engine/llama_decode.py and engine/cpu_linear.py (else PyTorch's own)
+    fast_cpu_kernels: bool  # engine/kernels/llama_decode.py and engine/kernels/cpu_linear.py (else PyTorch's own)
     decode_graphs: bool  # decode steps replayed from CUDA graphs (engine/graphed_decode.py)
     max_tokens: int
     weight_bytes_per_token: int

@@ -64,6 +64,7 @@ def ask(
 ) -> None:
     """Ask the model PROMPT and print its reply (reads stdin when PROMPT is '-')."""
     from chat_tui.errors import UserError
+    from chat_tui.paths import models_dir
     from engine.engine import LLMEngine
     from engine.loading import load_model
     from engine.sampling import SamplingParams
@@ -86,9 +87,9 @@ def ask(
     )
     params.validate()  # before the (slow) model load
     load_started = time.perf_counter()
-    loaded = load_model(model_name, device=device, dtype=dtype)
+    loaded = load_model(model_name, device=device, dtype=dtype, store_root=models_dir())
     if int8:
-        from engine.quantize import quantize_int8
+        from engine.kernels.quantize import quantize_int8
 
         quantize_int8(loaded.model)
     load_s = time.perf_counter() - load_started

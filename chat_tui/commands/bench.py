@@ -62,6 +62,7 @@ def bench(
     """Measure decode throughput of the engine (and of HF transformers on the same weights)."""
     from chat_tui.benchmarks.engine_bench import run_benchmark
     from chat_tui.errors import UserError
+    from chat_tui.paths import models_dir
     from engine.loading import load_model
 
     levels = _levels(concurrency)
@@ -77,10 +78,10 @@ def bench(
     if model_name in (None, "default"):
         import_s = _time_default_import()
     started = time.perf_counter()
-    loaded = load_model(model_name, device=device, dtype=dtype)
+    loaded = load_model(model_name, device=device, dtype=dtype, store_root=models_dir())
     load_s = time.perf_counter() - started
     if int8:
-        from engine.quantize import quantize_int8
+        from engine.kernels.quantize import quantize_int8
 
         quantize_int8(loaded.model)
     log = (lambda _msg: None) if as_json else click.echo

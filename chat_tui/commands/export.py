@@ -1,7 +1,7 @@
 """`chat-tui models export`: write a model version as a GGUF file for llama.cpp / Ollama.
 
 Finds the version (a feedback-store model version by name or id, a model-store name, or
-a model directory) and hands it to engine.export_gguf, which does the work and refuses
+a model directory) and hands it to engine.export.gguf, which does the work and refuses
 what GGUF cannot represent.
 """
 
@@ -50,7 +50,7 @@ def export_command(version: str, file_format: str, export_type: str, output: Pat
     The tokenizer and chat template go into the file's metadata. Llama-family models
     (Llama, Mistral, Qwen2, SmolLM, TinyLlama) export; PaLM models cannot.
     """
-    from engine.export_gguf import export_gguf
+    from engine.export.gguf import export_gguf
 
     source = resolve_version(version)
     started = time.perf_counter()

@@ -50,10 +50,11 @@ def label_for(name_or_path: str) -> str:
 
 def import_default_model(store: Any, progress: Progress) -> ModelChoice:
     """Import the shipped default model (once) and make it the active version."""
+    from chat_tui.paths import models_dir
     from engine.loading import ensure_default_model
 
     progress("the default model", "importing it into the model store, once (about a minute)…")
-    path = ensure_default_model()
+    path = ensure_default_model(models_dir())
     name = path.name
     try:
         version = store.get_model_version(name)

@@ -38,13 +38,14 @@ class ServingModel:
 
 
 def load_serving_model(path: str | Path, version_id: int | None, label: str, device: str = "cpu") -> ServingModel:
-    """Load the model at `path` on `device` and start an engine loop for it. Blocking: run
-    in a worker."""
+    """Load the model at `path` (or of that name in the model store) on `device` and start
+    an engine loop for it. Blocking: run in a worker."""
+    from chat_tui.paths import models_dir
     from engine.engine import LLMEngine
     from engine.loading import load_model
     from engine.streaming import StreamingEngine
 
-    loaded = load_model(path, device=device)
+    loaded = load_model(path, device=device, store_root=models_dir())
     front = StreamingEngine(LLMEngine(loaded, max_batch_size=8)).start()
     return ServingModel(loaded=loaded, front=front, version_id=version_id, label=label)
 

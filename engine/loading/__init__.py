@@ -5,6 +5,9 @@ store name, a model directory or a .gguf file (None or "default" for the default
 and returns a `LoadedModel` on the requested device. `import_model` copies a directory or
 GGUF file into the store. Every failure a user can cause is a one-line `ModelLoadError`
 naming the file and what is wrong with it.
+
+The engine does not know where the store is: a caller that names a stored model (or the
+default one) passes the store's folder as `store_root`; a path needs none.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from engine.loading.checkpoint import Checkpoint, build_model, resolve_dtype
 from engine.loading.default_model import DEFAULT_MODEL_NAME, INSTALL_COMMAND, ensure_default_model
 from engine.loading.gguf_file import read_gguf
 from engine.loading.hf_dir import read_hf_directory
-from engine.loading.model_store import ModelStore, StoredModel, default_store_root, is_gguf_file
+from engine.loading.model_store import ModelStore, StoredModel, existing_path, is_gguf_file, names_a_path
 
 __all__ = [
     "DEFAULT_MODEL_NAME",
@@ -29,7 +32,6 @@ __all__ = [
     "ModelLoadError",
     "ModelStore",
     "StoredModel",
-    "default_store_root",
     "ensure_default_model",
     "import_model",
     "load_model",
@@ -50,14 +52,12 @@ def load_model(
     device: a torch device or a name for one ("auto": the GPU when there is one); a
         device this machine lacks is a DeviceError before anything is read.
     dtype: default float32 on CPU, bfloat16 on GPUs.
-    store_root: the model store's folder; default: chat-tui's data directory.
+    store_root: the model store's folder; needed for a store name or the default model
+        (without it they are a ValueError: the caller's mistake, not the user's).
     """
     device = resolve_device(device)
-    store = ModelStore(store_root if store_root is not None else default_store_root())
-    if path_or_name is None or path_or_name == "default":
-        path = ensure_default_model(store.root)
-    else:
-        path = store.resolve(path_or_name)
+    store = ModelStore(store_root) if store_root is not None else None
+    path = _model_path(path_or_name, store)
     target = resolve_dtype(dtype, device)
     if path.is_dir():
         checkpoint = read_hf_directory(path, device=str(device), dtype=target)
@@ -65,7 +65,7 @@ def load_model(
         checkpoint = read_gguf(path)
     else:
         raise ModelLoadError(f"{path}: not a model directory or a .gguf file")
-    in_store = path.parent == store.root
+    in_store = store is not None and path.parent == store.root
     name = path.name if path.is_dir() else path.stem
     model = build_model(checkpoint, device=device, dtype=target, name=name)
     if in_store:
@@ -73,20 +73,31 @@ def load_model(
     return model
 
 
-def import_model(path: str | Path, name: str | None = None, store_root: str | Path | None = None) -> Path:
-    """Copy a model directory or GGUF file into the store; returns its store directory."""
-    store = ModelStore(store_root if store_root is not None else default_store_root())
-    return store.import_model(path, name=name)
+def _model_path(path_or_name: str | Path | None, store: ModelStore | None) -> Path:
+    """Where the model `load_model` was asked for is: a path as given, else in the store."""
+    is_default = path_or_name is None or path_or_name == "default"
+    if store is not None:
+        return ensure_default_model(store.root) if is_default else store.resolve(path_or_name)
+    if is_default or not names_a_path(path_or_name):
+        raise ValueError(f"load_model({path_or_name!r}) names a model in the store: pass store_root")
+    return existing_path(path_or_name)
+
+
+def import_model(path: str | Path, name: str | None = None, *, store_root: str | Path) -> Path:
+    """Copy a model directory or GGUF file into the store at `store_root`; returns its
+    store directory."""
+    return ModelStore(store_root).import_model(path, name=name)
 
 
 def save_model(
     model: LoadedModel | Checkpoint,
     name: str,
-    store_root: str | Path | None = None,
+    *,
+    store_root: str | Path,
     source: str = "trained",
     info: dict | None = None,
     state_dict: dict | None = None,
 ) -> Path:
-    """Write a model into the store as a new directory (see `ModelStore.save_model`)."""
-    store = ModelStore(store_root if store_root is not None else default_store_root())
-    return store.save_model(model, name, source=source, info=info, state_dict=state_dict)
+    """Write a model into the store at `store_root` as a new directory (see
+    `ModelStore.save_model`)."""
+    return ModelStore(store_root).save_model(model, name, source=source, info=info, state_dict=state_dict)

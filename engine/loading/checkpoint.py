@@ -9,21 +9,23 @@ place, so weights are held in memory once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import torch
 
 from engine.bundle import LoadedModel
-from engine.chat_template import ChatTemplate
 from engine.config import ModelConfig
 from engine.errors import ModelLoadError
 from engine.models.registry import build_model as build_network
-from engine.tokenizer import Tokenizer
+from engine.text.chat_template import ChatTemplate
+from engine.text.tokenizer import Tokenizer
 
 TIED_HEAD = "lm_head.weight"
 EMBEDDINGS = "model.embed_tokens.weight"
+T = TypeVar("T")
 
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "f32": torch.float32,
@@ -42,6 +44,20 @@ class Checkpoint:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+class TiesEmbeddings(Protocol):
+    """A config that says whether the LM head is the input embedding matrix (an engine
+    `ModelConfig`, or a transformers config in the tests)."""
+
+    tie_word_embeddings: bool
+
+
+def stored_tensors(tensors: Mapping[str, T], config: TiesEmbeddings) -> dict[str, T]:
+    """What a model file stores of `tensors` (by HF name): all of them but the LM head when
+    `config` ties it to the embeddings, since it is then the embedding matrix itself. The
+    model store, the GGUF export and the trainer's new versions all write this."""
+    return {name: t for name, t in tensors.items() if not (config.tie_word_embeddings and name == TIED_HEAD)}
+
+
 def resolve_dtype(dtype: torch.dtype | str | None, device: str | torch.device) -> torch.dtype:
     """The compute dtype: as asked, else fp32 on CPU (no fast bf16 there) and bf16 on GPUs."""
     if isinstance(dtype, torch.dtype):
@@ -58,10 +74,7 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """The parameter names and shapes a checkpoint must provide for `config`."""
     with torch.device("meta"):
         model = build_network(config)
-    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    if config.tie_word_embeddings:
-        shapes.pop(TIED_HEAD)
-    return shapes
+    return {name: tuple(t.shape) for name, t in stored_tensors(model.state_dict(), config).items()}
 
 
 def check_tensors(config: ModelConfig, tensors: dict[str, torch.Tensor], source: Path) -> None:
@@ -91,9 +104,7 @@ def build_model(checkpoint: Checkpoint, device: str | torch.device = "cpu", dtyp
 
     config = checkpoint.config
     target = resolve_dtype(dtype, device)
-    tensors = checkpoint.tensors
-    if config.tie_word_embeddings:
-        tensors.pop(TIED_HEAD, None)
+    tensors = checkpoint.tensors = stored_tensors(checkpoint.tensors, config)  # a tied head comes from the embedding
     check_tensors(config, tensors, checkpoint.source)
     with init_empty_weights(include_buffers=False):
         model = build_network(config)
@@ -123,8 +134,5 @@ def _assign(model: torch.nn.Module, key: str, tensor: torch.Tensor) -> None:
 
 
 def state_dict_for_saving(model: torch.nn.Module, config: ModelConfig) -> dict[str, torch.Tensor]:
-    """The model's tensors under HF names, with the tied LM head left out (it is the embedding)."""
-    state = {k: v for k, v in model.state_dict().items()}
-    if config.tie_word_embeddings:
-        state.pop(TIED_HEAD, None)
-    return state
+    """The model's tensors under HF names as a file stores them (`stored_tensors`)."""
+    return stored_tensors(model.state_dict(), config)

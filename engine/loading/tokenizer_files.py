@@ -15,9 +15,9 @@ from typing import Any
 import sentencepiece
 import tokenizers
 
-from engine import sentencepiece_proto as spp
 from engine.errors import ModelLoadError
-from engine.tokenizer import Tokenizer
+from engine.text import sentencepiece_proto as spp
+from engine.text.tokenizer import Tokenizer
 
 TOKEN_KEYS = ("bos_token", "eos_token", "pad_token", "unk_token")
 

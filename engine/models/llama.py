@@ -13,6 +13,7 @@ sequence's history). Weight loading lives in engine/loading/, generation in engi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -84,6 +85,9 @@ def causal_attention(
 
 
 class Attention(nn.Module):
+    """Grouped-query attention: `num_key_value_heads` key/value heads shared by the query
+    heads (one of them is multi-query attention, as PaLM has), rotary on q and k."""
+
     def __init__(self, config: ModelConfig, layer: int) -> None:
         super().__init__()
         self.layer = layer
@@ -117,6 +121,8 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
+    """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         d, f = config.hidden_size, config.intermediate_size
@@ -141,24 +147,38 @@ class DecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-class LlamaBackbone(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+class Backbone(nn.Module):
+    """Embeddings, the layers, the final norm and the rotary angles, under HF's names;
+    `layer(config, index)` and `norm(dim, eps)` make the architecture's blocks and norms."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        layer: Callable[[ModelConfig, int], nn.Module] = DecoderLayer,
+        norm: Callable[[int, float], nn.Module] = RMSNorm,
+    ) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.layers = nn.ModuleList(layer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = norm(config.hidden_size, config.rms_norm_eps)
         self.rotary = RotaryEmbedding(config)
 
 
 class CausalLM(nn.Module):
     """What every decoder here shares: embed, rotary angles, the layers, final norm, LM head.
 
-    A subclass builds `self.model` (with embed_tokens, rotary, layers, norm) and `self.lm_head`;
-    each layer is called as `layer(x, cos, sin, cache, padding_mask)`. `hidden_states` is
-    what reward and value heads read.
+    A subclass hands over its `Backbone` as `self.model`; each layer is called as
+    `layer(x, cos, sin, cache, padding_mask)`. The LM head is the embedding matrix when the
+    config ties them. `hidden_states` is what reward and value heads read.
     """
 
-    config: ModelConfig
+    def __init__(self, config: ModelConfig, backbone: Backbone) -> None:
+        super().__init__()
+        self.config = config
+        self.model = backbone
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
 
     def hidden_states(
         self,
@@ -198,9 +218,4 @@ class LlamaForCausalLM(CausalLM):
     """The Llama-family decoder: backbone plus LM head (tied or not)."""
 
     def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.model = LlamaBackbone(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
+        super().__init__(config, Backbone(config))

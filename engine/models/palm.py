@@ -8,7 +8,9 @@ feed-forward network *in parallel* from it; both outputs are added to the residu
 
 Attention is multi-query (many query heads, one shared key/value head) with rotary
 embeddings; SwiGLU is `down(silu(gate(h)) * up(h))`; no linear layer or norm has a bias;
-the output projection is the input embedding matrix (tied).
+the output projection is the input embedding matrix (tied). Attention (grouped-query with
+a single key/value head), SwiGLU and the embeddings-layers-norm backbone are the Llama
+file's modules; the parallel block, its LayerNorm and the config are PaLM's own.
 
 Parameter names (chosen to mirror the Llama file, so LoRA targets, reward/value heads and
 the store treat both alike):
@@ -41,7 +43,7 @@ from torch import nn
 
 from engine.config import ModelConfig
 from engine.errors import ModelLoadError
-from engine.models.llama import AttentionCache, CausalLM, RotaryEmbedding, apply_rotary, causal_attention
+from engine.models.llama import MLP, Attention, Backbone, CausalLM
 
 PALM_ARCHITECTURE = "PalmForCausalLM"
 
@@ -143,86 +145,29 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x.float(), x.shape[-1:], None, None, self.eps).to(x.dtype) * self.weight
 
 
-class MultiQueryAttention(nn.Module):
-    """Query heads share a single rotary key head and value head."""
-
-    def __init__(self, config: ModelConfig, layer: int) -> None:
-        super().__init__()
-        self.layer = layer
-        self.num_heads = config.num_attention_heads
-        self.head_dim = config.head_dim
-        d, hd = config.hidden_size, config.head_dim
-        self.q_proj = nn.Linear(d, self.num_heads * hd, bias=False)
-        self.k_proj = nn.Linear(d, hd, bias=False)
-        self.v_proj = nn.Linear(d, hd, bias=False)
-        self.o_proj = nn.Linear(self.num_heads * hd, d, bias=False)
-
-    def forward(
-        self,
-        h: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        cache: AttentionCache | None,
-        padding_mask: torch.Tensor | None,
-    ) -> torch.Tensor:
-        B, T, _ = h.shape
-        q = self.q_proj(h).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = self.k_proj(h).view(B, T, 1, self.head_dim).transpose(1, 2)  # (B, 1, T, D)
-        v = self.v_proj(h).view(B, T, 1, self.head_dim).transpose(1, 2)  # (B, 1, T, D)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if cache is None:
-            out = causal_attention(q, k, v, padding_mask)
-        else:
-            out = cache.attend(self.layer, q, k, v)
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))
-
-
-class SwiGLU(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        d, f = config.hidden_size, config.intermediate_size
-        self.gate_proj = nn.Linear(d, f, bias=False)
-        self.up_proj = nn.Linear(d, f, bias=False)
-        self.down_proj = nn.Linear(f, d, bias=False)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
-
-
 class PalmBlock(nn.Module):
     """x + Attention(norm(x)) + SwiGLU(norm(x)), one norm shared by both branches."""
 
     def __init__(self, config: ModelConfig, layer: int) -> None:
         super().__init__()
         self.norm = LayerNorm(config.hidden_size, config.rms_norm_eps)
-        self.self_attn = MultiQueryAttention(config, layer)
-        self.mlp = SwiGLU(config)
+        self.self_attn = Attention(config, layer)  # one key/value head: multi-query
+        self.mlp = MLP(config)
 
     def forward(self, x, cos, sin, cache, padding_mask) -> torch.Tensor:
         h = self.norm(x)
         return x + self.self_attn(h, cos, sin, cache, padding_mask) + self.mlp(h)
 
 
-class PalmBackbone(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(PalmBlock(config, i) for i in range(config.num_hidden_layers))
-        self.norm = LayerNorm(config.hidden_size, config.rms_norm_eps)
-        self.rotary = RotaryEmbedding(config)
-
-
 class PalmForCausalLM(CausalLM):
     """Backbone plus the tied LM head; the same calling convention as LlamaForCausalLM."""
 
     def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
         if config.num_key_value_heads != 1:
             raise ModelLoadError(f"PaLM uses one key/value head, got {config.num_key_value_heads}")
-        self.config = config
-        self.model = PalmBackbone(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.lm_head.weight = self.model.embed_tokens.weight  # tied input/output embeddings
+        if not config.tie_word_embeddings or config.qkv_bias or config.o_bias or config.mlp_bias:
+            raise ModelLoadError("PaLM ties its input and output embeddings and has no biases; the config differs")
+        super().__init__(config, Backbone(config, layer=PalmBlock, norm=LayerNorm))
 
     def init_weights(self, std: float = 0.02) -> None:
         """Fresh weights for pretraining: normal(0, std), output projections scaled down

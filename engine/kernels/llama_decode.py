@@ -3,11 +3,11 @@
 A decode step reads every weight once and does little arithmetic per weight, so its
 speed is memory bandwidth plus per-operation overhead. Through PyTorch modules a step is
 about 40 calls per layer (norms, rotary, products, attention, activation, residuals);
-at 1-8 rows their dispatch took about as long as the weight reads. The kernel runs the
-whole step (every layer, the final norm and the LM head) in one call: one OpenMP parallel
-region whose threads split each operation and meet at a barrier before the next, with
-the few-row product of `cpu_kernels.h` for every weight and attention read straight from
-the runner's paged KV cache through the rows' block tables.
+at a chat's few rows their dispatch costs about as much as the weight reads. The kernel
+runs the whole step (every layer, the final norm and the LM head) in one call: one
+OpenMP parallel region whose threads split each operation and meet at a barrier before
+the next, with the few-row product of `cpu_kernels.h` for every weight and attention read
+straight from the runner's paged KV cache through the rows' block tables.
 
 A row's result is the same bits whatever other rows share the step, so batched greedy
 decoding picks what each sequence alone would pick.
@@ -18,7 +18,7 @@ anything else (LoRA adapters, int8 layers, PaLM blocks, other devices or dtypes)
 the model's own forward. Weights are read where they are at each step, never copied, so
 a model trained between engine steps is used as it is now.
 
-If the C++ library cannot be built (engine/native_library.py), or the kernel disagrees
+If the C++ library cannot be built (engine/kernels/native_library.py), or the kernel disagrees
 with the model's own forward on a probe model, `available()` is False and the runner
 uses the model's forward.
 
@@ -35,9 +35,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from engine import native_library
-from engine.built_once import BuiltOnce
 from engine.config import ModelConfig
+from engine.kernels import native_library
+from engine.kernels.built_once import BuiltOnce
 from engine.models.llama import LlamaForCausalLM, RMSNorm
 from engine.module_changes import Placement
 
@@ -96,7 +96,7 @@ def weight_addresses(model: nn.Module) -> torch.Tensor | None:
     in `llama_decode.cpp`'s `Slot` order, then the final norm and the LM head), or None
     when the model does not qualify (see the module docstring).
 
-    Rebuilding it walks every module (about 2 ms for the default model), so it is kept
+    Rebuilding it walks every module, too slow for every step, so it is kept
     while no module anywhere has registered a new submodule or parameter and every
     tensor in it still has its data where it had (`.to()`, `.double()` or assigning
     `.data` moves it); in-place updates such as an optimizer's keep it valid."""

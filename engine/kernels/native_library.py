@@ -1,7 +1,7 @@
 """The engine's C++ CPU kernels as one shared library, built on first use and cached.
 
-Sources: `few_rows_gemm.cpp` (a few-row product, engine/few_rows_gemm.py) and
-`llama_decode.cpp` (a whole Llama decode step, engine/llama_decode.py), both on the
+Sources: `few_rows_gemm.cpp` (a few-row product, engine/kernels/few_rows_gemm.py) and
+`llama_decode.cpp` (a whole Llama decode step, engine/kernels/llama_decode.py), both on the
 shared pieces in `cpu_kernels.h`. They are compiled with the system C++ compiler
 (`$CXX`, else `g++`) into a library kept under the user's cache directory, keyed by the
 sources, the compiler and the CPU (it is built with `-march=native`), and loaded with
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import platformdirs
 
-from engine.built_once import BuiltOnce, first_line
+from engine.kernels.built_once import BuiltOnce, first_line
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,21 @@ def _cpu_identity() -> str:
     return "\n".join(dict.fromkeys(wanted))  # the first CPU's lines, once each
 
 
+def cached_path(compiler: str, source_dir: Path = _HERE) -> Path:
+    """Where the library built from `source_dir`'s sources is kept: named by a hash of
+    every source and header, the compiler's version, the flags and the CPU, so a change
+    to any of them builds anew."""
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
+    texts = [(source_dir / path.name).read_text() for path in SOURCES + HEADERS]
+    key = hashlib.sha256("\0".join([*texts, version, " ".join(FLAGS), _cpu_identity()]).encode())
+    return cache_dir() / f"cpu_kernels-{key.hexdigest()[:16]}.so"
+
+
 def build(compiler: str, source_dir: Path = _HERE) -> Path:
     """Compile the sources (or reuse a cached build); returns the library's path.
     `source_dir`: where the .cpp and .h files are (another version's, to compare builds)."""
     sources = [source_dir / path.name for path in SOURCES]
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
-    texts = [path.read_text() for path in sources + [source_dir / path.name for path in HEADERS]]
-    key = hashlib.sha256("\0".join([*texts, version, " ".join(FLAGS), _cpu_identity()]).encode())
-    target = cache_dir() / f"cpu_kernels-{key.hexdigest()[:16]}.so"
+    target = cached_path(compiler, source_dir)
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Text <-> token ids for the engine, and streaming detokenization.
+"""Text <-> token ids for the engine.
 
 `Tokenizer` is one class over either backend a checkpoint may ship:
 
@@ -10,11 +10,8 @@
   in front of the text only at the very start, unless the text already starts with a
   space), so ids match what a model was fine-tuned on through transformers.
 
-`IncrementalDecoder` turns a stream of token ids into text pieces for display: it decodes
-a small window of recent tokens and emits only what is new, holding back while the tail
-is an incomplete UTF-8 character (U+FFFD).
-
-Reading tokenizer files from a model directory lives in engine/loading/tokenizer_files.py;
+Turning a stream of ids into text pieces is engine/text/detokenizer.py's job. Reading
+tokenizer files from a model directory lives in engine/loading/tokenizer_files.py;
 rebuilding one from GGUF metadata in engine/loading/gguf_tokenizer.py.
 """
 
@@ -28,7 +25,7 @@ from typing import Any
 import sentencepiece
 import tokenizers
 
-from engine import sentencepiece_proto as spp
+from engine.text import sentencepiece_proto as spp
 
 REPLACEMENT_CHAR = "\ufffd"
 _SPACE_MARK = "\u2581"  # sentencepiece's "▁"
@@ -292,56 +289,3 @@ class Tokenizer:
             (directory / "tokenizer.model").write_bytes(self._sp_model)
         config = {**self.config_dict(), **(extra_config or {})}
         (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-
-
-class IncrementalDecoder:
-    """Text of a growing token sequence, one new piece per pushed token.
-
-    Decodes the last few tokens before and after the new one and emits the difference,
-    so sentencepiece's leading-space rule and multi-token characters come out right.
-    Pieces never end in half a UTF-8 character: while the decoded tail ends in U+FFFD the
-    text is held back until a later token completes it (or `flush` is called).
-
-    prompt_ids: the tokens before the first pushed one (only the last few are used), so the
-        first piece gets the spacing it has in context. Without them the pieces join to
-        `tokenizer.decode(pushed_ids)`.
-    """
-
-    CONTEXT_TOKENS = 6
-
-    def __init__(
-        self, tokenizer: Tokenizer, prompt_ids: list[int] | None = None, skip_special_tokens: bool = True
-    ) -> None:
-        self.tokenizer = tokenizer
-        self.skip_special_tokens = skip_special_tokens
-        self._ids: list[int] = list(prompt_ids[-self.CONTEXT_TOKENS :]) if prompt_ids else []
-        self._prefix_offset = 0  # window start: decoded only for context
-        self._read_offset = len(self._ids)  # tokens before this are already emitted
-
-    def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens)
-
-    def push(self, token_id: int) -> str:
-        """Add one token; return the newly completed text (possibly "")."""
-        self._ids.append(token_id)
-        return self._emit(final=False)
-
-    def flush(self) -> str:
-        """Whatever is still held back (e.g. a character the sequence never completed)."""
-        return self._emit(final=True)
-
-    def _emit(self, final: bool) -> str:
-        before = self._decode(self._ids[self._prefix_offset : self._read_offset])
-        after = self._decode(self._ids[self._prefix_offset :])
-        if len(after) <= len(before) or (after.endswith(REPLACEMENT_CHAR) and not final):
-            return ""
-        delta = after[len(before) :]
-        # The new window starts where the emitted text ended; drop tokens no longer needed.
-        self._prefix_offset = self._read_offset
-        self._read_offset = len(self._ids)
-        drop = self._prefix_offset
-        if drop:
-            del self._ids[:drop]
-            self._prefix_offset -= drop
-            self._read_offset -= drop
-        return delta

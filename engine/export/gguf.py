@@ -2,10 +2,10 @@
 
 The file runs in llama.cpp and Ollama and loads back through engine/loading/gguf_file.py.
 It holds the `llama.*` hyper-parameters, every weight under llama.cpp's tensor names with
-the query/key rows reordered for llama.cpp's rotary layout (`permute_qk`), the tokenizer as
-metadata (byte-level BPE as "gpt2" with tokens and merges, or a sentencepiece model as
-"llama" with tokens, scores and piece types), the special token ids, and the chat
-template. Weights are written as f32, f16, or q8_0 (matrices whose rows split into 32-value
+the query/key rows reordered for llama.cpp's rotary layout (both from
+engine/loading/gguf_names.py), the tokenizer as metadata (byte-level BPE as "gpt2" with
+tokens and merges, or a sentencepiece model as "llama" with tokens, scores and piece
+types), the special token ids, and the chat template. Weights are written as f32, f16, or q8_0 (matrices whose rows split into 32-value
 blocks; the rest f16, norms f32 as llama.cpp does). The file is written beside the target
 and renamed into place, so a failed export leaves nothing behind.
 
@@ -28,41 +28,18 @@ import torch
 from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType, TokenType
 from gguf import quants as gguf_quants
 
-from engine import sentencepiece_proto as spp
-from engine.chat_template import ChatTemplate
 from engine.config import LLAMA_FAMILY, ModelConfig
 from engine.errors import EngineError
-from engine.loading.checkpoint import Checkpoint
-from engine.loading.gguf_file import permute_qk
+from engine.loading.checkpoint import Checkpoint, stored_tensors
+from engine.loading.gguf_names import gguf_tensor_name, to_gguf_layout
 from engine.loading.gguf_tokenizer import PRE_TOKENIZERS
-from engine.loading.hf_dir import read_hf_directory
-from engine.loading.tokenizer_files import read_json
-from engine.models.registry import config_from_dict
+from engine.loading.hf_dir import read_hf_config, read_hf_directory
+from engine.text import sentencepiece_proto as spp
+from engine.text.chat_template import ChatTemplate
 
 EXPORT_TYPES = ("f16", "q8_0", "f32")
 _FILE_TYPES = {"f32": LlamaFileType.ALL_F32, "f16": LlamaFileType.MOSTLY_F16, "q8_0": LlamaFileType.MOSTLY_Q8_0}
 Q8_BLOCK = 32
-
-_LAYER_NAMES = {
-    "input_layernorm.weight": "attn_norm.weight",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-    "self_attn.q_proj.weight": "attn_q.weight",
-    "self_attn.k_proj.weight": "attn_k.weight",
-    "self_attn.v_proj.weight": "attn_v.weight",
-    "self_attn.o_proj.weight": "attn_output.weight",
-    "self_attn.q_proj.bias": "attn_q.bias",
-    "self_attn.k_proj.bias": "attn_k.bias",
-    "self_attn.v_proj.bias": "attn_v.bias",
-    "self_attn.o_proj.bias": "attn_output.bias",
-    "mlp.gate_proj.weight": "ffn_gate.weight",
-    "mlp.up_proj.weight": "ffn_up.weight",
-    "mlp.down_proj.weight": "ffn_down.weight",
-}
-_GLOBAL_NAMES = {
-    "model.embed_tokens.weight": "token_embd.weight",
-    "model.norm.weight": "output_norm.weight",
-    "lm_head.weight": "output.weight",
-}
 
 # Text that tells byte-level pre-tokenizers apart: contractions, digit runs, letters after
 # punctuation, runs of spaces and newlines, non-ASCII letters.
@@ -85,22 +62,10 @@ class GGUFVocabulary:
     add_bos: bool = False
 
 
-def gguf_tensor_name(hf_name: str) -> str:
-    """llama.cpp's name for an HF parameter name (ExportError for one it has no place for)."""
-    if hf_name in _GLOBAL_NAMES:
-        return _GLOBAL_NAMES[hf_name]
-    parts = hf_name.split(".", 3)
-    if len(parts) == 4 and parts[:2] == ["model", "layers"] and parts[3] in _LAYER_NAMES:
-        return f"blk.{parts[2]}.{_LAYER_NAMES[parts[3]]}"
-    raise ExportError(f"weight {hf_name!r} has no llama-architecture GGUF tensor name")
-
-
 def check_exportable(model_dir: Path) -> ModelConfig:
-    """The model's config, or an ExportError when GGUF's llama architecture cannot hold it."""
-    config_file = model_dir / "config.json"
-    if not config_file.is_file():
-        raise ExportError(f"{model_dir}: no config.json, so this is not a model directory")
-    config = config_from_dict(read_json(config_file), str(config_file))
+    """The model's config, or an ExportError when GGUF's llama architecture cannot hold it
+    (a ModelLoadError when there is no readable config at all)."""
+    config = read_hf_config(model_dir)
     if config.model_type not in LLAMA_FAMILY:
         raise ExportError(
             f"{model_dir.name}: a {config.model_type!r} model cannot be exported to GGUF: the llama "
@@ -219,26 +184,23 @@ def _gguf_tensors(checkpoint: Checkpoint) -> list[tuple[str, np.ndarray]]:
     """(GGUF name, float32 array) in llama.cpp's layout, Q/K rows reordered for its rope."""
     config = checkpoint.config
     out = []
-    for hf_name, tensor in checkpoint.tensors.items():
-        if hf_name == "lm_head.weight" and config.tie_word_embeddings:
-            continue  # llama.cpp reads the embedding as the output matrix when output.weight is absent
+    # llama.cpp, too, reads the embedding as the output matrix when output.weight is absent.
+    for hf_name, tensor in stored_tensors(checkpoint.tensors, config).items():
         name = gguf_tensor_name(hf_name)
+        if name is None:
+            raise ExportError(f"weight {hf_name!r} has no llama-architecture GGUF tensor name")
         values = tensor.detach().to(torch.float32).cpu().numpy()
-        if ".attn_q." in name:
-            values = permute_qk(values, config.num_attention_heads)
-        elif ".attn_k." in name:
-            values = permute_qk(values, config.num_key_value_heads)
-        out.append((name, values))
+        out.append((name, to_gguf_layout(hf_name, values, config)))
     return out
 
 
 # -- writing --------------------------------------------------------------------------------
 
 
-def _write_metadata(writer: GGUFWriter, config: ModelConfig, vocabulary: GGUFVocabulary, checkpoint: Checkpoint,
-                    name: str, export_type: str) -> None:
-    writer.add_name(name)
-    writer.add_file_type(int(_FILE_TYPES[export_type]))
+def write_hyperparameters(writer: GGUFWriter, config: ModelConfig) -> None:
+    """The `llama.*` keys of a Llama-family config: sizes, heads, norm epsilon, rope base
+    and linear rope scaling. (llama.cpp keeps llama3 scaling as a `rope_freqs` tensor,
+    which this export does not write.)"""
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
     writer.add_block_count(config.num_hidden_layers)
@@ -256,6 +218,12 @@ def _write_metadata(writer: GGUFWriter, config: ModelConfig, vocabulary: GGUFVoc
         writer.add_rope_scaling_factor(float(config.rope_scaling["factor"]))
     writer.add_vocab_size(config.vocab_size)
 
+
+def _write_metadata(writer: GGUFWriter, config: ModelConfig, vocabulary: GGUFVocabulary, checkpoint: Checkpoint,
+                    name: str, export_type: str) -> None:
+    writer.add_name(name)
+    writer.add_file_type(int(_FILE_TYPES[export_type]))
+    write_hyperparameters(writer, config)
     writer.add_tokenizer_model(vocabulary.kind)
     if vocabulary.pre:
         writer.add_tokenizer_pre(vocabulary.pre)

@@ -1,17 +1,17 @@
 """The few-row product kernel of the engine's C++ library, checked once on a probe.
 
 Batched decode multiplies 2-16 rows by every weight matrix per step, so it is bound by
-streaming the weights from memory. oneDNN's and MKL's small-row products read them at
-only 9-12 GB/s on this project's CPU; the kernel (`cpu_kernels.h`) reads each weight
-block once, reuses it from L1 for every row, and prefetches the next block, which
-measured 1.6-2.1x faster than oneDNN on 1-16 rows of the default model's layer weights
-(bench/few_rows_gemm.py).
+streaming the weights from memory. oneDNN's and MKL's small-row products read them well
+below what the memory delivers; the kernel (`cpu_kernels.h`) reads each weight block
+once, reuses it from L1 for every row, and prefetches the next block, which makes those
+products faster than oneDNN's (bench/few_rows_gemm.py; figures in docs/performance.md,
+Engine notes).
 
-The library is built by engine/native_library.py. If it cannot be built, or the kernel
+The library is built by engine/kernels/native_library.py. If it cannot be built, or the kernel
 gives a wrong answer on a probe, this says so once in the log and `few_rows_linear`
 returns None: callers then use oneDNN.
 
-Not here: deciding when to use it (engine/cpu_linear.py), autograd, other dtypes.
+Not here: deciding when to use it (engine/kernels/cpu_linear.py), autograd, other dtypes.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import logging
 
 import torch
 
-from engine import native_library
-from engine.built_once import BuiltOnce
+from engine.kernels import native_library
+from engine.kernels.built_once import BuiltOnce
 
 log = logging.getLogger(__name__)
 

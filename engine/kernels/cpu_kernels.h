@@ -11,7 +11,7 @@
 // depend on which other rows share the batch.
 //
 // GCC's vector extensions become AVX-512, AVX2 or SSE code, whatever the machine has
-// (the library is built with -march=native by engine/native_library.py).
+// (the library is built with -march=native by engine/kernels/native_library.py).
 
 #pragma once
 
@@ -110,10 +110,8 @@ inline float dot(const float* a, const float* b, int64_t n) {
 constexpr int64_t kPrefetchAhead = 256;
 // Prefetches go to L2 (locality 2: prefetcht1), not L1. With 8 rows of K = 576 the
 // inputs (18 KB) plus the current and next weight blocks (7 KB each) fill a 32 KB L1, so
-// prefetching into L1 evicted lines still in use: on a Zen 4 core with the weights coming
-// from memory the L2 prefetch made the 8-row product 1.4x faster and 2-4 rows 1.4-1.9x
-// (both builds timed in one process, calls alternating; in the whole decode step, as
-// bench/kernel_ab.py times it, 1.13x at 8 rows, 1.36x at 4, 1.05x at 1).
+// prefetching into L1 evicted lines still in use; the L2 prefetch measured faster at 1, 4
+// and 8 rows (bench/kernel_ab.py; figures in docs/performance.md, Engine notes).
 constexpr int kPrefetchLocality = 2;
 
 // What a product does with each finished dot product.
@@ -142,11 +140,10 @@ inline void tile(const float* x, const float* w, const float* next_w, int64_t K,
         }
     };
     int64_t k = 0;
-    // GCC unrolls the 8-row tile's loop by two: the whole decode step ran 1.11-1.22x
-    // faster at 8 rows, 1.22x at 32, 1.46x at 48; unrolling the 4-row tile made 4 rows
-    // 1.09x slower, and 1 row did not change (bench/kernel_ab.py: both builds timed in one
-    // process, calls alternating). Calling step twice per iteration by hand gained only
-    // 2.5%. The sums' order is the same either way.
+    // GCC unrolls the 8-row tile's loop by two, which made the decode step faster at 8 rows
+    // and more; unrolling the 4-row tile made 4 rows slower, and 1 row did not change
+    // (bench/kernel_ab.py; docs/performance.md). Calling step twice per iteration by hand
+    // gained little. The sums' order is the same either way.
     if constexpr (MR >= 8) {
 #pragma GCC unroll 2
         for (; k + 16 <= K; k += 16) step(k);
@@ -195,9 +192,9 @@ void product_blocks(const float* x, int64_t M, int64_t K, const float* w, int64_
 }
 
 // y (M, N) = x (M, K) . w (N, K)^T, inside a parallel region, with the register tile
-// that measured fastest for M rows on a Zen 4 core with the weights coming from memory.
+// that measured fastest for M rows with the weights coming from memory.
 inline void product(const float* x, int64_t M, int64_t K, const float* w, int64_t N, const Output& out) {
-    if (M == 1)  // one weight row at a time: a single sequential stream read 1.2-1.4x faster than 8 rows interleaved
+    if (M == 1)  // one weight row at a time: one sequential stream reads faster than 8 interleaved
         product_blocks<1, 1>(x, M, K, w, N, out);
     else if (M == 2)
         product_blocks<2, 6>(x, M, K, w, N, out);

@@ -2,7 +2,7 @@
 
 import pytest
 
-from engine.kv_cache import BlockManager, CacheFullError
+from engine.block_manager import BlockManager, CacheFullError
 
 
 def test_allocate_rounds_up_to_whole_blocks():

@@ -1,17 +1,18 @@
 """Faster fp32 linear layers for the engine's CPU forward passes through PyTorch modules.
 
-PyTorch sends an fp32 `F.linear` on x86 to MKL. On the AMD EPYC (Zen 4) this project runs
-on, MKL's products read the weights at 7-10 GB/s, while a plain sum over a large tensor
-reads 22-33 GB/s; decoding is bound by exactly those weight reads. Two replacements:
+PyTorch sends an fp32 `F.linear` on x86 to MKL, whose products read the weights far
+slower than a plain sum over a large tensor does; decoding is bound by exactly those
+weight reads. Two replacements:
 
 - **1 to `FEW_ROWS_MAX` rows** (single-token prefills, the LM head of a prefill, decode of
-  models the C++ decode step does not cover): the C++ kernel of engine/few_rows_gemm.py,
-  1.6-2.1x faster than oneDNN on 1-16 rows of the default model's layer weights and
-  1.35x on 24 (bench/few_rows_gemm.py).
+  models the C++ decode step does not cover): the C++ kernel of
+  engine/kernels/few_rows_gemm.py (bench/few_rows_gemm.py compares it with oneDNN).
 - **more rows** (prefill, large batches), or where that kernel cannot be built: oneDNN's
-  matmul, 1.2-2.8x faster than MKL on 1-32 rows here. (Handing oneDNN a pre-blocked copy
-  of each weight was another 1.24x at 8 rows and none at 32, for 1 GB more memory on the
-  default model: not done.)
+  matmul, faster than MKL at these row counts. (Handing oneDNN a pre-blocked copy of each
+  weight gained little, and only at small batches, for a second copy of every weight:
+  not done.)
+
+The measured figures behind these choices are in docs/performance.md, Engine notes.
 
 `fast_linear(device, dtype)` gives a context in which `F.linear` takes these paths; the
 runner enters it around its forward passes, and `warm_up` builds the kernel ahead of
@@ -20,72 +21,30 @@ wherever autograd records, `F.linear` runs unchanged, so training is untouched. 
 are read where they are, never copied, so a model trained between engine steps (PPO
 rollouts) is always used as it is now.
 
-Decode of the Llama-family models goes further (engine/llama_decode.py: the whole step in
+Decode of the Llama-family models goes further (engine/kernels/llama_decode.py: the whole step in
 C++, products included); this module serves what that does not cover (LoRA adapters,
 PaLM, int8, prefill).
 
-Also here: the compiled one-row int8 product that engine/quantize.py uses.
-
-Not here: choosing thread counts.
+Not here: choosing thread counts, int8 layers (engine/kernels/quantize.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import platform
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from engine import few_rows_gemm
-from engine.built_once import BuiltOnce, first_line
-
-log = logging.getLogger(__name__)
-
-
-def _row_product_int8(weight_int8: torch.Tensor, scale: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
-    """int8 weight (out, in) with per-row scales times row (in,), as multiply-and-sum:
-    inductor compiles it into one vectorized read of the int8 weight."""
-    return (weight_int8.to(row.dtype) * row).sum(-1) * scale  # (out,)
-
-
-def _try_compile_int8() -> Callable | None:
-    """The compiled int8 kernel, run once on a tiny input to prove it builds; None if it does not."""
-    kernel = torch.compile(_row_product_int8, dynamic=True)
-    # Weights made outside inference mode, the row inside, as when the runner calls it:
-    # dynamo guards on that difference, and a mismatch would mean compiling again.
-    with torch.inference_mode(False):  # also when first called from inside the runner
-        weight, scale = torch.ones(3, 5, dtype=torch.int8), torch.ones(3)
-    try:
-        with torch.inference_mode():
-            kernel(weight, scale, torch.ones(5))
-    # A capability probe, not real work: inductor reports a missing or broken compiler
-    # through several exception types, and every one of them means "use the fallback".
-    except Exception as error:  # noqa: BLE001
-        log.warning("torch.compile is unavailable here (%s); int8 one-row products use PyTorch's kernel", first_line(error))
-        return None
-    return kernel
-
-
-_int8_row_kernel: BuiltOnce[Callable] = BuiltOnce(_try_compile_int8)
-
-
-def compiled_int8_row_kernel() -> Callable | None:
-    """The compiled int8 one-row kernel (engine/quantize.py), or None where torch.compile
-    cannot build it (no C++ compiler, unsupported platform). Tried once per process; the
-    first call takes 5-6 s even when inductor's disk cache has the kernel."""
-    return _int8_row_kernel.get()
-
+from engine.kernels import few_rows_gemm
 
 # MKL's slow path is an x86 matter; elsewhere PyTorch's own choice of library stays.
 _ONEDNN_FOR_SEVERAL_ROWS = platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
 
 
-# The most rows the few-row kernel takes. Its lead over oneDNN shrinks with rows (1.35x at
-# 24, 0.9-1.2x at 32, 0.88x at 64), and at 32 requests the engine measured no gain.
+# The most rows the few-row kernel takes. Its lead over oneDNN shrinks as rows grow and
+# was gone at 32 rows, where the whole engine gained nothing from it either.
 FEW_ROWS_MAX = 24
 
 
@@ -119,8 +78,8 @@ def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     """oneDNN's product of x (rows, in) with padding rows of zeros up to `onednn_rows`.
 
     oneDNN builds (JIT-compiles) and caches a primitive for every input shape it sees, and
-    prefills pack all their prompts into one product of any length: unpadded, 800 requests
-    of mixed lengths grew the process by 300 MB of primitives."""
+    prefills pack all their prompts into one product of any length: unpadded, a long run
+    of requests of mixed lengths grows the process by a primitive per length."""
     rows = x.shape[0]
     padded = onednn_rows(rows)
     if padded != rows:

@@ -1,5 +1,5 @@
 // y (M, N) = x (M, K) . w (N, K)^T for fp32 on the CPU, for the few rows of batched decode
-// through PyTorch modules (engine/cpu_linear.py). The product itself is in cpu_kernels.h.
+// through PyTorch modules (engine/kernels/cpu_linear.py). The product itself is in cpu_kernels.h.
 
 #include "cpu_kernels.h"
 
