@@ -240,7 +240,8 @@ async def test_teach_saves_the_edited_reply_as_a_human_demonstration(store):
 async def test_switching_the_model_version_on_the_models_screen(store, tiny_model, tmp_path):
     other = make_tiny_model(tmp_path / "tiny2", seed=7)
     v2 = store.register_model_version("tiny-v2", str(other), source="train",
-                                      parent_id=store.active_model_version().id, metrics={"reward_after": 0.5})
+                                      parent_id=store.active_model_version().id,
+                                      metrics={"heldout_learned": 0.7, "heldout_pairs": 12, "eval_kl": 1.5})
     app = make_app(store)
     async with app.run_test(size=SIZE) as pilot:
         chat = app.screen
@@ -248,7 +249,8 @@ async def test_switching_the_model_version_on_the_models_screen(store, tiny_mode
         await pilot.press("f4")
         await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen), what="models screen")
         detail = str(app.screen.query_one("#version-detail").render())
-        assert "tiny-v2 (train) ← tiny-v1 (import)" in detail and "reward_after=0.5" in detail
+        assert "tiny-v2 (train) ← tiny-v1 (import)" in detail
+        assert "on 12 held-out comparisons it moved towards your choice in 70%" in detail  # the version's card
         await pilot.press("enter")  # the newest version is highlighted first
         await wait_for(pilot, lambda: app.screen is chat, what="back to chat")
         assert store.active_model_version().id == v2.id

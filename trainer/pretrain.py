@@ -29,7 +29,7 @@ from accelerate.utils import broadcast_object_list
 import torch.nn.functional as F
 
 from engine.config import ModelConfig
-from engine.loading.checkpoint import Checkpoint, state_dict_for_saving
+from engine.loading.checkpoint import Checkpoint, stored_tensors
 from engine.loading.model_store import VALID_NAME, ModelStore
 from engine.text.tokenizer import Tokenizer
 from engine.models.palm import PalmForCausalLM, palm_config
@@ -318,7 +318,7 @@ def save_to_store(
     )
     checkpoint = Checkpoint(
         config=model.config,
-        tensors={k: v.detach().float().cpu().contiguous() for k, v in state_dict_for_saving(model, model.config).items()},
+        tensors={k: v.detach().float().cpu().contiguous() for k, v in stored_tensors(model.state_dict(), model.config).items()},
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,
         source=source,

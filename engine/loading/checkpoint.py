@@ -131,8 +131,3 @@ def _assign(model: torch.nn.Module, key: str, tensor: torch.Tensor) -> None:
     module_path, _, attr = key.rpartition(".")
     module = model.get_submodule(module_path)
     setattr(module, attr, torch.nn.Parameter(tensor))
-
-
-def state_dict_for_saving(model: torch.nn.Module, config: ModelConfig) -> dict[str, torch.Tensor]:
-    """The model's tensors under HF names as a file stores them (`stored_tensors`)."""
-    return stored_tensors(model.state_dict(), config)
