@@ -10,6 +10,7 @@ a model too large, kill-and-resume, and the `chat-tui train` command.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -231,7 +232,8 @@ def run_cli(args: list[str], home: Path, **kwargs) -> subprocess.Popen:
 def test_killed_run_leaves_stores_intact_and_resumes(base_state, chat_tui_home):
     store, base = install_base(base_state)
     add_feedback(store)
-    args = ["--algo", "ppo", "--steps", "8", "--device", "cpu", "--max-reply-tokens", "12", "--top-layers", "0"]
+    # Enough steps that the run is still going when the test sees its second checkpoint.
+    args = ["--algo", "ppo", "--steps", "60", "--device", "cpu", "--max-reply-tokens", "12", "--top-layers", "0"]
     process = run_cli(args, chat_tui_home)
     deadline = time.time() + 240
     state_file = None
@@ -245,6 +247,8 @@ def test_killed_run_leaves_stores_intact_and_resumes(base_state, chat_tui_home):
     assert process.poll() is None, process.stdout.read()
     process.send_signal(signal.SIGKILL)
     process.wait()
+    checkpointed = json.loads(state_file.read_text())["policy_step"]  # 2, or a later one
+    assert 2 <= checkpointed < 60
     # The database is intact, the parent is still active, no version was added.
     with sqlite3.connect(database_path()) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -256,10 +260,10 @@ def test_killed_run_leaves_stores_intact_and_resumes(base_state, chat_tui_home):
                             capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert "resuming training run 1" in output and "ppo: resuming at step 2 of 8" in output
+    assert "resuming training run 1" in output and f"ppo: resuming at step {checkpointed} of 60" in output
     assert "sft: done in an earlier attempt" in output and "reward model: done in an earlier attempt" in output
     runs = store.list_training_runs()
-    assert len(runs) == 1 and runs[0].status == "succeeded" and len(runs[0].metrics["ppo"]) == 8
+    assert len(runs) == 1 and runs[0].status == "succeeded" and len(runs[0].metrics["ppo"]) == 60
     assert "saved model version 'tiny-ppo-run1'" in output
 
 
