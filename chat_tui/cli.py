@@ -81,7 +81,7 @@ def run_command(command: click.Command) -> None:
         sys.exit(exc.exit_code)
     except user_error_types() as exc:
         click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(getattr(exc, "exit_code", 1))  # e.g. 143 for a run stopped by SIGTERM
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -126,7 +126,7 @@ class TrainingRun:
     id: int
     kind: str
     config: dict[str, Any]
-    status: Literal["running", "succeeded", "failed", "cancelled"]
+    status: Literal["running", "succeeded", "failed", "cancelled", "abandoned"]
     metrics: dict[str, Any]
     snapshot_action_id: int
     base_version_id: int | None

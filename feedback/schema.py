@@ -166,6 +166,35 @@ def m004_full_text_search(db: Database) -> None:
     db["conversations"].enable_fts(["title"], fts_version="FTS5", create_triggers=True)
 
 
+@migration
+def m005_abandoned_training_runs(db: Database) -> None:
+    """Training runs may be 'abandoned': interrupted, and never to be resumed because the
+    model they started from is no longer the one being trained. SQLite cannot change a
+    CHECK constraint in place, so the table is rebuilt with its rows and index."""
+    db.executescript(
+        """
+        CREATE TABLE training_runs_new (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            config TEXT NOT NULL DEFAULT '{}',
+            status TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'cancelled', 'abandoned')),
+            metrics TEXT NOT NULL DEFAULT '{}',
+            snapshot_action_id INTEGER NOT NULL,
+            base_version_id INTEGER REFERENCES model_versions(id) ON DELETE SET NULL,
+            result_version_id INTEGER REFERENCES model_versions(id) ON DELETE SET NULL,
+            error TEXT,
+            started_at TEXT NOT NULL,
+            finished_at TEXT
+        );
+        INSERT INTO training_runs_new SELECT id, kind, config, status, metrics, snapshot_action_id, base_version_id,
+            result_version_id, error, started_at, finished_at FROM training_runs;
+        DROP TABLE training_runs;
+        ALTER TABLE training_runs_new RENAME TO training_runs;
+        CREATE INDEX training_runs_status ON training_runs(status, id);
+        """
+    )
+
+
 def known_migration_names() -> list[str]:
     """The names of every migration this version of chat-tui knows, in order."""
     return list(_MIGRATION_NAMES)

@@ -17,7 +17,8 @@ from feedback.errors import InvalidFeedbackError, NotFoundError
 from feedback.records import ModelVersion, Snapshot, TrainingRun
 
 VERSION_SOURCES = ("import", "train")
-FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "abandoned")
+RESUMABLE_STATUSES = ("running", "failed", "cancelled")  # an interrupted run may continue
 
 
 def to_json(value: Any, what: str) -> str:
@@ -186,6 +187,26 @@ class VersionsMixin(StoreBase):
                    WHERE id = ?""",
                 [status, result_version_id, merged, error, now, run_id],
             )
+            return self._run(conn, run_id)
+
+    def reopen_training_run(self, run_id: int) -> TrainingRun:
+        """Mark a cancelled, failed or interrupted run running again, to resume it."""
+        with self._writing() as conn:
+            run = self._run(conn, run_id)
+            if run.status not in RESUMABLE_STATUSES:
+                raise InvalidFeedbackError(f"training run {run_id} cannot be resumed ({run.status})")
+            conn.execute("UPDATE training_runs SET status = 'running', error = NULL, finished_at = NULL WHERE id = ?",
+                         [run_id])
+            return self._run(conn, run_id)
+
+    def abandon_training_run(self, run_id: int, reason: str) -> TrainingRun:
+        """Close an interrupted (running, failed or cancelled) run for good: it will not be resumed."""
+        with self._writing() as conn:
+            run = self._run(conn, run_id)
+            if run.status not in RESUMABLE_STATUSES:
+                raise InvalidFeedbackError(f"training run {run_id} has already finished ({run.status})")
+            conn.execute("UPDATE training_runs SET status = 'abandoned', error = ?, finished_at = ? WHERE id = ?",
+                         [reason, utc_now(), run_id])
             return self._run(conn, run_id)
 
     def get_training_run(self, run_id: int) -> TrainingRun:

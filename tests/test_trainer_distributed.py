@@ -103,3 +103,51 @@ def test_train_command_runs_data_parallel(base_state, chat_tui_home, algo, top_l
     assert len(runs) == 1 and runs[0].status == "succeeded"
     assert output.count(f"saved model version 'tiny-{algo}-run1'") == 1  # printed by the main process only
     assert not (data_dir() / "training" / "run-1").exists()
+
+
+def test_killed_launcher_stops_its_processes_and_the_rerun_resumes_one_run(base_state, chat_tui_home):  # noqa: F811
+    """SIGKILL of `accelerate launch`: its two processes stop (they asked for SIGTERM when
+    their parent dies) and record the run as cancelled; rerunning the same command
+    resumes that run, and one version comes out."""
+    import signal
+    import time
+
+    from trainer.run_lock import RunLock
+
+    store, _ = install_base(base_state)
+    add_feedback(store)
+    args = ["-m", "chat_tui", "train", "--algo", "dpo", "--steps", "400", "--device", "cpu", "--top-layers", "0",
+            "--max-reply-tokens", "12", "--activate"]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "CHAT_TUI_HOME": str(chat_tui_home)}
+    launcher = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = data_dir() / "training" / "run-1" / "state.json"
+    deadline = time.monotonic() + 240
+    while not (state.is_file() and json.loads(state.read_text()).get("policy_step", 0) >= 2):
+        assert launcher.poll() is None and time.monotonic() < deadline, "the run did not reach its second checkpoint"
+        time.sleep(0.2)
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    # Both processes stop and release the run lock; the run is cancelled, not left running.
+    lock = RunLock(data_dir())
+    while True:
+        try:
+            lock.acquire()
+            break
+        except Exception:
+            assert time.monotonic() < deadline, "a process kept training after its launcher died"
+            time.sleep(0.2)
+    lock.release()
+    while store.list_training_runs()[0].status == "running":
+        assert time.monotonic() < deadline, "the run was not recorded as stopped"
+        time.sleep(0.2)
+    assert store.list_training_runs()[0].status == "cancelled"
+    checkpointed = json.loads(state.read_text())["policy_step"]
+    resumed = accelerate_launch(args, env={"CHAT_TUI_HOME": str(chat_tui_home)}, timeout=600)
+    output = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, output
+    assert f"dpo: resuming at step {checkpointed} of 400" in output
+    runs = store.list_training_runs()
+    assert [(r.id, r.status) for r in runs] == [(1, "succeeded")]
+    assert [v.name for v in store.list_model_versions()] == ["tiny", "tiny-dpo-run1"]

@@ -251,6 +251,8 @@ def train_dpo(
         phase.close()
     with accelerator.autocast():
         held = evaluate_dpo(policy, held_out, reference, config, pad_id, accelerator.device)
-    metrics = {"steps": float(step), "train_loss": history[-1]["loss"] if history else float("nan")}
+    metrics = {"steps": float(step)}
+    if history:  # none when a resumed run had no steps left
+        metrics["train_loss"] = history[-1]["loss"]
     metrics.update({f"eval_{k}": v for k, v in held.items()})
     return DPOResult(metrics, history)

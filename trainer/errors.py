@@ -15,3 +15,10 @@ class TrainingDivergedError(TrainerError):
 
 class ModelTooLargeError(TrainerError):
     """The estimated memory of a run exceeds what the device has."""
+
+
+class TrainingCancelled(TrainerError):
+    """The run was asked to stop (SIGTERM, or the launcher died); it is recorded as
+    cancelled with its checkpoint kept, so the same command resumes it."""
+
+    exit_code = 128 + 15  # as a process ended by SIGTERM

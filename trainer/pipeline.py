@@ -32,10 +32,11 @@ from accelerate.utils import broadcast_object_list
 from trainer.batch import pad_id_for
 from trainer.checkpoints import RunCheckpoint, run_folder
 from trainer.datasets import DatasetLimits, TrainingSets, build_training_sets
-from trainer.errors import TrainerError, TrainingDivergedError
+from trainer.errors import TrainerError, TrainingCancelled, TrainingDivergedError
 from trainer.algorithms import get_algorithm
 from trainer.progress import Progress
 from trainer.run import BaseVersion, Echo, TrainingRun
+from trainer.run_lock import RunLock
 from trainer.runtime import seed_everything
 from trainer.settings import PhasePlan, TrainSettings, plan_phases
 
@@ -89,6 +90,18 @@ def run_training(
 ) -> RunOutcome:
     """Run (or with dry_run, describe) a training run; see the module docstring."""
     run = TrainingRun(settings, store, base, data_dir, models_dir, progress, echo, accelerator)
+    lock = RunLock(data_dir) if run.is_main and not dry_run else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _run_locked(run, store, base, dry_run, lock)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_locked(run: TrainingRun, store: Any, base: BaseVersion, dry_run: bool, lock: RunLock | None) -> RunOutcome:
+    settings = run.requested
     s = run.settings
     seed_everything(s.seed, run.accelerator.process_index)
     resume_id, snapshot_id = run.choose_snapshot(dry_run)
@@ -128,6 +141,8 @@ def run_training(
     if run.accelerator.num_processes > 1:
         broadcast_object_list(ids, from_process=0)
     run.run_id = ids[0]
+    if lock is not None:
+        lock.note(run.run_id)
     run.checkpoint = RunCheckpoint(run_folder(run.data_dir, run.run_id))
     run.state = run.checkpoint.read_state() if resume_id is not None else {}
     if resume_id is not None:
@@ -181,8 +196,12 @@ def run_training(
         outcome.improved, outcome.samples = improved, samples
     except TrainerError as exc:
         if run.is_main and run.run_id is not None:
-            store.finish_training_run(run.run_id, "failed", None, metrics, error=str(exc))
-            run.checkpoint.remove()
+            # A cancelled or failed run keeps its checkpoint: the same command resumes it. A
+            # diverged one does not (its training went to NaN; starting over is the fix).
+            status = "cancelled" if isinstance(exc, TrainingCancelled) else "failed"
+            store.finish_training_run(run.run_id, status, None, metrics, error=str(exc))
+            if isinstance(exc, TrainingDivergedError):
+                run.checkpoint.remove()
         raise
     outcome.metrics = metrics
     outcome.phase_seconds = dict(run.phase_seconds)

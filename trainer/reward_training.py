@@ -176,7 +176,9 @@ def train_reward_model(
     finally:
         phase.close()
     unwrapped = accelerator.unwrap_model(prepared)
-    metrics = {"train_loss": history[-1]["loss"] if history else float("nan"), "steps": float(step)}
+    metrics = {"steps": float(step)}
+    if history:  # none when a resumed run had no steps left
+        metrics["train_loss"] = history[-1]["loss"]
     with accelerator.autocast():
         held = pair_accuracy(unwrapped, eval_groups, pad_id, accelerator.device, config.eval_rows_per_batch)
     metrics.update({f"eval_{k}": v for k, v in held.items()})

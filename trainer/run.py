@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
 from trainer import lora
+from feedback.versions import RESUMABLE_STATUSES
 from trainer.algorithms import get_algorithm
 from trainer.checkpoints import RunCheckpoint, run_folder, trainable_state
 from trainer import held_out
@@ -123,10 +124,12 @@ class TrainingRun:
     # -- setup -------------------------------------------------------------------------
 
     def find_resumable(self) -> Any | None:
-        """The newest unfinished run of these settings on this base that left a checkpoint."""
+        """The newest interrupted run (cancelled, failed, or left running by a process that
+        died: this process holds the run lock) of these settings on this base that left a
+        checkpoint."""
         wanted = self.requested.fingerprint()
         for run in reversed(self.store.list_training_runs()):
-            if run.status != "running" or run.base_version_id != self.base.version_id:
+            if run.status not in RESUMABLE_STATUSES or run.base_version_id != self.base.version_id:
                 continue
             if run.config.get("settings") != wanted:
                 continue
@@ -135,12 +138,25 @@ class TrainingRun:
                 return run
         return None
 
+    def abandon_other_bases(self) -> None:
+        """Interrupted runs that started from another model than this run's are closed as
+        abandoned and their checkpoints removed: their base is no longer what is trained."""
+        for run in self.store.list_training_runs():
+            if run.status in RESUMABLE_STATUSES and run.base_version_id != self.base.version_id:
+                self.store.abandon_training_run(run.id, f"superseded by a run on {self.base.name!r}")
+                RunCheckpoint(run_folder(self.data_dir, run.id)).remove()
+
     def choose_snapshot(self, dry_run: bool) -> tuple[int | None, int]:
         """(run id to resume or None, snapshot action id), the same on every process."""
         payload: list[Any] = [None, None]
         if self.is_main:
-            resumable = None if dry_run else self.find_resumable()
+            resumable = None
+            if not dry_run:
+                self.abandon_other_bases()
+                resumable = self.find_resumable()
             if resumable is not None:
+                if resumable.status != "running":
+                    self.store.reopen_training_run(resumable.id)
                 payload = [resumable.id, resumable.snapshot_action_id]
             else:
                 payload = [None, self.store.snapshot().action_id]

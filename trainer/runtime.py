@@ -39,6 +39,7 @@ def make_accelerator(device: str = "auto", gradient_accumulation_steps: int = 1,
             )
         # A single process's Accelerator uses "cuda", which means the current GPU.
         torch.cuda.set_device(target.index)
+    check_launch()
     if mixed_precision is None:
         mixed_precision = "bf16" if target.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
     return Accelerator(
@@ -46,6 +47,23 @@ def make_accelerator(device: str = "auto", gradient_accumulation_steps: int = 1,
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=gradient_accumulation_steps,
     )
+
+
+def check_launch() -> None:
+    """A one-line error, before anything starts, for an `accelerate launch` that will not
+    do what was asked: FSDP or DeepSpeed (both shard the models across processes; the
+    trainer prepares several models at once and generates from the unwrapped policy,
+    which sharded engines do not allow: DDP is the supported engine), or `--cpu` with
+    several processes (accelerate starts one; it expects mpirun for more)."""
+    for flag, engine in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if os.environ.get(flag, "").lower() == "true":
+            raise TrainerError(f"accelerate's {engine} engine is not supported: chat-tui trains data-parallel with "
+                               f"DDP (accelerate launch --multi_gpu --num_processes N -m chat_tui train ...)")
+    asked_several = os.environ.get("MASTER_ADDR") and "WORLD_SIZE" not in os.environ
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and asked_several:
+        raise TrainerError("accelerate launch --cpu runs a single process; for several CPU processes use "
+                           "CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes N -m chat_tui train "
+                           "--device cpu")
 
 
 def seed_everything(seed: int, rank: int = 0) -> None:

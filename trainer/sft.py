@@ -100,6 +100,8 @@ def train_sft(
         phase.close()
     with accelerator.autocast():
         eval_after = evaluate_sft(scorer, held_out, pad_id, accelerator.device)
-    metrics = {"steps": float(step), "train_loss": history[-1]["loss"] if history else float("nan"),
+    metrics = {"steps": float(step),
                "eval_loss_before": eval_before, "eval_loss_after": eval_after}
+    if history:  # none when a resumed run had no steps left
+        metrics["train_loss"] = history[-1]["loss"]
     return SFTResult(metrics, history)

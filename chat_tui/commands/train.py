@@ -33,6 +33,39 @@ def _print_outcome(outcome) -> None:
         click.echo(f"\nsaved model version {outcome.version_name!r} at {outcome.version_path} {state}")
 
 
+def stop_on_signals() -> None:
+    """SIGTERM (the app's cancel, `kill`) stops the run as cancelled and resumable, and a
+    process started by `accelerate launch` also gets SIGTERM when the launcher dies, so a
+    killed launcher leaves no process training on alone."""
+    import os
+    import signal
+
+    from trainer.errors import TrainingCancelled
+
+    def cancel(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once is enough; finish recording it
+        raise TrainingCancelled("training was cancelled (SIGTERM); run the same command again to resume it")
+
+    signal.signal(signal.SIGTERM, cancel)
+    if "LOCAL_RANK" in os.environ and hasattr(os, "getppid"):
+        _die_with_parent(signal.SIGTERM)
+
+
+def _die_with_parent(signum: int) -> None:
+    """Linux: ask the kernel to send `signum` when the parent (the launcher) exits."""
+    import ctypes
+    import os
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signum, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the launcher died before the request was made
+        os.kill(os.getpid(), signum)
+
+
 def parse_overrides(items: tuple[str, ...]) -> dict[str, str]:
     """NAME=VALUE items as a dict; a click usage error for an item without '='."""
     values = {}
@@ -82,6 +115,7 @@ def train(algo, use_lora, top_layers, steps, device, base_name, seed, grad_accum
         for name, default, text in describe_settings():
             click.echo(f"{name:30s} {default:10s} {text}")
         return
+    stop_on_signals()
     from accelerate import PartialState
 
     from chat_tui.paths import data_dir, database_path, ensure_data_dir, models_dir
@@ -105,6 +139,9 @@ def train(algo, use_lora, top_layers, steps, device, base_name, seed, grad_accum
         max_reply_tokens=max_reply_tokens, activate=activate,
     ).with_values(parse_overrides(overrides))
     settings.validate()  # before the default model is imported or the database created
+    from trainer.runtime import check_launch
+
+    check_launch()
     ensure_data_dir()
     store = Store(database_path())
     choice = choose_model(store, base_name, None, lambda label, text: click.echo(f"{label}: {text}", err=True))
