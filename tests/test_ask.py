@@ -71,6 +71,17 @@ def test_ask_n_returns_a_list_of_distinct_samples(tmp_path, bpe):
     assert len({tuple(r["token_ids"]) for r in first}) == 3
 
 
+def test_ask_samples_as_the_chat_does_unless_told_otherwise():
+    from chat_tui.commands.ask import ask
+    from chat_tui.services.chat_settings import ChatSettings
+
+    defaults = {option.name: option.default for option in ask.params}
+    chat = ChatSettings()
+    assert (defaults["temperature"], defaults["top_p"], defaults["repetition_penalty"], defaults["max_tokens"]) == (
+        chat.temperature, chat.top_p, chat.repetition_penalty, chat.max_new_tokens)
+    assert (defaults["top_k"], defaults["min_p"]) == (0, 0.0)  # the chat has no such settings: off
+
+
 def _run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", "from chat_tui.cli import main; main()", *args],
                           capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
