@@ -30,7 +30,8 @@ from chat_tui.screens.reply_feedback import ReplyFeedback
 from chat_tui.screens.settings_screen import SettingsScreen
 from chat_tui.screens.text_prompt_screen import TextPromptScreen
 from chat_tui.screens.training_screen import TrainingScreen
-from chat_tui.services.app_services import AppServices, describe_error
+from chat_tui.errors import describe_error
+from chat_tui.services.app_services import AppServices
 from chat_tui.services.chat_session import GeneratedReply
 from chat_tui.services.model_loading import load_in_background
 from chat_tui.services.model_service import ServingModel

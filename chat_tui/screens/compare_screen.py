@@ -20,7 +20,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from chat_tui.services.app_services import AppServices, describe_error
+from chat_tui.errors import describe_error
+from chat_tui.services.app_services import AppServices
 from chat_tui.services.chat_session import GeneratedReply
 from chat_tui.services.chat_settings import MAX_COMPARE, ChatSettings
 from chat_tui.widgets.alternative_view import AlternativeView

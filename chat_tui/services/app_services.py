@@ -64,13 +64,3 @@ class AppServices:
         self.model.close()
         self.store.close()
 
-
-def describe_error(error: BaseException) -> str:
-    """One line for the user: the message of a user error, the type too for anything else."""
-    from engine.errors import EngineError
-    from feedback.errors import FeedbackError
-    from trainer.errors import TrainerError
-
-    if isinstance(error, (UserError, EngineError, FeedbackError, TrainerError)):
-        return str(error)
-    return f"{type(error).__name__}: {error}"
