@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chat_tui.errors import UserError
-from chat_tui.services.bootstrap import ModelChoice, Progress, choose_model
 from chat_tui.services.chat_session import ChatSession
 from chat_tui.services.model_service import ModelService
 from chat_tui.services.settings_store import SettingsStore
@@ -55,9 +54,6 @@ class AppServices:
             if run.status == "succeeded" and run.result_version_id is not None:
                 return run.result_version_id
         return None
-
-    def choose_model(self, requested: str | None, version_id: int | None, progress: Progress) -> ModelChoice:
-        return choose_model(self.store, requested, version_id, progress)
 
     def close(self) -> None:
         """Stop serving; a training run keeps going (it records its result in the store)."""
