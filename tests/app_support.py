@@ -148,6 +148,25 @@ def seed_conversation(store, user: str, replies: list[str], version_id: int | No
     return conversation, message, stored
 
 
+def trainer_transcript() -> str:
+    """What `chat-tui train --progress-json` prints for a short PPO run (the figures of a
+    real one), written by the trainer's own JsonProgress, so the app reads the real format."""
+    import io
+
+    from trainer.progress import JsonProgress
+
+    out = io.StringIO()
+    progress = JsonProgress(out)
+    progress.message("base model: tiny-v1")
+    progress.message("phases: sft -> reward -> ppo")
+    progress.phase("reward", 12).advance(12, {"loss": 0.683, "accuracy": 1.0})
+    ppo = progress.phase("ppo", 4)
+    for reward, kl in [(-0.01693, 0.0), (-0.1845, 0.0002773), (0.05065, 0.0008095), (0.1929, 0.001892)]:
+        ppo.advance(1, {"reward": reward, "kl": kl, "entropy": 5.602})
+    progress.emit({"event": "done", "run_id": 1, "version_id": 2, "version": "tiny-v1-ppo-run1"})
+    return out.getvalue()
+
+
 def async_test(fn):
     """Run an async test function with asyncio.run (no pytest async plugin needed)."""
     import asyncio
