@@ -104,17 +104,20 @@ def save_test_settings(store, **overrides) -> None:
     SettingsStore(store).save(ChatSettings(**values))
 
 
-async def wait_for(pilot, condition: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+async def wait_for(
+    pilot, condition: Callable[[], bool], timeout: float = 60.0, what: str = "condition", poll_s: float = 0.01
+) -> None:
     """Let the app run until `condition()` holds; fail the test after `timeout` seconds.
 
-    Polls with a plain asyncio sleep (the app runs on this same loop): `pilot.pause` would
-    wait for the screen to go idle, which never happens while a reply streams.
+    Looks every `poll_s` seconds, yielding to the app (it runs on this same loop) in
+    between: `pilot.pause` would wait for the screen to go idle, which never happens
+    while a reply streams.
     """
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(poll_s)
 
 
 def make_app(store, *, load_model: bool = True, requested_model: str | None = None):

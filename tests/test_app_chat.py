@@ -5,7 +5,6 @@ navigation, teach, and switching the model version. Each checks the screen and t
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 from app_support import (
@@ -84,11 +83,14 @@ async def test_a_reply_streams_token_by_token_and_is_stored(store):
         pressing = press_soon(pilot, "enter")
         await wait_for(pilot, lambda: chat.job is not None, what="reply started")
         seen: set[int] = set()
-        while chat.job is not None:  # sample the text shown while it streams
-            view = chat.job.view if chat.job else None
-            if view is not None:
-                seen.add(len(view.body.source))
-            await asyncio.sleep(0.005)
+
+        def written() -> bool:  # and meanwhile, how much of the text was shown
+            job = chat.job
+            if job is not None:
+                seen.add(len(job.view.body.source))
+            return job is None
+
+        await wait_for(pilot, written, poll_s=0.005, what="the reply written")
         await pressing
         await wait_for(pilot, lambda: len(chat.session.turns()) == 2, what="reply stored")
         view = replies(app)[-1]

@@ -4,7 +4,6 @@ run started from the app with a tiny model, followed live and switched to on suc
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -79,9 +78,13 @@ async def test_training_runs_in_the_background_with_live_progress_and_offers_the
         assert noticed(app, "started in the background")
         process = app.services.training
         phases = set()
-        while process.returncode is None:  # a shared two-core machine can take minutes
+
+        def ended() -> bool:  # and meanwhile, which phases it went through
             phases.add(process.snapshot().phase)
-            await asyncio.sleep(0.05)
+            return process.returncode is not None
+
+        # A shared two-core machine can take minutes.
+        await wait_for(pilot, ended, timeout=1500, poll_s=0.05, what="the training run")
         assert process.returncode == 0, "\n".join(process.snapshot().log)
         assert {"reward", "ppo"} <= phases, f"phases seen while running: {phases}"
         # Pushed is not yet composed: wait until the dialog's widgets exist.
