@@ -5,6 +5,8 @@ navigation, teach, and switching the model version. Each checks the screen and t
 
 from __future__ import annotations
 
+import threading
+
 
 import pytest
 from app_support import (
@@ -23,6 +25,7 @@ from chat_tui.screens.chat_screen import ChatScreen
 from chat_tui.screens.models_screen import ModelsScreen
 from chat_tui.screens.reasons_screen import ReasonsScreen
 from chat_tui.screens.teach_screen import TeachScreen
+from chat_tui.services import model_service
 from chat_tui.widgets.message_view import MessageView
 
 SIZE = (120, 36)
@@ -70,14 +73,24 @@ async def focus_latest_reply(app, pilot) -> MessageView:
 
 
 @async_test
-async def test_a_reply_streams_token_by_token_and_is_stored(store):
+async def test_a_reply_streams_token_by_token_and_is_stored(store, monkeypatch):
     save_test_settings(store, max_new_tokens=60)
     version = store.active_model_version()
+    # The real load, held until the window is up: the window must not wait for it.
+    may_load = threading.Event()
+    real_load = model_service.load_serving_model
+
+    def held_load(*args, **kwargs):
+        assert may_load.wait(timeout=60), "the window never came up while the model loaded"
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(model_service, "load_serving_model", held_load)
     app = make_app(store)
     async with app.run_test(size=SIZE) as pilot:
         chat = app.screen
         status = chat.query_one("#status")
-        assert status.state == "loading"  # the window is up before the model
+        assert status.state == "loading" and chat.prompt.has_focus  # up and usable, the model still loading
+        may_load.set()
         await ready(app, pilot)
         await pilot.press(*"Hello there")
         pressing = press_soon(pilot, "enter")
