@@ -1,87 +1,19 @@
-"""Helpers for the app's tests: a tiny real model on disk, an app wired to a real store,
-and waiting on a condition (never a fixed sleep).
+"""Helpers for the app's tests: an app wired to a real store, stored conversations and
+settings, and waiting on a condition (never a fixed sleep).
 
-The tiny model is a randomly initialised Llama (2 layers, hidden 48) with a byte-level
-BPE tokenizer trained here on a few sentences and a ChatML template, written in the HF
-layout and loaded with the real `engine.loading.load_model`. Its replies are gibberish
-but real: they come token by token from the real engine.
+The model the app tests chat with is tiny_models' `make_tiny_chat_model_dir`: random
+weights, so its replies are gibberish, but real: they come token by token from the real
+engine.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import string
 import time
 from pathlib import Path
 from typing import Callable
 
 from chat_tui import paths
-
-CHATML = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-CORPUS = [
-    "The quick brown fox jumps over the lazy dog.",
-    "How do I sort a list in Python? Use sorted(items) or items.sort().",
-    "Hello! I am a small assistant. Ask me anything about code, words or numbers.",
-    "def add(a, b):\n    return a + b\n",
-    "Rust, Go and Python are programming languages; tea and coffee are drinks.",
-    string.printable,  # every ASCII character gets a token, so any test prompt encodes
-]
-
-
-def make_tiny_model(directory: Path, seed: int = 0, vocab_size: int = 320) -> Path:
-    """Write a tiny random Llama chat model (HF layout) into `directory` and return it."""
-    import torch
-    from safetensors.torch import save_file
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    from engine.config import ModelConfig
-    from engine.models.llama import LlamaForCausalLM
-
-    directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    # Only ASCII characters, not all 256 bytes: every token then decodes to visible text,
-    # so a random model's reply is never a run of half characters.
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
-    tokenizer.train_from_iterator(CORPUS * 4, trainer=trainer)
-    tokenizer.save(str(directory / "tokenizer.json"))
-    vocab_size = tokenizer.get_vocab_size()
-    eos_id = tokenizer.token_to_id("<|im_end|>")
-    config = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "vocab_size": vocab_size,
-        "hidden_size": 48,
-        "intermediate_size": 96,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 1024,
-        "rms_norm_eps": 1e-5,
-        "rope_theta": 10000.0,
-        "tie_word_embeddings": False,
-        "bos_token_id": tokenizer.token_to_id("<|endoftext|>"),
-        "eos_token_id": eos_id,
-        "torch_dtype": "float32",
-    }
-    (directory / "config.json").write_text(json.dumps(config, indent=1))
-    (directory / "tokenizer_config.json").write_text(
-        json.dumps({"chat_template": CHATML, "eos_token": "<|im_end|>", "bos_token": None})
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(ModelConfig.from_hf_dict(config))
-    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, str(directory / "model.safetensors"))
-    return directory
-
 
 def open_store():
     from feedback import Store
@@ -92,6 +24,15 @@ def open_store():
 
 def register_tiny_model(store, model_dir: Path, name: str = "tiny-v1", activate: bool = True) -> int:
     return store.register_model_version(name, str(model_dir), source="import", activate=activate).id
+
+
+def open_chat_store(model_dir: Path, **settings):
+    """The store with `model_dir` as the active version 'tiny-v1' and the test settings
+    saved (`settings` override them)."""
+    store = open_store()
+    register_tiny_model(store, model_dir)
+    save_test_settings(store, **settings)
+    return store
 
 
 def save_test_settings(store, **overrides) -> None:

@@ -12,14 +12,13 @@ import pytest
 from app_support import (
     async_test,
     make_app,
-    make_tiny_model,
     noticed,
-    open_store,
+    open_chat_store,
     press_soon,
-    register_tiny_model,
     save_test_settings,
     wait_for,
 )
+from tiny_models import make_tiny_chat_model_dir
 
 from chat_tui.screens.chat_screen import ChatScreen
 from chat_tui.screens.models_screen import ModelsScreen
@@ -31,16 +30,9 @@ from chat_tui.widgets.message_view import MessageView
 SIZE = (120, 36)
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
-
-
 @pytest.fixture
-def store(tiny_model):
-    store = open_store()
-    register_tiny_model(store, tiny_model)
-    save_test_settings(store)
+def store(tiny_chat_model):
+    store = open_chat_store(tiny_chat_model)
     yield store
     store.close()
 
@@ -252,8 +244,8 @@ async def test_teach_saves_the_edited_reply_as_a_human_demonstration(store):
 
 
 @async_test
-async def test_switching_the_model_version_on_the_models_screen(store, tiny_model, tmp_path):
-    other = make_tiny_model(tmp_path / "tiny2", seed=7)
+async def test_switching_the_model_version_on_the_models_screen(store, tmp_path):
+    other = make_tiny_chat_model_dir(tmp_path / "tiny2", seed=7)
     v2 = store.register_model_version("tiny-v2", str(other), source="train",
                                       parent_id=store.active_model_version().id, metrics={"reward_after": 0.5})
     app = make_app(store)
@@ -278,7 +270,7 @@ async def test_switching_the_model_version_on_the_models_screen(store, tiny_mode
 
 @async_test
 async def test_model_flag_opens_another_model_and_records_it_as_a_version(store, tmp_path):
-    other = make_tiny_model(tmp_path / "tiny-other", seed=3)
+    other = make_tiny_chat_model_dir(tmp_path / "tiny-other", seed=3)
     active = store.active_model_version()
     app = make_app(store, requested_model=str(other))
     async with app.run_test(size=SIZE) as pilot:

@@ -5,16 +5,7 @@ request, ranked with number keys or marked not rankable; screen and store both c
 from __future__ import annotations
 
 import pytest
-from app_support import (
-    async_test,
-    make_app,
-    make_tiny_model,
-    noticed,
-    open_store,
-    register_tiny_model,
-    save_test_settings,
-    wait_for,
-)
+from app_support import async_test, make_app, noticed, open_chat_store, wait_for
 
 from chat_tui.screens.chat_screen import ChatScreen
 from chat_tui.screens.compare_screen import CompareScreen
@@ -24,16 +15,9 @@ from chat_tui.widgets.message_view import MessageView
 SIZE = (140, 36)
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
-
-
 @pytest.fixture
-def store(tiny_model):
-    store = open_store()
-    register_tiny_model(store, tiny_model)
-    save_test_settings(store, compare_k=3)
+def store(tiny_chat_model):
+    store = open_chat_store(tiny_chat_model, compare_k=3)
     yield store
     store.close()
 

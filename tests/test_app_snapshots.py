@@ -11,15 +11,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-from app_support import (
-    make_app,
-    make_tiny_model,
-    open_store,
-    register_tiny_model,
-    save_test_settings,
-    trainer_transcript,
-    wait_for,
-)
+from app_support import make_app, open_chat_store, trainer_transcript, wait_for
 
 from chat_tui.screens.compare_screen import CompareScreen
 from chat_tui.screens.training_screen import TrainingScreen
@@ -37,16 +29,10 @@ print(sorted(numbers))  # [1, 2, 3]
 
 or `list.sort()` to sort **in place**."""
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
-
-
 @pytest.fixture
-def store(tiny_model):
-    store = open_store()
-    version_id = register_tiny_model(store, tiny_model)
-    save_test_settings(store, compare_k=3, max_new_tokens=24)
+def store(tiny_chat_model):
+    store = open_chat_store(tiny_chat_model, compare_k=3, max_new_tokens=24)
+    version_id = store.active_model_version().id
     conversation = store.create_conversation()
     user = store.add_user_message(conversation.id, "How do I sort a list in Python?")
     first = store.add_assistant_reply(user.id, "Try a loop.", model_version_id=version_id)

@@ -10,7 +10,6 @@ import pytest
 from app_support import (
     async_test,
     make_app,
-    make_tiny_model,
     noticed,
     open_store,
     register_tiny_model,
@@ -49,9 +48,9 @@ def test_other_lines_are_kept_as_log_lines_as_last_drawn():
 
 
 @pytest.fixture
-def store(tmp_path):
+def store(tiny_chat_model):
     store = open_store()
-    register_tiny_model(store, make_tiny_model(tmp_path / "tiny"))
+    register_tiny_model(store, tiny_chat_model)
     for i in range(20):
         _, user, replies = seed_conversation(store, f"question {i} about tea", [f"tea is nice {i}", f"zzz {i}"])
         store.rank(user.id, [replies[0].id, replies[1].id])
