@@ -231,11 +231,8 @@ class ChatScreen(ReplyFeedback, Screen):
 
     @work(thread=True, group="reply", exit_on_error=False)
     def _reply_worker(self, job: ReplyJob) -> Any:
-        worker = get_current_worker()
         return job.request.run(
-            self.services.model,
-            on_delta=lambda _index, text: self.post_message(self.ReplyDelta(job, text)),
-            is_cancelled=lambda: worker.is_cancelled,
+            self.services.model, lambda _index, text: self.post_message(self.ReplyDelta(job, text)), get_current_worker()
         )
 
     @on(ReplyDelta)

@@ -80,11 +80,8 @@ class CompareScreen(Screen[int | None]):
 
     @work(thread=True, group="compare", exit_on_error=False)
     def _generate(self) -> Any:
-        worker = get_current_worker()
         return self.request.run(
-            self.services.model,
-            on_delta=lambda index, text: self.post_message(self.Delta(index, text)),
-            is_cancelled=lambda: worker.is_cancelled,
+            self.services.model, lambda index, text: self.post_message(self.Delta(index, text)), get_current_worker()
         )
 
     @on(Delta)

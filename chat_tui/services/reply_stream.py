@@ -11,7 +11,7 @@ Not here: showing the text (the screens) and storing the replies (ChatSession).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from engine.sampling import SamplingParams
 
@@ -21,6 +21,13 @@ if TYPE_CHECKING:
     from engine.streaming import RequestStream
 
 
+class Cancellable(Protocol):
+    """What `run` asks of the worker it runs in (a Textual Worker is one)."""
+
+    @property
+    def is_cancelled(self) -> bool: ...
+
+
 @dataclass
 class ReplyStream:
     context: list[dict[str, str]]  # the chat up to the user turn being answered
@@ -28,17 +35,15 @@ class ReplyStream:
     stream: "RequestStream | None" = None  # set by `run` once the request is submitted
     is_stop_requested: bool = False
 
-    def run(
-        self, model: "ModelService", on_delta: Callable[[int, str], None], is_cancelled: Callable[[], bool]
-    ) -> "RequestOutput":
+    def run(self, model: "ModelService", on_delta: Callable[[int, str], None], worker: Cancellable) -> "RequestOutput":
         """Submit the request and read it to its end, calling on_delta(reply index, text)
-        for each piece of text; `is_cancelled` (the worker's) counts as a stop. Blocking:
-        call from a worker thread."""
+        for each piece of text; the worker's cancellation counts as a stop. Blocking: call
+        from that worker's thread."""
         self.stream = model.submit(model.encode(self.context), self.params)
         if self.is_stop_requested:  # stop() came before the stream existed
             self.stream.cancel()
         for event in self.stream:
-            if is_cancelled() and not self.is_stop_requested:
+            if worker.is_cancelled and not self.is_stop_requested:
                 self.stop()
             if event.text_delta:
                 on_delta(event.index, event.text_delta)
