@@ -43,6 +43,12 @@ async def open_first_conversation(app, pilot) -> None:
     await wait_for(pilot, lambda: app.screen.session.conversation_id is not None, what="conversation open")
 
 
+async def open_settings(pilot) -> SettingsScreen:
+    await pilot.press("f2")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, SettingsScreen), what="settings")
+    return pilot.app.screen
+
+
 @pytest.mark.parametrize("key", ["f1", "question_mark"])
 @async_test
 async def test_help_opens_on_f1_and_question_mark_and_lists_every_key(store, key):
@@ -66,9 +72,7 @@ async def test_help_opens_on_f1_and_question_mark_and_lists_every_key(store, key
 async def test_settings_are_saved_to_the_store_and_remembered(store):
     app = make_app(store, load_model=False)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("f2")
-        await wait_for(pilot, lambda: isinstance(app.screen, SettingsScreen), what="settings")
-        screen = app.screen
+        screen = await open_settings(pilot)
         for name, value in [("temperature", "0.3"), ("top_p", "0.8"), ("max_new_tokens", "64"),
                             ("repetition_penalty", "1.2"), ("compare_k", "3")]:
             screen.query_one(f"#{name}", Input).value = value
@@ -82,8 +86,7 @@ async def test_settings_are_saved_to_the_store_and_remembered(store):
     # A new app (a restart) shows the remembered values.
     app = make_app(store, load_model=False)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("f2")
-        await wait_for(pilot, lambda: isinstance(app.screen, SettingsScreen), what="settings")
+        await open_settings(pilot)
         assert app.screen.query_one("#compare_k", Input).value == "3"
 
 
@@ -91,8 +94,7 @@ async def test_settings_are_saved_to_the_store_and_remembered(store):
 async def test_settings_refuse_an_out_of_range_value_and_name_it(store):
     app = make_app(store, load_model=False)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("f2")
-        await wait_for(pilot, lambda: isinstance(app.screen, SettingsScreen), what="settings")
+        await open_settings(pilot)
         app.screen.query_one("#compare_k", Input).value = "7"
         await pilot.press("ctrl+s")
         error = app.screen.query_one("#settings-error")
@@ -100,6 +102,20 @@ async def test_settings_refuse_an_out_of_range_value_and_name_it(store):
         assert "7" in str(error.render())
         assert isinstance(app.screen, SettingsScreen)
     assert SettingsStore(store).load().compare_k == 2
+
+
+@async_test
+async def test_a_dialogs_buttons_cancel_and_save_as_its_keys_do(store):
+    app = make_app(store, load_model=False)
+    async with app.run_test(size=SIZE) as pilot:
+        (await open_settings(pilot)).query_one("#temperature", Input).value = "0.4"
+        await pilot.click("#cancel")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen), what="settings cancelled")
+        assert SettingsStore(store).load().temperature == 0.7
+        (await open_settings(pilot)).query_one("#temperature", Input).value = "0.4"
+        await pilot.click("#save")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen), what="settings saved")
+        assert SettingsStore(store).load().temperature == 0.4 and noticed(app, "Settings saved")
 
 
 @async_test
