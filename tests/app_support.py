@@ -9,11 +9,14 @@ engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from chat_tui import paths
+
 
 def open_store():
     from feedback import Store
@@ -77,6 +80,30 @@ def make_app(store, *, load_model: bool = True, requested_model: str | None = No
 
     services = AppServices(store, requested_model=requested_model, should_load_model=load_model)
     return RecordingChatApp(services)
+
+
+@contextlib.asynccontextmanager
+async def running_app(
+    store, size: tuple[int, int], *, load_model: bool = True, requested_model: str | None = None
+) -> AsyncIterator[tuple[Any, Any]]:
+    """make_app's app running under a pilot, as (app, pilot); when it loads a model, from
+    the moment that model is ready."""
+    app = make_app(store, load_model=load_model, requested_model=requested_model)
+    async with app.run_test(size=size) as pilot:
+        if load_model:
+            await wait_for(pilot, lambda: app.services.model.is_ready, timeout=120, what="model loaded")
+        yield app, pilot
+
+
+async def focus_latest_reply(pilot):
+    """Move from the prompt to the latest reply (the up key) and return its MessageView."""
+    from chat_tui.widgets.message_view import MessageView
+
+    app = pilot.app
+    app.screen.query_one("#prompt").focus()
+    await pilot.press("up")
+    await wait_for(pilot, lambda: isinstance(app.focused, MessageView), what="reply focused")
+    return app.focused
 
 
 def noticed(app, text: str) -> bool:

@@ -11,10 +11,12 @@ import threading
 import pytest
 from app_support import (
     async_test,
+    focus_latest_reply,
     make_app,
     noticed,
     open_chat_store,
     press_soon,
+    running_app,
     save_test_settings,
     wait_for,
 )
@@ -45,23 +47,12 @@ def header(view: MessageView) -> str:
     return str(view.query_one(".message-header").render())
 
 
-async def ready(app, pilot) -> None:
-    await wait_for(pilot, lambda: app.services.model.is_ready, timeout=120, what="model loaded")
-
-
 async def send(app, pilot, text: str) -> None:
     """Type and send a message, then wait until its reply is written and stored."""
     chat = app.screen
     before = len(chat.session.turns())
     await pilot.press(*text, "enter")
     await wait_for(pilot, lambda: chat.job is None and len(chat.session.turns()) == before + 2, what="reply stored")
-
-
-async def focus_latest_reply(app, pilot) -> MessageView:
-    app.screen.query_one("#prompt").focus()
-    await pilot.press("up")
-    await wait_for(pilot, lambda: isinstance(app.focused, MessageView), what="reply focused")
-    return app.focused
 
 
 @async_test
@@ -83,7 +74,7 @@ async def test_a_reply_streams_token_by_token_and_is_stored(store, monkeypatch):
         status = chat.query_one("#status")
         assert status.state == "loading" and chat.prompt.has_focus  # up and usable, the model still loading
         may_load.set()
-        await ready(app, pilot)
+        await wait_for(pilot, lambda: app.services.model.is_ready, timeout=120, what="model loaded")
         await pilot.press(*"Hello there")
         pressing = press_soon(pilot, "enter")
         await wait_for(pilot, lambda: chat.job is not None, what="reply started")
@@ -117,10 +108,8 @@ async def test_a_reply_streams_token_by_token_and_is_stored(store, monkeypatch):
 @async_test
 async def test_escape_stops_a_reply_and_keeps_what_was_written(store):
     save_test_settings(store, max_new_tokens=900)
-    app = make_app(store)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
-        await ready(app, pilot)
         await pilot.press(*"Write a lot")
         pressing = press_soon(pilot, "enter")
         await wait_for(pilot, lambda: chat.job is not None and len(chat.job.view.body.source) > 10, what="some text")
@@ -137,10 +126,8 @@ async def test_escape_stops_a_reply_and_keeps_what_was_written(store):
 
 @async_test
 async def test_the_second_turn_is_prompted_with_the_whole_conversation(store):
-    app = make_app(store)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
-        await ready(app, pilot)
         chat.session.set_system_prompt("Be brief.")
         await send(app, pilot, "first question")
         first_reply = chat.session.turns()[1].content
@@ -159,12 +146,10 @@ async def test_the_second_turn_is_prompted_with_the_whole_conversation(store):
 
 @async_test
 async def test_thumbs_up_then_down_with_reason_tags_and_a_comment(store):
-    app = make_app(store)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
-        await ready(app, pilot)
         await send(app, pilot, "rate this")
-        view = await focus_latest_reply(app, pilot)
+        view = await focus_latest_reply(pilot)
         reply_id = view.turn.message_id
 
         def rating():
@@ -190,12 +175,10 @@ async def test_thumbs_up_then_down_with_reason_tags_and_a_comment(store):
 
 @async_test
 async def test_regenerate_adds_a_sibling_and_arrows_move_between_siblings(store):
-    app = make_app(store)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
-        await ready(app, pilot)
         await send(app, pilot, "say something")
-        first = (await focus_latest_reply(app, pilot)).turn
+        first = (await focus_latest_reply(pilot)).turn
         await pilot.press("r")
         await wait_for(pilot, lambda: chat.job is None and len(store.load_conversation(
             chat.session.conversation_id).siblings(first.message_id)) == 2, what="regeneration stored")
@@ -206,7 +189,7 @@ async def test_regenerate_adds_a_sibling_and_arrows_move_between_siblings(store)
         assert tree.shown_path[-1].id == second.id
         assert replies(app)[-1].turn.message_id == second.id and "2/2" in header(replies(app)[-1])
 
-        await focus_latest_reply(app, pilot)
+        await focus_latest_reply(pilot)
         await pilot.press("left")
         await wait_for(pilot, lambda: replies(app)[-1].turn.message_id == first.message_id, what="first sibling shown")
         assert "1/2" in header(replies(app)[-1])
@@ -220,12 +203,10 @@ async def test_regenerate_adds_a_sibling_and_arrows_move_between_siblings(store)
 
 @async_test
 async def test_teach_saves_the_edited_reply_as_a_human_demonstration(store):
-    app = make_app(store)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
-        await ready(app, pilot)
         await send(app, pilot, "what is 2+2?")
-        model_reply = (await focus_latest_reply(app, pilot)).turn
+        model_reply = (await focus_latest_reply(pilot)).turn
         await pilot.press("e")
         await wait_for(pilot, lambda: isinstance(app.screen, TeachScreen), what="teach dialog")
         area = app.screen.query_one("#reply")
@@ -248,10 +229,8 @@ async def test_switching_the_model_version_on_the_models_screen(store, tmp_path)
     other = make_tiny_chat_model_dir(tmp_path / "tiny2", seed=7)
     v2 = store.register_model_version("tiny-v2", str(other), source="train",
                                       parent_id=store.active_model_version().id, metrics={"reward_after": 0.5})
-    app = make_app(store)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
-        await ready(app, pilot)
         await pilot.press("f4")
         await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen), what="models screen")
         detail = str(app.screen.query_one("#version-detail").render())
@@ -272,10 +251,8 @@ async def test_switching_the_model_version_on_the_models_screen(store, tmp_path)
 async def test_model_flag_opens_another_model_and_records_it_as_a_version(store, tmp_path):
     other = make_tiny_chat_model_dir(tmp_path / "tiny-other", seed=3)
     active = store.active_model_version()
-    app = make_app(store, requested_model=str(other))
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE, requested_model=str(other)) as (app, pilot):
         chat = app.screen
-        await ready(app, pilot)
         assert chat.query_one("#status").model_label == "tiny-other"
         version = store.get_model_version("tiny-other")
         assert version.path == str(other) and not version.is_active
@@ -286,10 +263,8 @@ async def test_model_flag_opens_another_model_and_records_it_as_a_version(store,
 
 @async_test
 async def test_a_failed_generation_is_reported_and_the_message_can_be_sent_again(store):
-    app = make_app(store)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
-        await ready(app, pilot)
         too_long = "xq " * 1200  # well past the tiny model's 1024-token context
         chat.query_one("#prompt").text = too_long
         await pilot.press("enter")
@@ -310,10 +285,8 @@ async def test_a_failed_generation_is_reported_and_the_message_can_be_sent_again
 
 @async_test
 async def test_the_command_palette_runs_a_feedback_action_on_the_latest_reply(store):
-    app = make_app(store)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
-        await ready(app, pilot)
         await send(app, pilot, "palette please")
         reply_id = chat.session.turns()[-1].message_id
         await pilot.press("ctrl+p")
@@ -331,10 +304,8 @@ async def test_enter_arriving_with_the_typed_text_sends_all_of_it(store):
     before them: the message is sent whole, exactly once."""
     from textual import events
 
-    app = make_app(store)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
-        await ready(app, pilot)
         text = "Hello all at once"
         # Queued back to back, as the driver does for one read: no pause between them.
         for character in text:

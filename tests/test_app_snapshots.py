@@ -11,12 +11,11 @@ from __future__ import annotations
 import sys
 
 import pytest
-from app_support import make_app, open_chat_store, trainer_transcript, wait_for
+from app_support import focus_latest_reply, make_app, open_chat_store, trainer_transcript, wait_for
 
 from chat_tui.screens.compare_screen import CompareScreen
 from chat_tui.screens.training_screen import TrainingScreen
 from chat_tui.services.training_process import TrainingProcess
-from chat_tui.widgets.message_view import MessageView
 
 SIZE = (120, 34)
 PINNED_TIME = "2025-01-02T03:04:05+00:00"
@@ -28,6 +27,7 @@ print(sorted(numbers))  # [1, 2, 3]
 ```
 
 or `list.sort()` to sort **in place**."""
+
 
 @pytest.fixture
 def store(tiny_chat_model):
@@ -54,8 +54,7 @@ async def open_conversation_and_focus_reply(pilot) -> None:
     app.screen.query_one("#conversations").focus()
     await pilot.press("enter")
     await wait_for(pilot, lambda: len(app.screen.query_one("#log").replies) == 1, what="conversation shown")
-    await pilot.press("up")
-    await wait_for(pilot, lambda: isinstance(app.focused, MessageView), what="reply focused")
+    await focus_latest_reply(pilot)
 
 
 def test_chat_screen(snap_compare, store):

@@ -24,6 +24,7 @@ from chat_tui.screens.confirm_screen import ConfirmScreen
 from chat_tui.screens.training_screen import TrainingScreen
 from chat_tui.services.training_process import TrainingProgress, apply_line
 
+
 def test_the_trainers_json_lines_give_phase_step_reward_kl_and_the_new_version():
     progress = TrainingProgress()
     for line in trainer_transcript().splitlines(keepends=True):

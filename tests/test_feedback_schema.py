@@ -23,6 +23,7 @@ from sqlite_utils import Database
 from feedback import DatabaseFileError, SchemaTooNewError, Store
 from feedback import schema
 
+
 def _file_digest(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 

@@ -17,13 +17,7 @@ from gguf import GGMLQuantizationType as Q
 
 from engine.errors import ModelLoadError
 from engine.loading import ModelStore, import_model, load_model
-from loading_helpers import (
-    gpt2_tokenizer_fields,
-    tiny_hf_config,
-    tiny_hf_model,
-    write_gguf,
-    write_hf_model_dir,
-)
+from loading_helpers import gpt2_tokenizer_fields, tiny_hf_config, tiny_hf_model, write_gguf, write_hf_model_dir
 from tiny_models import write_bpe_dir
 
 pytest.importorskip("transformers")

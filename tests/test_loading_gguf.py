@@ -26,6 +26,7 @@ from loading_helpers import (
 )
 from tiny_models import CHATML_TEMPLATE
 
+
 def _logits(model, ids):
     with torch.no_grad():
         out = model(torch.tensor([ids]))

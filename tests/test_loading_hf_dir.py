@@ -8,16 +8,11 @@ import pytest
 import torch
 
 from engine.loading import load_model
-from loading_helpers import (
-    MIXED_TEXT,
-    tiny_hf_config,
-    tiny_hf_model,
-    write_hf_model_dir,
-    write_sentencepiece_dir,
-)
+from loading_helpers import MIXED_TEXT, tiny_hf_config, tiny_hf_model, write_hf_model_dir, write_sentencepiece_dir
 from tiny_models import CHATML_TEMPLATE, write_bpe_dir
 
 pytest.importorskip("transformers")
+
 
 def _logits(model, ids):
     with torch.no_grad():

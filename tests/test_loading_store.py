@@ -10,16 +10,11 @@ import torch
 
 from engine.errors import ModelLoadError
 from engine.loading import ModelStore, load_model
-from loading_helpers import (
-    MIXED_TEXT,
-    tiny_hf_config,
-    tiny_hf_model,
-    write_hf_model_dir,
-    write_sentencepiece_dir,
-)
+from loading_helpers import MIXED_TEXT, tiny_hf_config, tiny_hf_model, write_hf_model_dir, write_sentencepiece_dir
 from tiny_models import CHATML_TEMPLATE, write_bpe_dir
 
 pytest.importorskip("transformers")
+
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, bpe):
