@@ -55,6 +55,12 @@ async def send(app, pilot, text: str) -> None:
     await wait_for(pilot, lambda: chat.job is None and len(chat.session.turns()) == before + 2, what="reply stored")
 
 
+async def reply_to(app, pilot, text: str) -> MessageView:
+    """Send `text` and focus the stored reply, ready for a feedback key."""
+    await send(app, pilot, text)
+    return await focus_latest_reply(pilot)
+
+
 @async_test
 async def test_a_reply_streams_token_by_token_and_is_stored(store, monkeypatch):
     save_test_settings(store, max_new_tokens=60)
@@ -148,8 +154,7 @@ async def test_the_second_turn_is_prompted_with_the_whole_conversation(store):
 async def test_thumbs_up_then_down_with_reason_tags_and_a_comment(store):
     async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
-        await send(app, pilot, "rate this")
-        view = await focus_latest_reply(pilot)
+        view = await reply_to(app, pilot, "rate this")
         reply_id = view.turn.message_id
 
         def rating():
@@ -177,8 +182,7 @@ async def test_thumbs_up_then_down_with_reason_tags_and_a_comment(store):
 async def test_regenerate_adds_a_sibling_and_arrows_move_between_siblings(store):
     async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
-        await send(app, pilot, "say something")
-        first = (await focus_latest_reply(pilot)).turn
+        first = (await reply_to(app, pilot, "say something")).turn
         await pilot.press("r")
         await wait_for(pilot, lambda: chat.job is None and len(store.load_conversation(
             chat.session.conversation_id).siblings(first.message_id)) == 2, what="regeneration stored")
@@ -205,8 +209,7 @@ async def test_regenerate_adds_a_sibling_and_arrows_move_between_siblings(store)
 async def test_teach_saves_the_edited_reply_as_a_human_demonstration(store):
     async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
-        await send(app, pilot, "what is 2+2?")
-        model_reply = (await focus_latest_reply(pilot)).turn
+        model_reply = (await reply_to(app, pilot, "what is 2+2?")).turn
         await pilot.press("e")
         await wait_for(pilot, lambda: isinstance(app.screen, TeachScreen), what="teach dialog")
         area = app.screen.query_one("#reply")
