@@ -45,19 +45,24 @@ class ServingModel:
 
 
 def load_serving_model(path: str | Path, version_id: int | None, label: str, device: str = "cpu") -> ServingModel:
-    """Load the model at `path` on `device` and start an engine loop for it. Blocking: run
-    in a worker."""
+    """Load the model at `path` on `device`, warm its engine up and start an engine loop for
+    it. Blocking: run in a worker."""
     from engine.engine import LLMEngine
     from engine.loading import load_model
     from engine.streaming import StreamingEngine
 
     loaded = load_model(path, device=device)
-    front = StreamingEngine(LLMEngine(loaded, max_batch_size=8)).start()
+    engine = LLMEngine(loaded, max_batch_size=8)
+    # Here rather than in the engine loop's thread: the one-time set-up builds a probe
+    # model, which must not overlap another load (see ModelService's lock).
+    engine.warm_up()
+    front = StreamingEngine(engine).start()
     return ServingModel(loaded=loaded, front=front, version_id=version_id, label=label)
 
 
 LoadProgress = Callable[[int, str, str], None]  # (load number, model label, what is happening)
-LoadFinished = Callable[[int, "ServingModel | None", "BaseException | None"], None]  # model, or why not
+# (load number, the model, or None and why not; both None: superseded before it began)
+LoadFinished = Callable[[int, "ServingModel | None", "BaseException | None"], None]
 
 
 class ModelService:
@@ -67,6 +72,11 @@ class ModelService:
         self.serving: ServingModel | None = None
         self.num_loads = 0  # loads started; the latest one wins
         self.is_loading = False  # the latest load has not finished yet
+        # One load at a time, warm-up included: loading builds the network under accelerate's
+        # init_empty_weights, which patches torch.nn.Module for the whole process, so any
+        # module built meanwhile in another thread (another load, a warm-up's probe model)
+        # gets meta parameters and fails.
+        self._one_load_at_a_time = threading.Lock()
 
     @property
     def is_ready(self) -> bool:
@@ -84,16 +94,21 @@ class ModelService:
         self.is_loading = True
 
         def run() -> None:
-            try:
-                choice = choose_model(store, requested, version_id, lambda label, detail: on_progress(number, label, detail))
-                on_progress(number, choice.label, "")
-                serving = load_serving_model(choice.path, choice.version_id, choice.label, device)
-                if serving.version_id is None:
-                    serving.version_id = register_loaded(store, choice, str(serving.loaded.path))
-            except BaseException as error:  # handed to the UI, which shows it: a failed load is never a crash
-                on_finished(number, None, error)
-                return
-            on_finished(number, serving, None)
+            with self._one_load_at_a_time:
+                if number != self.num_loads:  # superseded while it waited: no need to load it
+                    on_finished(number, None, None)
+                    return
+                try:
+                    choice = choose_model(store, requested, version_id,
+                                          lambda label, detail: on_progress(number, label, detail))
+                    on_progress(number, choice.label, "")
+                    serving = load_serving_model(choice.path, choice.version_id, choice.label, device)
+                    if serving.version_id is None:
+                        serving.version_id = register_loaded(store, choice, str(serving.loaded.path))
+                except BaseException as error:  # handed to the UI, which shows it: a failed load is never a crash
+                    on_finished(number, None, error)
+                    return
+                on_finished(number, serving, None)
 
         threading.Thread(target=run, name="model-load", daemon=True).start()
         return number
