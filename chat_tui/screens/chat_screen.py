@@ -24,13 +24,13 @@ from textual.widgets import Footer, Static
 from textual.widgets.markdown import MarkdownStream
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from chat_tui.errors import describe_error
 from chat_tui.screens.confirm_screen import ConfirmScreen
 from chat_tui.screens.models_screen import ModelsScreen
 from chat_tui.screens.reply_feedback import ReplyFeedback
 from chat_tui.screens.settings_screen import SettingsScreen
 from chat_tui.screens.text_prompt_screen import TextPromptScreen
 from chat_tui.screens.training_screen import TrainingScreen
-from chat_tui.errors import describe_error
 from chat_tui.services.app_services import AppServices
 from chat_tui.services.chat_session import GeneratedReply
 from chat_tui.services.model_service import ServingModel
