@@ -12,6 +12,8 @@ import sys
 
 import click
 
+from chat_tui.errors import user_error_types
+
 # Subcommand name -> "module:attribute" of its click command.
 COMMANDS: dict[str, str] = {
     "ask": "chat_tui.commands.ask:ask",
@@ -51,19 +53,6 @@ def cli(ctx: click.Context, model: str | None, device: str) -> None:
         from chat_tui.commands.open_chat import open_chat
 
         open_chat(model, device)
-
-
-def user_error_types() -> tuple[type[BaseException], ...]:
-    """Each package's user-error base class; their messages name the offending value.
-
-    The packages' `errors` modules import nothing heavy, so this stays cheap.
-    """
-    from chat_tui.errors import UserError
-    from engine.errors import EngineError
-    from feedback.errors import FeedbackError
-    from trainer.errors import TrainerError
-
-    return (UserError, EngineError, FeedbackError, TrainerError)
 
 
 def run_command(command: click.Command) -> None:

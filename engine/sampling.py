@@ -14,7 +14,10 @@ from engine.errors import InvalidRequestError
 
 @dataclass
 class SamplingParams:
-    temperature: float = 0.7  # 0 means greedy
+    """How to draw a reply. Each field's default leaves its stage off (temperature 1 is the
+    model's own distribution); `chat_defaults()` holds the chat's recommended setting."""
+
+    temperature: float = 1.0  # 0 means greedy; 1 leaves the logits as they are
     top_k: int = 0  # 0 disables
     top_p: float = 1.0  # in (0, 1]; 1 disables
     min_p: float = 0.0  # in [0, 1); 0 disables
@@ -26,6 +29,15 @@ class SamplingParams:
     n: int = 1  # samples per prompt; the prompt is prefilled once and shared
     logprobs: bool = False  # return the log-probability of each sampled token
     ignore_eos: bool = False  # keep going past stop tokens (benchmarks)
+
+    @classmethod
+    def chat_defaults(cls) -> "SamplingParams":
+        """The chat's recommended sampling, and the one place it is written: the chat's
+        settings and its one-shot `ask` command take their defaults from here (the reply
+        length too: the field default). A small chat model repeats itself when decoded
+        greedily and reads well with some temperature, nucleus sampling and a light
+        repetition penalty."""
+        return cls(temperature=0.7, top_p=0.9, repetition_penalty=1.1)
 
     def validate(self, vocab_size: int | None = None) -> None:
         """Raise InvalidRequestError naming the first bad value."""

@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from feedback.database import StoreBase, utc_now
+from feedback.database import StoreBase, record_from_row, utc_now
 from feedback.errors import InvalidFeedbackError, NotFoundError
 from feedback.queries import current_rankings, current_ratings
 from feedback.records import Conversation, ConversationTree, Message, ReplyDraft, SearchHit
@@ -27,31 +27,11 @@ _MESSAGE_COLUMNS = (
 
 
 def conversation_from_row(row: sqlite3.Row) -> Conversation:
-    return Conversation(
-        id=row["id"],
-        title=row["title"],
-        system_prompt=row["system_prompt"],
-        source=row["source"],
-        shown_leaf_id=row["shown_leaf_id"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+    return record_from_row(Conversation, row)
 
 
 def message_from_row(row: sqlite3.Row) -> Message:
-    return Message(
-        id=row["id"],
-        conversation_id=row["conversation_id"],
-        parent_id=row["parent_id"],
-        role=row["role"],
-        content=row["content"],
-        model_version_id=row["model_version_id"],
-        sampling=json.loads(row["sampling"]) if row["sampling"] is not None else None,
-        finish_reason=row["finish_reason"],
-        is_human=bool(row["is_human"]),
-        action_id=row["action_id"],
-        created_at=row["created_at"],
-    )
+    return record_from_row(Message, row, json_columns=("sampling",), flag_columns=("is_human",))
 
 
 def title_from(text: str) -> str:

@@ -5,19 +5,22 @@ without touching it, turns on WAL, foreign keys, a busy timeout and full sync, a
 pending migrations under a write lock. `StoreBase` gives the store its two kinds of
 transaction: `_writing()` (BEGIN IMMEDIATE, so a writer waits for the lock up front instead
 of failing half way) and `_reading()` (one read transaction, hence one consistent WAL
-snapshot). Table-level logic lives in the store modules, not here.
+snapshot); `record_from_row` turns a table's row into its record. Table-level logic lives
+in the store modules, not here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
+import json
 import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from sqlite_utils import Database
@@ -27,11 +30,28 @@ from feedback.errors import DatabaseFileError
 
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 FILE_MODE = 0o600
+Record = TypeVar("Record")
 
 
 def utc_now() -> str:
     """The current time as an ISO 8601 UTC string with microseconds (sorts as text)."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
+
+
+def record_from_row(
+    record_type: type[Record], row: sqlite3.Row, json_columns: Sequence[str] = (), flag_columns: Sequence[str] = ()
+) -> Record:
+    """The record (a dataclass in feedback.records) of a table row: each field from the
+    column of its name, JSON text decoded (NULL stays None), 0/1 flags made bools."""
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(record_type):  # type: ignore[arg-type]
+        value = row[field.name]
+        if field.name in json_columns and value is not None:
+            value = json.loads(value)
+        elif field.name in flag_columns:
+            value = bool(value)
+        values[field.name] = value
+    return record_type(**values)
 
 
 def _check_existing_file(path: Path) -> None:

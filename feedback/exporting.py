@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -30,33 +30,24 @@ if TYPE_CHECKING:
 EXPORT_FORMATS = ("pairs", "sft", "trees")
 
 
+# The record attributes each row holds, in the order written ("prompt" is a property).
+PAIR_FIELDS = ("prompt", "chosen", "rejected", "context", "group_key", "source", "conversation_id", "parent_id",
+               "chosen_id", "rejected_id")
+SFT_FIELDS = ("prompt", "completion", "context", "source", "conversation_id", "parent_id", "message_id")
+COLUMN_NAMES = {"group_key": "group"}  # the name `feedback import` reads back
+
+
+def _record_rows(records: Iterable[Any], fields: Sequence[str]) -> Iterator[dict[str, Any]]:
+    for record in records:
+        yield {COLUMN_NAMES.get(name, name): getattr(record, name) for name in fields}
+
+
 def pair_rows(store: "Store") -> Iterator[dict[str, Any]]:
-    for pair in store.preference_pairs():
-        yield {
-            "prompt": pair.prompt,
-            "chosen": pair.chosen,
-            "rejected": pair.rejected,
-            "context": pair.context,
-            "group": pair.group_key,
-            "source": pair.source,
-            "conversation_id": pair.conversation_id,
-            "parent_id": pair.parent_id,
-            "chosen_id": pair.chosen_id,
-            "rejected_id": pair.rejected_id,
-        }
+    return _record_rows(store.preference_pairs(), PAIR_FIELDS)
 
 
 def sft_rows(store: "Store") -> Iterator[dict[str, Any]]:
-    for demo in store.demonstrations():
-        yield {
-            "prompt": demo.prompt,
-            "completion": demo.completion,
-            "context": demo.context,
-            "source": demo.source,
-            "conversation_id": demo.conversation_id,
-            "parent_id": demo.parent_id,
-            "message_id": demo.message_id,
-        }
+    return _record_rows(store.demonstrations(), SFT_FIELDS)
 
 
 def tree_rows(store: "Store", include_imported: bool = True) -> Iterator[dict[str, Any]]:

@@ -70,9 +70,7 @@ class JudgmentsMixin(ConversationsMixin):
         ids = list(ranked_ids)
         now = utc_now()
         with self._writing() as conn:
-            parent = self._message(conn, parent_id)
-            if parent.role != "user":
-                raise InvalidFeedbackError(f"message {parent_id} is an assistant message; rank the replies to a user message")
+            parent = self._ranked_parent(conn, parent_id)
             if len(ids) < 2:
                 raise InvalidFeedbackError(f"a ranking needs at least two replies, got {ids!r}")
             seen: set[int] = set()
@@ -92,13 +90,18 @@ class JudgmentsMixin(ConversationsMixin):
         """Record that the replies to `parent_id` cannot be ordered (e.g. all equally bad)."""
         now = utc_now()
         with self._writing() as conn:
-            parent = self._message(conn, parent_id)
-            if parent.role != "user":
-                raise InvalidFeedbackError(f"message {parent_id} is an assistant message; rank the replies to a user message")
+            parent = self._ranked_parent(conn, parent_id)
             self._insert_ranking(conn, parent, [], False, comment, now)
             return current_rankings(conn, parent.conversation_id)[parent_id]
 
     # ---- helpers ---------------------------------------------------------------------------
+
+    def _ranked_parent(self, conn: sqlite3.Connection, parent_id: int) -> Message:
+        """The user message whose replies a ranking orders."""
+        parent = self._message(conn, parent_id)
+        if parent.role != "user":
+            raise InvalidFeedbackError(f"message {parent_id} is an assistant message; rank the replies to a user message")
+        return parent
 
     def _insert_rating(
         self, conn: sqlite3.Connection, message_id: int, value: int, tags: list[str], comment: str | None,

@@ -14,24 +14,34 @@ from feedback.records import Rating, Ranking
 NO_LIMIT = 2**62
 
 
+def _latest_rows(
+    conn: sqlite3.Connection, table: str, key: str, columns: str, conversation_id: int | None, as_of: int
+) -> list[tuple]:
+    """`columns` of the latest row of append-only `table` per `key` (a message id), as of
+    action `as_of`, in one conversation or in all."""
+    where = "AND m.conversation_id = ?" if conversation_id is not None else ""
+    params: list[int] = [as_of] + ([conversation_id] if conversation_id is not None else [])
+    return conn.execute(
+        f"""SELECT {columns}
+            FROM {table} j
+            JOIN (SELECT {key}, MAX(id) AS last_id FROM {table} WHERE action_id <= ? GROUP BY {key}) last
+              ON j.id = last.last_id
+            JOIN messages m ON m.id = j.{key}
+            WHERE 1 {where}""",
+        params,
+    ).fetchall()
+
+
 def current_ratings(
     conn: sqlite3.Connection, conversation_id: int | None = None, as_of: int = NO_LIMIT
 ) -> dict[int, Rating]:
     """message id -> its current rating (cleared ratings left out)."""
-    where = "AND m.conversation_id = ?" if conversation_id is not None else ""
-    params: list[int] = [as_of] + ([conversation_id] if conversation_id is not None else [])
-    rows = conn.execute(
-        f"""SELECT r.message_id, r.value, r.tags, r.comment, r.action_id, r.created_at
-            FROM ratings r
-            JOIN (SELECT message_id, MAX(id) AS last_id FROM ratings WHERE action_id <= ? GROUP BY message_id) last
-              ON r.id = last.last_id
-            JOIN messages m ON m.id = r.message_id
-            WHERE r.value != 0 {where}""",
-        params,
-    ).fetchall()
+    rows = _latest_rows(conn, "ratings", "message_id", "j.message_id, j.value, j.tags, j.comment, j.action_id, "
+                        "j.created_at", conversation_id, as_of)
     return {
         message_id: Rating(message_id, value, json.loads(tags), comment, action_id, created_at)
         for message_id, value, tags, comment, action_id, created_at in rows
+        if value != 0
     }
 
 
@@ -39,17 +49,8 @@ def current_rankings(
     conn: sqlite3.Connection, conversation_id: int | None = None, as_of: int = NO_LIMIT
 ) -> dict[int, Ranking]:
     """parent message id -> its current ranking."""
-    where = "AND m.conversation_id = ?" if conversation_id is not None else ""
-    params: list[int] = [as_of] + ([conversation_id] if conversation_id is not None else [])
-    rows = conn.execute(
-        f"""SELECT k.id, k.parent_id, k.is_rankable, k.comment, k.action_id, k.created_at
-            FROM rankings k
-            JOIN (SELECT parent_id, MAX(id) AS last_id FROM rankings WHERE action_id <= ? GROUP BY parent_id) last
-              ON k.id = last.last_id
-            JOIN messages m ON m.id = k.parent_id
-            WHERE 1 {where}""",
-        params,
-    ).fetchall()
+    rows = _latest_rows(conn, "rankings", "parent_id", "j.id, j.parent_id, j.is_rankable, j.comment, j.action_id, "
+                        "j.created_at", conversation_id, as_of)
     rankings: dict[int, Ranking] = {}
     for ranking_id, parent_id, is_rankable, comment, action_id, created_at in rows:
         ranked_ids = [

@@ -136,8 +136,19 @@ class TrainingRun:
     finished_at: str | None
 
 
+class _AnswersAPrompt:
+    """For records whose `context` ends with the user turn they answer."""
+
+    context: list[ChatMessage]
+
+    @property
+    def prompt(self) -> str:
+        """The text of that user turn."""
+        return self.context[-1]["content"]
+
+
 @dataclass(frozen=True)
-class PreferencePair:
+class PreferencePair(_AnswersAPrompt):
     """One comparison: `chosen` was preferred over `rejected` as a reply to `context`.
 
     context: the chat up to and including the user turn both replies answer (system prompt
@@ -160,11 +171,6 @@ class PreferencePair:
     source: Literal["ranking", "thumbs", "demonstration"]
     action_id: int = 0
 
-    @property
-    def prompt(self) -> str:
-        """The text of the user turn the two replies answer."""
-        return self.context[-1]["content"]
-
 
 @dataclass(frozen=True)
 class PreferenceGroup:
@@ -178,7 +184,7 @@ class PreferenceGroup:
 
 
 @dataclass(frozen=True)
-class Demonstration:
+class Demonstration(_AnswersAPrompt):
     """A reply worth imitating: human-written ("human") or a model reply voted up ("upvoted")."""
 
     conversation_id: int
@@ -187,10 +193,6 @@ class Demonstration:
     context: list[ChatMessage]
     completion: str
     source: Literal["human", "upvoted"]
-
-    @property
-    def prompt(self) -> str:
-        return self.context[-1]["content"]
 
 
 @dataclass(frozen=True)

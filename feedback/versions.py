@@ -12,7 +12,7 @@ import json
 import sqlite3
 from typing import Any
 
-from feedback.database import StoreBase, utc_now
+from feedback.database import StoreBase, record_from_row, utc_now
 from feedback.errors import InvalidFeedbackError, NotFoundError
 from feedback.records import ModelVersion, Snapshot, TrainingRun
 
@@ -30,32 +30,11 @@ def to_json(value: Any, what: str) -> str:
 
 
 def version_from_row(row: sqlite3.Row) -> ModelVersion:
-    return ModelVersion(
-        id=row["id"],
-        name=row["name"],
-        path=row["path"],
-        parent_id=row["parent_id"],
-        source=row["source"],
-        metrics=json.loads(row["metrics"]),
-        is_active=bool(row["is_active"]),
-        created_at=row["created_at"],
-    )
+    return record_from_row(ModelVersion, row, json_columns=("metrics",), flag_columns=("is_active",))
 
 
 def run_from_row(row: sqlite3.Row) -> TrainingRun:
-    return TrainingRun(
-        id=row["id"],
-        kind=row["kind"],
-        config=json.loads(row["config"]),
-        status=row["status"],
-        metrics=json.loads(row["metrics"]),
-        snapshot_action_id=row["snapshot_action_id"],
-        base_version_id=row["base_version_id"],
-        result_version_id=row["result_version_id"],
-        error=row["error"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-    )
+    return record_from_row(TrainingRun, row, json_columns=("config", "metrics"))
 
 
 class VersionsMixin(StoreBase):

@@ -1,86 +1,21 @@
-"""Helpers for the app's tests: a tiny real model on disk, an app wired to a real store,
-and waiting on a condition (never a fixed sleep).
+"""Helpers for the app's tests: an app wired to a real store, stored conversations and
+settings, and waiting on a condition (never a fixed sleep).
 
-The tiny model is a randomly initialised Llama (2 layers, hidden 48) with a byte-level
-BPE tokenizer trained here on a few sentences and a ChatML template, written in the HF
-layout and loaded with the real `engine.loading.load_model`. Its replies are gibberish
-but real: they come token by token from the real engine.
+The model the app tests chat with is tiny_models' `make_tiny_chat_model_dir`: random
+weights, so its replies are gibberish, but real: they come token by token from the real
+engine.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import string
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from chat_tui import paths
-
-CHATML = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-CORPUS = [
-    "The quick brown fox jumps over the lazy dog.",
-    "How do I sort a list in Python? Use sorted(items) or items.sort().",
-    "Hello! I am a small assistant. Ask me anything about code, words or numbers.",
-    "def add(a, b):\n    return a + b\n",
-    "Rust, Go and Python are programming languages; tea and coffee are drinks.",
-    string.printable,  # every ASCII character gets a token, so any test prompt encodes
-]
-
-
-def make_tiny_model(directory: Path, seed: int = 0, vocab_size: int = 320) -> Path:
-    """Write a tiny random Llama chat model (HF layout) into `directory` and return it."""
-    import torch
-    from safetensors.torch import save_file
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    from engine.config import ModelConfig
-    from engine.models.llama import LlamaForCausalLM
-
-    directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    # Only ASCII characters, not all 256 bytes: every token then decodes to visible text,
-    # so a random model's reply is never a run of half characters.
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
-    tokenizer.train_from_iterator(CORPUS * 4, trainer=trainer)
-    tokenizer.save(str(directory / "tokenizer.json"))
-    vocab_size = tokenizer.get_vocab_size()
-    eos_id = tokenizer.token_to_id("<|im_end|>")
-    config = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "vocab_size": vocab_size,
-        "hidden_size": 48,
-        "intermediate_size": 96,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 1024,
-        "rms_norm_eps": 1e-5,
-        "rope_theta": 10000.0,
-        "tie_word_embeddings": False,
-        "bos_token_id": tokenizer.token_to_id("<|endoftext|>"),
-        "eos_token_id": eos_id,
-        "torch_dtype": "float32",
-    }
-    (directory / "config.json").write_text(json.dumps(config, indent=1))
-    (directory / "tokenizer_config.json").write_text(
-        json.dumps({"chat_template": CHATML, "eos_token": "<|im_end|>", "bos_token": None})
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(ModelConfig.from_hf_dict(config))
-    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, str(directory / "model.safetensors"))
-    return directory
 
 
 def open_store():
@@ -94,6 +29,15 @@ def register_tiny_model(store, model_dir: Path, name: str = "tiny-v1", activate:
     return store.register_model_version(name, str(model_dir), source="import", activate=activate).id
 
 
+def open_chat_store(model_dir: Path, **settings):
+    """The store with `model_dir` as the active version 'tiny-v1' and the test settings
+    saved (`settings` override them)."""
+    store = open_store()
+    register_tiny_model(store, model_dir)
+    save_test_settings(store, **settings)
+    return store
+
+
 def save_test_settings(store, **overrides) -> None:
     """Short, reproducible replies so the tests stay fast on two cores."""
     from chat_tui.services.chat_settings import ChatSettings
@@ -104,17 +48,20 @@ def save_test_settings(store, **overrides) -> None:
     SettingsStore(store).save(ChatSettings(**values))
 
 
-async def wait_for(pilot, condition: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+async def wait_for(
+    pilot, condition: Callable[[], bool], timeout: float = 60.0, what: str = "condition", poll_s: float = 0.01
+) -> None:
     """Let the app run until `condition()` holds; fail the test after `timeout` seconds.
 
-    Polls with a plain asyncio sleep (the app runs on this same loop): `pilot.pause` would
-    wait for the screen to go idle, which never happens while a reply streams.
+    Looks every `poll_s` seconds, yielding to the app (it runs on this same loop) in
+    between: `pilot.pause` would wait for the screen to go idle, which never happens
+    while a reply streams.
     """
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(poll_s)
 
 
 def make_app(store, *, load_model: bool = True, requested_model: str | None = None):
@@ -135,6 +82,30 @@ def make_app(store, *, load_model: bool = True, requested_model: str | None = No
     return RecordingChatApp(services)
 
 
+@contextlib.asynccontextmanager
+async def running_app(
+    store, size: tuple[int, int], *, load_model: bool = True, requested_model: str | None = None
+) -> AsyncIterator[tuple[Any, Any]]:
+    """make_app's app running under a pilot, as (app, pilot); when it loads a model, from
+    the moment that model is ready."""
+    app = make_app(store, load_model=load_model, requested_model=requested_model)
+    async with app.run_test(size=size) as pilot:
+        if load_model:
+            await wait_for(pilot, lambda: app.services.model.is_ready, timeout=120, what="model loaded")
+        yield app, pilot
+
+
+async def focus_latest_reply(pilot):
+    """Move from the prompt to the latest reply (the up key) and return its MessageView."""
+    from chat_tui.widgets.message_view import MessageView
+
+    app = pilot.app
+    app.screen.query_one("#prompt").focus()
+    await pilot.press("up")
+    await wait_for(pilot, lambda: isinstance(app.focused, MessageView), what="reply focused")
+    return app.focused
+
+
 def noticed(app, text: str) -> bool:
     """Whether the app showed a notification containing `text`."""
     return any(text in message for message, _ in app.notices)
@@ -146,6 +117,25 @@ def seed_conversation(store, user: str, replies: list[str], version_id: int | No
     message = store.add_user_message(conversation.id, user)
     stored = [store.add_assistant_reply(message.id, reply, model_version_id=version_id) for reply in replies]
     return conversation, message, stored
+
+
+def trainer_transcript() -> str:
+    """What `chat-tui train --progress-json` prints for a short PPO run (the figures of a
+    real one), written by the trainer's own JsonProgress, so the app reads the real format."""
+    import io
+
+    from trainer.progress import JsonProgress
+
+    out = io.StringIO()
+    progress = JsonProgress(out)
+    progress.message("base model: tiny-v1")
+    progress.message("phases: sft -> reward -> ppo")
+    progress.phase("reward", 12).advance(12, {"loss": 0.683, "accuracy": 1.0})
+    ppo = progress.phase("ppo", 4)
+    for reward, kl in [(-0.01693, 0.0), (-0.1845, 0.0002773), (0.05065, 0.0008095), (0.1929, 0.001892)]:
+        ppo.advance(1, {"reward": reward, "kl": kl, "entropy": 5.602})
+    progress.emit({"event": "done", "run_id": 1, "version_id": 2, "version": "tiny-v1-ppo-run1"})
+    return out.getvalue()
 
 
 def async_test(fn):

@@ -22,3 +22,27 @@ def chat_tui_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("chat_tui_home")
     monkeypatch.setenv("CHAT_TUI_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model(tmp_path_factory):
+    """The app tests' chat model directory (tiny_models.make_tiny_chat_model_dir), built once."""
+    from tiny_models import make_tiny_chat_model_dir
+
+    return make_tiny_chat_model_dir(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def bpe():
+    """loading_helpers' byte-level BPE tokenizer (vocabulary 400, ChatML specials), trained once."""
+    from loading_helpers import train_byte_level_bpe
+
+    return train_byte_level_bpe(vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def sp_model(tmp_path_factory):
+    """loading_helpers' sentencepiece model file, trained once."""
+    from loading_helpers import train_sentencepiece
+
+    return train_sentencepiece(tmp_path_factory.mktemp("sp"))

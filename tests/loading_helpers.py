@@ -17,13 +17,13 @@ import torch
 from gguf import GGMLQuantizationType, GGUFWriter
 from gguf import quants as gguf_quants
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from engine.config import ModelConfig
 from engine.export.gguf import write_hyperparameters
 from engine.loading.checkpoint import stored_tensors
 from engine.loading.gguf_names import gguf_tensor_name, to_gguf_layout
 from engine.text import sentencepiece_proto as spp
+from tiny_models import train_bpe_tokenizer
 
 # English, Chinese, emoji (incl. a ZWJ sequence), code, whitespace runs, tabs, newlines.
 MIXED_TEXT = (
@@ -32,8 +32,6 @@ MIXED_TEXT = (
     "def add(a, b):\n    return a + b  # 12345\n\n\n"
     "x    =    [1, 2, 3]\t\ttabs\tand   spaces   \n  indented line"
 )
-
-CHATML_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 _WORDS = (
     "the quick brown fox jumps over lazy dog hello world print def return class import "
@@ -76,17 +74,8 @@ def train_sentencepiece(directory: Path, vocab_size: int = 400) -> Path:
 
 
 def train_byte_level_bpe(vocab_size: int = 400, specials: list[str] | None = None) -> HFTokenizer:
-    tok = HFTokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials if specials is not None else CHATML_SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(corpus_lines(), trainer)
-    return tok
+    """tiny_models' byte-level BPE, trained on the mixed-script corpus above."""
+    return train_bpe_tokenizer(corpus_lines(), vocab_size, specials)
 
 
 def write_sentencepiece_dir(directory: Path, model_file: Path) -> Path:
@@ -102,21 +91,6 @@ def write_sentencepiece_dir(directory: Path, model_file: Path) -> Path:
         "add_eos_token": False,
         "legacy": False,
     }
-    (directory / "tokenizer_config.json").write_text(json.dumps(config))
-    return directory
-
-
-def write_bpe_dir(directory: Path, tokenizer: HFTokenizer, chat_template: str | None = None) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(directory / "tokenizer.json"))
-    config = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": "<|im_start|>",
-        "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>",
-    }
-    if chat_template:
-        config["chat_template"] = chat_template
     (directory / "tokenizer_config.json").write_text(json.dumps(config))
     return directory
 

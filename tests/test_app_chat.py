@@ -5,40 +5,36 @@ navigation, teach, and switching the model version. Each checks the screen and t
 
 from __future__ import annotations
 
-import asyncio
+import threading
+
 
 import pytest
 from app_support import (
     async_test,
+    focus_latest_reply,
     make_app,
-    make_tiny_model,
     noticed,
-    open_store,
+    open_chat_store,
     press_soon,
-    register_tiny_model,
+    running_app,
     save_test_settings,
     wait_for,
 )
+from tiny_models import make_tiny_chat_model_dir
 
 from chat_tui.screens.chat_screen import ChatScreen
 from chat_tui.screens.models_screen import ModelsScreen
 from chat_tui.screens.reasons_screen import ReasonsScreen
 from chat_tui.screens.teach_screen import TeachScreen
+from chat_tui.services import model_service
 from chat_tui.widgets.message_view import MessageView
 
 SIZE = (120, 36)
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
-
-
 @pytest.fixture
-def store(tiny_model):
-    store = open_store()
-    register_tiny_model(store, tiny_model)
-    save_test_settings(store)
+def store(tiny_chat_model):
+    store = open_chat_store(tiny_chat_model)
     yield store
     store.close()
 
@@ -51,10 +47,6 @@ def header(view: MessageView) -> str:
     return str(view.query_one(".message-header").render())
 
 
-async def ready(app, pilot) -> None:
-    await wait_for(pilot, lambda: app.services.model.is_ready, timeout=120, what="model loaded")
-
-
 async def send(app, pilot, text: str) -> None:
     """Type and send a message, then wait until its reply is written and stored."""
     chat = app.screen
@@ -63,32 +55,44 @@ async def send(app, pilot, text: str) -> None:
     await wait_for(pilot, lambda: chat.job is None and len(chat.session.turns()) == before + 2, what="reply stored")
 
 
-async def focus_latest_reply(app, pilot) -> MessageView:
-    app.screen.query_one("#prompt").focus()
-    await pilot.press("up")
-    await wait_for(pilot, lambda: isinstance(app.focused, MessageView), what="reply focused")
-    return app.focused
+async def reply_to(app, pilot, text: str) -> MessageView:
+    """Send `text` and focus the stored reply, ready for a feedback key."""
+    await send(app, pilot, text)
+    return await focus_latest_reply(pilot)
 
 
 @async_test
-async def test_a_reply_streams_token_by_token_and_is_stored(store):
+async def test_a_reply_streams_token_by_token_and_is_stored(store, monkeypatch):
     save_test_settings(store, max_new_tokens=60)
     version = store.active_model_version()
+    # The real load, held until the window is up: the window must not wait for it.
+    may_load = threading.Event()
+    real_load = model_service.load_serving_model
+
+    def held_load(*args, **kwargs):
+        assert may_load.wait(timeout=60), "the window never came up while the model loaded"
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(model_service, "load_serving_model", held_load)
     app = make_app(store)
     async with app.run_test(size=SIZE) as pilot:
         chat = app.screen
         status = chat.query_one("#status")
-        assert status.state == "loading"  # the window is up before the model
-        await ready(app, pilot)
+        assert status.state == "loading" and chat.prompt.has_focus  # up and usable, the model still loading
+        may_load.set()
+        await wait_for(pilot, lambda: app.services.model.is_ready, timeout=120, what="model loaded")
         await pilot.press(*"Hello there")
         pressing = press_soon(pilot, "enter")
         await wait_for(pilot, lambda: chat.job is not None, what="reply started")
         seen: set[int] = set()
-        while chat.job is not None:  # sample the text shown while it streams
-            view = chat.job.view if chat.job else None
-            if view is not None:
-                seen.add(len(view.body.source))
-            await asyncio.sleep(0.005)
+
+        def written() -> bool:  # and meanwhile, how much of the text was shown
+            job = chat.job
+            if job is not None:
+                seen.add(len(job.view.body.source))
+            return job is None
+
+        await wait_for(pilot, written, poll_s=0.005, what="the reply written")
         await pressing
         await wait_for(pilot, lambda: len(chat.session.turns()) == 2, what="reply stored")
         view = replies(app)[-1]
@@ -110,10 +114,8 @@ async def test_a_reply_streams_token_by_token_and_is_stored(store):
 @async_test
 async def test_escape_stops_a_reply_and_keeps_what_was_written(store):
     save_test_settings(store, max_new_tokens=900)
-    app = make_app(store)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
-        await ready(app, pilot)
         await pilot.press(*"Write a lot")
         pressing = press_soon(pilot, "enter")
         await wait_for(pilot, lambda: chat.job is not None and len(chat.job.view.body.source) > 10, what="some text")
@@ -130,10 +132,8 @@ async def test_escape_stops_a_reply_and_keeps_what_was_written(store):
 
 @async_test
 async def test_the_second_turn_is_prompted_with_the_whole_conversation(store):
-    app = make_app(store)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
-        await ready(app, pilot)
         chat.session.set_system_prompt("Be brief.")
         await send(app, pilot, "first question")
         first_reply = chat.session.turns()[1].content
@@ -152,12 +152,9 @@ async def test_the_second_turn_is_prompted_with_the_whole_conversation(store):
 
 @async_test
 async def test_thumbs_up_then_down_with_reason_tags_and_a_comment(store):
-    app = make_app(store)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
-        await ready(app, pilot)
-        await send(app, pilot, "rate this")
-        view = await focus_latest_reply(app, pilot)
+        view = await reply_to(app, pilot, "rate this")
         reply_id = view.turn.message_id
 
         def rating():
@@ -183,12 +180,9 @@ async def test_thumbs_up_then_down_with_reason_tags_and_a_comment(store):
 
 @async_test
 async def test_regenerate_adds_a_sibling_and_arrows_move_between_siblings(store):
-    app = make_app(store)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
-        await ready(app, pilot)
-        await send(app, pilot, "say something")
-        first = (await focus_latest_reply(app, pilot)).turn
+        first = (await reply_to(app, pilot, "say something")).turn
         await pilot.press("r")
         await wait_for(pilot, lambda: chat.job is None and len(store.load_conversation(
             chat.session.conversation_id).siblings(first.message_id)) == 2, what="regeneration stored")
@@ -199,7 +193,7 @@ async def test_regenerate_adds_a_sibling_and_arrows_move_between_siblings(store)
         assert tree.shown_path[-1].id == second.id
         assert replies(app)[-1].turn.message_id == second.id and "2/2" in header(replies(app)[-1])
 
-        await focus_latest_reply(app, pilot)
+        await focus_latest_reply(pilot)
         await pilot.press("left")
         await wait_for(pilot, lambda: replies(app)[-1].turn.message_id == first.message_id, what="first sibling shown")
         assert "1/2" in header(replies(app)[-1])
@@ -213,12 +207,9 @@ async def test_regenerate_adds_a_sibling_and_arrows_move_between_siblings(store)
 
 @async_test
 async def test_teach_saves_the_edited_reply_as_a_human_demonstration(store):
-    app = make_app(store)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
-        await ready(app, pilot)
-        await send(app, pilot, "what is 2+2?")
-        model_reply = (await focus_latest_reply(app, pilot)).turn
+        model_reply = (await reply_to(app, pilot, "what is 2+2?")).turn
         await pilot.press("e")
         await wait_for(pilot, lambda: isinstance(app.screen, TeachScreen), what="teach dialog")
         area = app.screen.query_one("#reply")
@@ -237,15 +228,13 @@ async def test_teach_saves_the_edited_reply_as_a_human_demonstration(store):
 
 
 @async_test
-async def test_switching_the_model_version_on_the_models_screen(store, tiny_model, tmp_path):
-    other = make_tiny_model(tmp_path / "tiny2", seed=7)
+async def test_switching_the_model_version_on_the_models_screen(store, tmp_path):
+    other = make_tiny_chat_model_dir(tmp_path / "tiny2", seed=7)
     v2 = store.register_model_version("tiny-v2", str(other), source="train",
                                       parent_id=store.active_model_version().id,
                                       metrics={"heldout_learned": 0.7, "heldout_pairs": 12, "eval_kl": 1.5})
-    app = make_app(store)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
-        await ready(app, pilot)
         await pilot.press("f4")
         await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen), what="models screen")
         detail = str(app.screen.query_one("#version-detail").render())
@@ -265,12 +254,10 @@ async def test_switching_the_model_version_on_the_models_screen(store, tiny_mode
 
 @async_test
 async def test_model_flag_opens_another_model_and_records_it_as_a_version(store, tmp_path):
-    other = make_tiny_model(tmp_path / "tiny-other", seed=3)
+    other = make_tiny_chat_model_dir(tmp_path / "tiny-other", seed=3)
     active = store.active_model_version()
-    app = make_app(store, requested_model=str(other))
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE, requested_model=str(other)) as (app, pilot):
         chat = app.screen
-        await ready(app, pilot)
         assert chat.query_one("#status").model_label == "tiny-other"
         version = store.get_model_version("tiny-other")
         assert version.path == str(other) and not version.is_active
@@ -281,10 +268,8 @@ async def test_model_flag_opens_another_model_and_records_it_as_a_version(store,
 
 @async_test
 async def test_a_failed_generation_is_reported_and_the_message_can_be_sent_again(store):
-    app = make_app(store)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
-        await ready(app, pilot)
         too_long = "xq " * 1200  # well past the tiny model's 1024-token context
         chat.query_one("#prompt").text = too_long
         await pilot.press("enter")
@@ -305,10 +290,8 @@ async def test_a_failed_generation_is_reported_and_the_message_can_be_sent_again
 
 @async_test
 async def test_the_command_palette_runs_a_feedback_action_on_the_latest_reply(store):
-    app = make_app(store)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
-        await ready(app, pilot)
         await send(app, pilot, "palette please")
         reply_id = chat.session.turns()[-1].message_id
         await pilot.press("ctrl+p")
@@ -326,10 +309,8 @@ async def test_enter_arriving_with_the_typed_text_sends_all_of_it(store):
     before them: the message is sent whole, exactly once."""
     from textual import events
 
-    app = make_app(store)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
-        await ready(app, pilot)
         text = "Hello all at once"
         # Queued back to back, as the driver does for one read: no pause between them.
         for character in text:

@@ -5,35 +5,18 @@ request, ranked with number keys or marked not rankable; screen and store both c
 from __future__ import annotations
 
 import pytest
-from app_support import (
-    async_test,
-    make_app,
-    make_tiny_model,
-    noticed,
-    open_store,
-    register_tiny_model,
-    save_test_settings,
-    wait_for,
-)
+from app_support import async_test, focus_latest_reply, noticed, open_chat_store, running_app, wait_for
 
 from chat_tui.screens.chat_screen import ChatScreen
 from chat_tui.screens.compare_screen import CompareScreen
 from chat_tui.widgets.alternative_view import AlternativeView
-from chat_tui.widgets.message_view import MessageView
 
 SIZE = (140, 36)
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
-
-
 @pytest.fixture
-def store(tiny_model):
-    store = open_store()
-    register_tiny_model(store, tiny_model)
-    save_test_settings(store, compare_k=3)
+def store(tiny_chat_model):
+    store = open_chat_store(tiny_chat_model, compare_k=3)
     yield store
     store.close()
 
@@ -41,11 +24,9 @@ def store(tiny_model):
 async def open_compare(app, pilot) -> CompareScreen:
     """Send a message, move to its reply and press c; wait until the k replies are stored."""
     chat = app.screen
-    await wait_for(pilot, lambda: app.services.model.is_ready, timeout=120, what="model loaded")
     await pilot.press(*"Which is best?", "enter")
     await wait_for(pilot, lambda: chat.job is None and len(chat.session.turns()) == 2, what="first reply")
-    await pilot.press("up")
-    await wait_for(pilot, lambda: isinstance(app.focused, MessageView), what="reply focused")
+    await focus_latest_reply(pilot)
     await pilot.press("c")
     await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen), what="compare screen")
     screen = app.screen
@@ -55,8 +36,7 @@ async def open_compare(app, pilot) -> CompareScreen:
 
 @async_test
 async def test_k_alternatives_come_from_one_batch_and_are_ranked_with_number_keys(store):
-    app = make_app(store)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
         screen = await open_compare(app, pilot)
         parent_id = chat.session.turns()[0].message_id
@@ -87,8 +67,7 @@ async def test_k_alternatives_come_from_one_batch_and_are_ranked_with_number_key
 
 @async_test
 async def test_backspace_undoes_a_rank_and_x_marks_not_rankable(store):
-    app = make_app(store)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE) as (app, pilot):
         chat = app.screen
         screen = await open_compare(app, pilot)
         await pilot.press("1")

@@ -4,18 +4,17 @@ run started from the app with a tiny model, followed live and switched to on suc
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 from app_support import (
     async_test,
     make_app,
-    make_tiny_model,
     noticed,
     open_store,
     register_tiny_model,
     seed_conversation,
+    trainer_transcript,
     wait_for,
 )
 from textual.widgets import Input, Sparkline
@@ -25,45 +24,34 @@ from chat_tui.screens.confirm_screen import ConfirmScreen
 from chat_tui.screens.training_screen import TrainingScreen
 from chat_tui.services.training_process import TrainingProgress, apply_line
 
-# Lines as `chat-tui train` prints them when its stderr is not a terminal.
-CONSOLE_LINES = [
-    "phases: sft -> reward -> ppo\n",
-    "reward   [##......................] 1/12 eta 0:02  loss 0.6859  accuracy 1\n",
-    "ppo      [........................] 0/4 0:00\n",
-    "ppo      [######..................] 1/4 eta 0:38  reward -0.01693  kl 0  entropy 5.603\n",
-    "ppo      [############............] 2/4 eta 0:27  reward -0.1845  kl 0.0002773  entropy 5.603\n",
-]
 
-
-def test_console_progress_lines_give_phase_step_reward_and_kl():
+def test_the_trainers_json_lines_give_phase_step_reward_kl_and_the_new_version():
     progress = TrainingProgress()
-    for line in CONSOLE_LINES:
+    for line in trainer_transcript().splitlines(keepends=True):
         apply_line(progress, line)
-    assert (progress.phase, progress.step, progress.total) == ("ppo", 2, 4)
-    assert progress.reward == pytest.approx(-0.1845) and progress.kl == pytest.approx(0.0002773)
-    assert progress.rewards == pytest.approx([-0.01693, -0.1845])
-    assert progress.kls == pytest.approx([0.0, 0.0002773])
-    assert progress.log[0] == "phases: sft -> reward -> ppo" and len(progress.log) == len(CONSOLE_LINES)
+    assert (progress.phase, progress.step, progress.total) == ("ppo", 4, 4)
+    assert progress.reward == pytest.approx(0.1929) and progress.kl == pytest.approx(0.001892)
+    assert progress.rewards == pytest.approx([-0.01693, -0.1845, 0.05065, 0.1929])
+    assert progress.kls == pytest.approx([0.0, 0.0002773, 0.0008095, 0.001892])
+    assert (progress.result_version_id, progress.result_version) == (2, "tiny-v1-ppo-run1")
+    assert progress.log == ["base model: tiny-v1", "phases: sft -> reward -> ppo", "phase reward (12 steps)",
+                            "phase ppo (4 steps)", "done: tiny-v1-ppo-run1"]
 
 
-def test_terminal_redraws_and_json_lines_are_understood_too():
+def test_other_lines_are_kept_as_log_lines_as_last_drawn():
     progress = TrainingProgress()
-    apply_line(progress, "\r\x1b[2Kppo      [#####...] 1/8 eta 0:10  reward 0.5  kl 0.01")
-    assert (progress.step, progress.reward) == (1, 0.5)
     apply_line(progress, json.dumps({"event": "phase", "phase": "dpo", "total": 10}))
-    apply_line(progress, json.dumps({"event": "step", "phase": "dpo", "step": 3, "total": 10,
-                                     "metrics": {"loss": 0.6, "reward": 1.5, "kl": 0.02}}))
-    apply_line(progress, json.dumps({"event": "done", "version_id": 4, "version": "tiny-dpo-1"}))
-    assert (progress.phase, progress.step, progress.total, progress.reward, progress.kl) == ("dpo", 3, 10, 1.5, 0.02)
-    assert (progress.result_version_id, progress.result_version) == (4, "tiny-dpo-1")
+    apply_line(progress, "Downloading 10%\rDownloading 100%\n")  # redrawn in place on stderr
     apply_line(progress, "{not json")
-    assert progress.log[-1] == "{not json"
+    apply_line(progress, json.dumps({"no": "event key"}))
+    assert progress.log[1:] == ["Downloading 100%", "{not json", '{"no": "event key"}']
+    assert (progress.phase, progress.step, progress.total) == ("dpo", 0, 10)
 
 
 @pytest.fixture
-def store(tmp_path):
+def store(tiny_chat_model):
     store = open_store()
-    register_tiny_model(store, make_tiny_model(tmp_path / "tiny"))
+    register_tiny_model(store, tiny_chat_model)
     for i in range(20):
         _, user, replies = seed_conversation(store, f"question {i} about tea", [f"tea is nice {i}", f"zzz {i}"])
         store.rank(user.id, [replies[0].id, replies[1].id])
@@ -90,9 +78,13 @@ async def test_training_runs_in_the_background_with_live_progress_and_offers_the
         assert noticed(app, "started in the background")
         process = app.services.training
         phases = set()
-        while process.returncode is None:  # a shared two-core machine can take minutes
+
+        def ended() -> bool:  # and meanwhile, which phases it went through
             phases.add(process.snapshot().phase)
-            await asyncio.sleep(0.05)
+            return process.returncode is not None
+
+        # A shared two-core machine can take minutes.
+        await wait_for(pilot, ended, timeout=1500, poll_s=0.05, what="the training run")
         assert process.returncode == 0, "\n".join(process.snapshot().log)
         assert {"reward", "ppo"} <= phases, f"phases seen while running: {phases}"
         # Pushed is not yet composed: wait until the dialog's widgets exist.

@@ -10,7 +10,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from app_support import async_test, make_app, noticed, open_store, seed_conversation, wait_for
+from app_support import (
+    async_test,
+    focus_latest_reply,
+    make_app,
+    noticed,
+    open_store,
+    running_app,
+    seed_conversation,
+    wait_for,
+)
 from textual.widgets import Input, Markdown
 
 from chat_tui import paths
@@ -43,11 +52,16 @@ async def open_first_conversation(app, pilot) -> None:
     await wait_for(pilot, lambda: app.screen.session.conversation_id is not None, what="conversation open")
 
 
+async def open_settings(pilot) -> SettingsScreen:
+    await pilot.press("f2")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, SettingsScreen), what="settings")
+    return pilot.app.screen
+
+
 @pytest.mark.parametrize("key", ["f1", "question_mark"])
 @async_test
 async def test_help_opens_on_f1_and_question_mark_and_lists_every_key(store, key):
-    app = make_app(store, load_model=False)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE, load_model=False) as (app, pilot):
         if key == "question_mark":
             app.screen.query_one("#conversations").focus()  # "?" types into the prompt otherwise
         await pilot.press(key)
@@ -64,11 +78,8 @@ async def test_help_opens_on_f1_and_question_mark_and_lists_every_key(store, key
 
 @async_test
 async def test_settings_are_saved_to_the_store_and_remembered(store):
-    app = make_app(store, load_model=False)
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("f2")
-        await wait_for(pilot, lambda: isinstance(app.screen, SettingsScreen), what="settings")
-        screen = app.screen
+    async with running_app(store, SIZE, load_model=False) as (app, pilot):
+        screen = await open_settings(pilot)
         for name, value in [("temperature", "0.3"), ("top_p", "0.8"), ("max_new_tokens", "64"),
                             ("repetition_penalty", "1.2"), ("compare_k", "3")]:
             screen.query_one(f"#{name}", Input).value = value
@@ -80,19 +91,15 @@ async def test_settings_are_saved_to_the_store_and_remembered(store):
         0.3, 0.8, 64, 1.2, 3,
     )
     # A new app (a restart) shows the remembered values.
-    app = make_app(store, load_model=False)
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("f2")
-        await wait_for(pilot, lambda: isinstance(app.screen, SettingsScreen), what="settings")
+    async with running_app(store, SIZE, load_model=False) as (app, pilot):
+        await open_settings(pilot)
         assert app.screen.query_one("#compare_k", Input).value == "3"
 
 
 @async_test
 async def test_settings_refuse_an_out_of_range_value_and_name_it(store):
-    app = make_app(store, load_model=False)
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("f2")
-        await wait_for(pilot, lambda: isinstance(app.screen, SettingsScreen), what="settings")
+    async with running_app(store, SIZE, load_model=False) as (app, pilot):
+        await open_settings(pilot)
         app.screen.query_one("#compare_k", Input).value = "7"
         await pilot.press("ctrl+s")
         error = app.screen.query_one("#settings-error")
@@ -103,12 +110,24 @@ async def test_settings_refuse_an_out_of_range_value_and_name_it(store):
 
 
 @async_test
+async def test_a_dialogs_buttons_cancel_and_save_as_its_keys_do(store):
+    async with running_app(store, SIZE, load_model=False) as (app, pilot):
+        (await open_settings(pilot)).query_one("#temperature", Input).value = "0.4"
+        await pilot.click("#cancel")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen), what="settings cancelled")
+        assert SettingsStore(store).load().temperature == 0.7
+        (await open_settings(pilot)).query_one("#temperature", Input).value = "0.4"
+        await pilot.click("#save")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen), what="settings saved")
+        assert SettingsStore(store).load().temperature == 0.4 and noticed(app, "Settings saved")
+
+
+@async_test
 async def test_sidebar_lists_newest_first_and_resumes_a_conversation_with_its_tree(store):
     seed_conversation(store, "older question", ["older answer"])
     _, user, replies = seed_conversation(store, "newer question", ["first try", "second try"])
     store.rate(replies[1].id, 1)
-    app = make_app(store, load_model=False)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE, load_model=False) as (app, pilot):
         assert sidebar_titles(app) == ["newer question", "older question"]
         await open_first_conversation(app, pilot)
         views = list(app.screen.query(MessageView))
@@ -125,8 +144,7 @@ async def test_sidebar_lists_newest_first_and_resumes_a_conversation_with_its_tr
 async def test_rename_and_delete_a_conversation(store):
     conversation, _, _ = seed_conversation(store, "to rename", ["reply"])
     seed_conversation(store, "to delete", ["reply"])
-    app = make_app(store, load_model=False)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE, load_model=False) as (app, pilot):
         app.screen.query_one("#conversations").focus()
         await pilot.press("down", "r")  # the second row: "to rename"
         await wait_for(pilot, lambda: isinstance(app.screen, TextPromptScreen), what="rename dialog")
@@ -149,8 +167,7 @@ async def test_rename_and_delete_a_conversation(store):
 async def test_full_text_search_finds_a_conversation_by_a_word_in_a_reply(store):
     seed_conversation(store, "about fruit", ["bananas are yellow"])
     seed_conversation(store, "about sky", ["the sky is blue"])
-    app = make_app(store, load_model=False)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE, load_model=False) as (app, pilot):
         await pilot.press("ctrl+f")
         await wait_for(pilot, lambda: app.focused is app.screen.query_one("#search"), what="search focused")
         await pilot.press(*"bananas")
@@ -163,8 +180,7 @@ async def test_full_text_search_finds_a_conversation_by_a_word_in_a_reply(store)
 @async_test
 async def test_system_prompt_is_saved_per_conversation(store):
     conversation, _, _ = seed_conversation(store, "hi", ["hello"])
-    app = make_app(store, load_model=False)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE, load_model=False) as (app, pilot):
         await open_first_conversation(app, pilot)
         await pilot.press("f3")
         await wait_for(pilot, lambda: isinstance(app.screen, TextPromptScreen), what="system prompt dialog")
@@ -179,8 +195,7 @@ async def test_system_prompt_is_saved_per_conversation(store):
 
 @async_test
 async def test_ctrl_j_adds_a_line_and_enter_does_not(store):
-    app = make_app(store, load_model=False)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE, load_model=False) as (app, pilot):
         prompt = app.screen.query_one("#prompt")
         await pilot.press(*"one", "ctrl+j", *"two")
         assert prompt.text == "one\ntwo"
@@ -194,11 +209,9 @@ async def test_ctrl_j_adds_a_line_and_enter_does_not(store):
 async def test_copy_reply_and_code_blocks_cycle(store):
     reply = "Two blocks:\n\n```python\nprint(1)\n```\n\nand\n\n```sh\nls\n```\n"
     seed_conversation(store, "show code", [reply])
-    app = make_app(store, load_model=False)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE, load_model=False) as (app, pilot):
         await open_first_conversation(app, pilot)
-        await pilot.press("up")
-        await wait_for(pilot, lambda: isinstance(app.focused, MessageView), what="reply focused")
+        await focus_latest_reply(pilot)
         await pilot.press("y")
         assert app.clipboard == reply
         await pilot.press("Y")
@@ -212,11 +225,9 @@ async def test_copy_reply_and_code_blocks_cycle(store):
 async def test_keymap_file_remaps_a_binding(store):
     _, _, replies = seed_conversation(store, "rate me", ["a reply"])
     (paths.data_dir() / "keymap.json").write_text(json.dumps({"reply.rate_up": "u"}))
-    app = make_app(store, load_model=False)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE, load_model=False) as (app, pilot):
         await open_first_conversation(app, pilot)
-        await pilot.press("up")
-        await wait_for(pilot, lambda: isinstance(app.focused, MessageView), what="reply focused")
+        await focus_latest_reply(pilot)
         await pilot.press("u")
         await wait_for(pilot, lambda: replies[0].id in store.load_conversation(replies[0].conversation_id).ratings,
                        what="rating stored")
@@ -270,8 +281,7 @@ def test_every_binding_has_an_id_and_an_action_that_exists():
 async def test_square_brackets_in_user_text_are_shown_as_written(store):
     title = "[/b] odd [tea] title"
     conversation, _, _ = seed_conversation(store, title, ["a [red]reply[/red] with [/oops] brackets"])
-    app = make_app(store, load_model=False)
-    async with app.run_test(size=SIZE) as pilot:
+    async with running_app(store, SIZE, load_model=False) as (app, pilot):
         assert sidebar_titles(app) == [title]
         await open_first_conversation(app, pilot)
         assert title in str(app.screen.query_one("#chat-title").render())

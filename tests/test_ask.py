@@ -13,18 +13,10 @@ import torch
 from click.testing import CliRunner
 
 from chat_tui.cli import cli
-from loading_helpers import tiny_hf_config, tiny_hf_model, train_byte_level_bpe, write_bpe_dir, write_hf_model_dir
+from loading_helpers import tiny_hf_config, tiny_hf_model, write_hf_model_dir
+from tiny_models import CHATML_TEMPLATE, write_bpe_dir
 
-CHATML = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 QUESTION = "What is the capital of France?"
-
-
-@pytest.fixture(scope="module")
-def bpe():
-    return train_byte_level_bpe(vocab_size=400)
 
 
 def hf_greedy(directory, prompt: str, max_new_tokens: int, repetition_penalty: float) -> list[int]:
@@ -45,7 +37,7 @@ def hf_greedy(directory, prompt: str, max_new_tokens: int, repetition_penalty: f
 @pytest.mark.parametrize("repetition_penalty", [1.0, 1.3])
 def test_greedy_ask_is_token_for_token_transformers_generate(tmp_path, bpe, model_type, repetition_penalty):
     source = tiny_hf_model(tiny_hf_config(model_type, vocab_size=400, tie=model_type == "qwen2"), seed=3)
-    directory = write_hf_model_dir(tmp_path / "m", source, lambda d: write_bpe_dir(d, bpe, CHATML))
+    directory = write_hf_model_dir(tmp_path / "m", source, lambda d: write_bpe_dir(d, bpe, CHATML_TEMPLATE))
     result = CliRunner().invoke(
         cli,
         ["ask", "--model", str(directory), "--temperature", "0", "--repetition-penalty", str(repetition_penalty),
@@ -61,7 +53,7 @@ def test_greedy_ask_is_token_for_token_transformers_generate(tmp_path, bpe, mode
 
 def test_ask_n_returns_a_list_of_distinct_samples(tmp_path, bpe):
     source = tiny_hf_model(tiny_hf_config("llama", vocab_size=400), seed=4)
-    directory = write_hf_model_dir(tmp_path / "m", source, lambda d: write_bpe_dir(d, bpe, CHATML))
+    directory = write_hf_model_dir(tmp_path / "m", source, lambda d: write_bpe_dir(d, bpe, CHATML_TEMPLATE))
     args = ["ask", "--model", str(directory), "--n", "3", "--seed", "7", "--max-tokens", "12", "--temperature", "1",
             "--json", QUESTION]
     first = json.loads(CliRunner().invoke(cli, args).output)
@@ -69,6 +61,17 @@ def test_ask_n_returns_a_list_of_distinct_samples(tmp_path, bpe):
     assert isinstance(first, list) and len(first) == 3
     assert [r["token_ids"] for r in first] == [r["token_ids"] for r in again]
     assert len({tuple(r["token_ids"]) for r in first}) == 3
+
+
+def test_ask_samples_as_the_chat_does_unless_told_otherwise():
+    from chat_tui.commands.ask import ask
+    from chat_tui.services.chat_settings import ChatSettings
+
+    defaults = {option.name: option.default for option in ask.params}
+    chat = ChatSettings()
+    assert (defaults["temperature"], defaults["top_p"], defaults["repetition_penalty"], defaults["max_tokens"]) == (
+        chat.temperature, chat.top_p, chat.repetition_penalty, chat.max_new_tokens)
+    assert (defaults["top_k"], defaults["min_p"]) == (0, 0.0)  # the chat has no such settings: off
 
 
 def _run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:

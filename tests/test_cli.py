@@ -53,3 +53,15 @@ def test_bench_rejects_bad_concurrency():
     result = CliRunner().invoke(cli, ["bench", "--concurrency", "1,x"])
     assert result.exit_code != 0
     assert "1,x" in result.output
+
+
+def test_every_packages_user_error_reads_as_its_own_message_and_a_bug_shows_its_type():
+    from chat_tui.errors import UserError, describe_error
+    from engine.errors import ModelLoadError
+    from feedback.errors import NotFoundError
+    from trainer.errors import NotEnoughFeedbackError
+
+    for error in (UserError("'x' is bad"), ModelLoadError("'x' is bad"), NotFoundError("'x' is bad"),
+                  NotEnoughFeedbackError("'x' is bad")):
+        assert describe_error(error) == "'x' is bad"
+    assert describe_error(KeyError("x")) == "KeyError: 'x'"

@@ -21,21 +21,16 @@ def _count(store: Store, table: str) -> int:
     return store._conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 
+CHAT_SO_FAR = [
+    {"role": "system", "content": "Be helpful."},
+    {"role": "user", "content": "2+2?"},
+    {"role": "assistant", "content": "5"},
+    {"role": "user", "content": "Really?"},
+]
+# Two whole chats that differ in their last reply only, as chat-list datasets store them.
 CHAT_LIST_PAIR = {
-    "chosen": [
-        {"role": "system", "content": "Be helpful."},
-        {"role": "user", "content": "2+2?"},
-        {"role": "assistant", "content": "5"},
-        {"role": "user", "content": "Really?"},
-        {"role": "assistant", "content": "Sorry: 4."},
-    ],
-    "rejected": [
-        {"role": "system", "content": "Be helpful."},
-        {"role": "user", "content": "2+2?"},
-        {"role": "assistant", "content": "5"},
-        {"role": "user", "content": "Really?"},
-        {"role": "assistant", "content": "Yes, 5."},
-    ],
+    "chosen": CHAT_SO_FAR + [{"role": "assistant", "content": "Sorry: 4."}],
+    "rejected": CHAT_SO_FAR + [{"role": "assistant", "content": "Yes, 5."}],
 }
 
 
@@ -61,7 +56,7 @@ def test_import_common_and_chat_list_shapes(tmp_path):
             ("Hi", "Hello!", "Go away."),
             ("Pick", "A", "B"),
         ]
-        assert pairs[1].context == CHAT_LIST_PAIR["chosen"][:-1]
+        assert pairs[1].context == CHAT_SO_FAR
         tree = store.load_conversation(pairs[1].conversation_id)
         assert tree.conversation.source == "import" and tree.conversation.system_prompt == "Be helpful."
         assert [m.content for m in tree.shown_path] == ["2+2?", "5", "Really?", "Sorry: 4."]

@@ -1,5 +1,12 @@
-"""The feedback schema: a fresh migration, an upgrade of an older database, refusal of a
-newer one, file permissions, and that importing `feedback` stays free of torch."""
+"""The feedback schema by what it does: migrations applied in order, once, and recorded;
+an older database upgraded with its data; the rules the database enforces whoever writes
+(one active version, checks, foreign keys and what deleting a row does to its
+references); an index behind each frequent read; a newer or foreign file refused
+untouched; private files; and that importing `feedback` stays free of torch.
+
+Not a copy of the DDL: a new migration changes none of these tests unless it changes
+what they check.
+"""
 
 from __future__ import annotations
 
@@ -16,178 +23,117 @@ from sqlite_utils import Database
 from feedback import DatabaseFileError, SchemaTooNewError, Store
 from feedback import schema
 
-# table -> [(column, declared type, not null, primary-key position)]
-EXPECTED_COLUMNS = {
-    "actions": [
-        ("id", "INTEGER", 0, 1),
-        ("kind", "TEXT", 1, 0),
-        ("conversation_id", "INTEGER", 0, 0),
-        ("created_at", "TEXT", 1, 0),
-    ],
-    "model_versions": [
-        ("id", "INTEGER", 0, 1),
-        ("name", "TEXT", 1, 0),
-        ("path", "TEXT", 1, 0),
-        ("parent_id", "INTEGER", 0, 0),
-        ("source", "TEXT", 1, 0),
-        ("metrics", "TEXT", 1, 0),
-        ("is_active", "INTEGER", 1, 0),
-        ("created_at", "TEXT", 1, 0),
-    ],
-    "conversations": [
-        ("id", "INTEGER", 0, 1),
-        ("title", "TEXT", 1, 0),
-        ("system_prompt", "TEXT", 0, 0),
-        ("source", "TEXT", 1, 0),
-        ("shown_leaf_id", "INTEGER", 0, 0),
-        ("created_at", "TEXT", 1, 0),
-        ("updated_at", "TEXT", 1, 0),
-    ],
-    "messages": [
-        ("id", "INTEGER", 0, 1),
-        ("conversation_id", "INTEGER", 1, 0),
-        ("parent_id", "INTEGER", 0, 0),
-        ("role", "TEXT", 1, 0),
-        ("content", "TEXT", 1, 0),
-        ("model_version_id", "INTEGER", 0, 0),
-        ("sampling", "TEXT", 0, 0),
-        ("finish_reason", "TEXT", 0, 0),
-        ("is_human", "INTEGER", 1, 0),
-        ("action_id", "INTEGER", 1, 0),
-        ("created_at", "TEXT", 1, 0),
-    ],
-    "ratings": [
-        ("id", "INTEGER", 0, 1),
-        ("message_id", "INTEGER", 1, 0),
-        ("value", "INTEGER", 1, 0),
-        ("tags", "TEXT", 1, 0),
-        ("comment", "TEXT", 0, 0),
-        ("action_id", "INTEGER", 1, 0),
-        ("created_at", "TEXT", 1, 0),
-    ],
-    "rankings": [
-        ("id", "INTEGER", 0, 1),
-        ("parent_id", "INTEGER", 1, 0),
-        ("is_rankable", "INTEGER", 1, 0),
-        ("comment", "TEXT", 0, 0),
-        ("action_id", "INTEGER", 1, 0),
-        ("created_at", "TEXT", 1, 0),
-    ],
-    "ranking_items": [
-        ("ranking_id", "INTEGER", 1, 1),
-        ("position", "INTEGER", 1, 2),
-        ("message_id", "INTEGER", 1, 0),
-    ],
-    "training_runs": [
-        ("id", "INTEGER", 0, 1),
-        ("kind", "TEXT", 1, 0),
-        ("config", "TEXT", 1, 0),
-        ("status", "TEXT", 1, 0),
-        ("metrics", "TEXT", 1, 0),
-        ("snapshot_action_id", "INTEGER", 1, 0),
-        ("base_version_id", "INTEGER", 0, 0),
-        ("result_version_id", "INTEGER", 0, 0),
-        ("error", "TEXT", 0, 0),
-        ("started_at", "TEXT", 1, 0),
-        ("finished_at", "TEXT", 0, 0),
-    ],
-    "settings": [
-        ("key", "TEXT", 0, 1),
-        ("value", "TEXT", 1, 0),
-        ("updated_at", "TEXT", 1, 0),
-    ],
-    "_sqlite_migrations": [
-        ("id", "INTEGER", 0, 1),
-        ("migration_set", "TEXT", 0, 0),
-        ("name", "TEXT", 0, 0),
-        ("applied_at", "TEXT", 0, 0),
-    ],
-}
-
-# Explicit indexes: name -> (table, columns, unique)
-EXPECTED_INDEXES = {
-    "conversations_updated_at": ("conversations", ["updated_at"], 0),
-    "messages_conversation": ("messages", ["conversation_id"], 0),
-    "messages_parent": ("messages", ["parent_id"], 0),
-    "messages_action": ("messages", ["action_id"], 0),
-    "messages_model_version": ("messages", ["model_version_id"], 0),
-    "model_versions_one_active": ("model_versions", ["is_active"], 1),
-    "ratings_message": ("ratings", ["message_id", "action_id"], 0),
-    "rankings_parent": ("rankings", ["parent_id", "action_id"], 0),
-    "ranking_items_message": ("ranking_items", ["message_id"], 0),
-    "training_runs_status": ("training_runs", ["status", "id"], 0),
-    "idx__sqlite_migrations_migration_set_name": ("_sqlite_migrations", ["migration_set", "name"], 1),
-}
-
-# table -> {(column, referenced table, referenced column, on delete)}
-EXPECTED_FOREIGN_KEYS = {
-    "actions": set(),
-    "model_versions": {("parent_id", "model_versions", "id", "SET NULL")},
-    "conversations": {("shown_leaf_id", "messages", "id", "SET NULL")},
-    "messages": {
-        ("conversation_id", "conversations", "id", "CASCADE"),
-        ("parent_id", "messages", "id", "CASCADE"),
-        ("model_version_id", "model_versions", "id", "SET NULL"),
-        ("action_id", "actions", "id", "NO ACTION"),
-    },
-    "ratings": {("message_id", "messages", "id", "CASCADE"), ("action_id", "actions", "id", "NO ACTION")},
-    "rankings": {("parent_id", "messages", "id", "CASCADE"), ("action_id", "actions", "id", "NO ACTION")},
-    "ranking_items": {("ranking_id", "rankings", "id", "CASCADE"), ("message_id", "messages", "id", "CASCADE")},
-    "training_runs": {
-        ("base_version_id", "model_versions", "id", "SET NULL"),
-        ("result_version_id", "model_versions", "id", "SET NULL"),
-    },
-    "settings": set(),
-    "_sqlite_migrations": set(),
-}
-
-FTS_TABLES = {
-    f"{base}_fts{suffix}"
-    for base in ("messages", "conversations")
-    for suffix in ("", "_config", "_data", "_docsize", "_idx")
-}
-EXPECTED_TRIGGERS = {f"{base}_{kind}" for base in ("messages", "conversations") for kind in ("ai", "ad", "au")}
-
 
 def _file_digest(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-def test_fresh_database_has_the_whole_schema(tmp_path):
+def _applied_migrations(db) -> list[str]:
+    return [row[0] for row in db.execute(
+        f"SELECT name FROM {schema.MIGRATIONS_TABLE} WHERE migration_set = ? ORDER BY id", [schema.MIGRATION_SET])]
+
+
+def test_migrations_run_in_order_once_each_and_are_recorded(tmp_path):
     path = tmp_path / "feedback.db"
     Store(path).close()
-    conn = sqlite3.connect(path)
-    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert tables == set(EXPECTED_COLUMNS) | FTS_TABLES | {"sqlite_sequence"}
-    for table, columns in EXPECTED_COLUMNS.items():
-        found = [(name, type_, notnull, pk) for _, name, type_, notnull, _, pk in conn.execute(f"PRAGMA table_info({table})")]
-        assert found == columns, table
-    explicit_indexes = {
-        name: table
-        for name, table in conn.execute("SELECT name, tbl_name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
-    }
-    assert set(explicit_indexes) == set(EXPECTED_INDEXES)
-    for name, (table, columns, unique) in EXPECTED_INDEXES.items():
-        assert explicit_indexes[name] == table
-        assert [row[2] for row in conn.execute(f"PRAGMA index_info({name})")] == columns, name
-        index_list = {row[1]: row[2] for row in conn.execute(f"PRAGMA index_list({table})")}
-        assert index_list[name] == unique, name
-    for table, keys in EXPECTED_FOREIGN_KEYS.items():
-        found = {(row[3], row[2], row[4], row[6]) for row in conn.execute(f"PRAGMA foreign_key_list({table})")}
-        assert found == keys, table
-    triggers = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
-    assert triggers == EXPECTED_TRIGGERS
-    applied = [row[0] for row in conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ? ORDER BY id", [schema.MIGRATION_SET])]
-    assert applied == schema.known_migration_names()
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with Store(path) as store:  # opening again applies nothing twice
+        applied = _applied_migrations(store.db)
+        assert applied == schema.known_migration_names()
+        assert applied == sorted(applied)  # numbered, so a new migration can only go last
+        assert schema.apply_pending(store.db) == []
+        assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A store holding one conversation: a user turn, two rated and ranked replies from a
+    version trained from another, and a training run between the two versions."""
+    with Store(tmp_path / "feedback.db") as store:
+        base = store.register_model_version("base", "/m/base")
+        tuned = store.register_model_version("tuned", "/m/tuned", source="train", parent_id=base.id, activate=True)
+        conversation = store.create_conversation("Penguins")
+        user = store.add_user_message(conversation.id, "Where do emperor penguins live?")
+        first = store.add_assistant_reply(user.id, "Antarctica.", tuned.id)
+        second = store.add_assistant_reply(user.id, "The Arctic.", tuned.id)
+        store.rate(second.id, -1)
+        store.rank(user.id, [first.id, second.id])
+        run = store.start_training_run("dpo", base_version_id=base.id)
+        store.finish_training_run(run.id, "succeeded", result_version_id=tuned.id)
+        yield store
+
+
+NOW = "'2026-01-01T00:00:00+00:00'"
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE model_versions SET is_active = 1",  # one active version at the most
+        f"INSERT INTO model_versions (name, path, source, created_at) VALUES ('base', '/x', 'import', {NOW})",
+        f"INSERT INTO model_versions (name, path, source, created_at) VALUES ('x', '/x', 'download', {NOW})",
+        f"INSERT INTO messages (conversation_id, parent_id, role, content, is_human, action_id, created_at)"
+        f" VALUES (99, NULL, 'user', 'hi', 1, 1, {NOW})",  # no such conversation
+        f"INSERT INTO messages (conversation_id, parent_id, role, content, is_human, action_id, created_at)"
+        f" VALUES (1, 99, 'assistant', 'hi', 0, 1, {NOW})",  # no such parent
+        f"INSERT INTO messages (conversation_id, parent_id, role, content, is_human, action_id, created_at)"
+        f" VALUES (1, NULL, 'system', 'hi', 1, 1, {NOW})",
+        f"INSERT INTO ratings (message_id, value, action_id, created_at) VALUES (2, 2, 1, {NOW})",
+        f"INSERT INTO ratings (message_id, value, action_id, created_at) VALUES (99, 1, 1, {NOW})",
+        "INSERT INTO ranking_items (ranking_id, position, message_id) VALUES (1, 0, 3)",  # place taken
+        f"INSERT INTO training_runs (kind, status, snapshot_action_id, started_at) VALUES ('dpo', 'done', 1, {NOW})",
+    ],
+)
+def test_the_database_refuses_rows_that_break_its_rules_whoever_writes_them(store, statement):
+    with pytest.raises(sqlite3.IntegrityError):
+        store.db.execute(statement)
+
+
+def test_deletes_cascade_to_what_hangs_on_a_row_and_clear_plain_references(store):
+    tuned = store.get_model_version("tuned")
+    store.db.execute("DELETE FROM model_versions WHERE name = 'base'")
+    assert store.get_model_version("tuned").parent_id is None
+    assert store.last_training_run().base_version_id is None
+    store.db.execute("DELETE FROM model_versions WHERE id = ?", [tuned.id])
+    tree = store.load_conversation(1)
+    assert [m.model_version_id for m in tree.messages.values() if m.role == "assistant"] == [None, None]
+    assert store.last_training_run().result_version_id is None
+
+    shown = tree.shown_path[-1].id
+    store.db.execute("DELETE FROM messages WHERE id = ?", [shown])
+    assert store.get_conversation(1).shown_leaf_id is None
+    store.db.execute("DELETE FROM messages WHERE parent_id IS NULL")  # the user turn: its replies go too
+    for table in ("messages", "ratings", "rankings", "ranking_items"):
+        assert store.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
+    assert store.db.execute("SELECT count(*) FROM actions").fetchone()[0] > 0  # the log outlives its rows
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT * FROM conversations ORDER BY updated_at DESC, id DESC LIMIT 50",  # the sidebar
+        "SELECT * FROM messages WHERE conversation_id = 1 ORDER BY id",  # opening a conversation
+        "SELECT id FROM messages WHERE parent_id = 1 ORDER BY id DESC LIMIT 1",  # a turn's replies
+        "SELECT * FROM messages WHERE model_version_id = 1",  # feedback per version
+        "SELECT * FROM model_versions WHERE is_active = 1",
+        "SELECT MAX(id) FROM ratings WHERE message_id = 2 AND action_id <= 9",  # a rating as of a snapshot
+        "SELECT MAX(id) FROM rankings WHERE parent_id = 1 AND action_id <= 9",
+        "SELECT ranking_id FROM ranking_items WHERE message_id = 2",
+        "SELECT * FROM training_runs WHERE status = 'succeeded' ORDER BY id DESC LIMIT 1",
+    ],
+)
+def test_the_stores_frequent_reads_find_their_rows_through_an_index(store, query):
+    plan = [row[3] for row in store.db.execute(f"EXPLAIN QUERY PLAN {query}")]
+    reads = [step for step in plan if step.startswith(("SCAN", "SEARCH"))]
+    assert reads and all("USING" in step for step in reads), plan  # "SCAN t" alone reads every row
+    assert not any("TEMP B-TREE" in step for step in plan), plan
 
 
 def test_store_connection_settings(tmp_path):
     store = Store(tmp_path / "feedback.db", busy_timeout_s=7)
-    assert store._conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    assert store._conn.execute("PRAGMA busy_timeout").fetchone()[0] == 7000
-    assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 7000
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     store.close()
 
 
@@ -273,8 +219,7 @@ def test_older_database_is_upgraded_without_loss(tmp_path):
     assert [hit.conversation.id for hit in store.search_conversations("penguins")] == [1]
     store.add_user_message(1, "And king penguins?")
     assert store.search_conversations("king")[0].message_id is not None
-    applied = [row[0] for row in store._conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
-    assert applied == schema.known_migration_names()
+    assert _applied_migrations(store.db) == schema.known_migration_names()
     store.close()
 
 

@@ -17,24 +17,16 @@ from gguf import GGMLQuantizationType as Q
 
 from engine.errors import ModelLoadError
 from engine.loading import ModelStore, import_model, load_model
-from loading_helpers import (
-    gpt2_tokenizer_fields,
-    tiny_hf_config,
-    tiny_hf_model,
-    train_byte_level_bpe,
-    write_bpe_dir,
-    write_gguf,
-    write_hf_model_dir,
-)
+from loading_helpers import gpt2_tokenizer_fields, tiny_hf_config, tiny_hf_model, write_gguf, write_hf_model_dir
+from tiny_models import write_bpe_dir
 
 pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="module")
-def good(tmp_path_factory):
+def good(tmp_path_factory, bpe):
     """A valid HF directory and a valid GGUF file to damage copies of."""
     root = tmp_path_factory.mktemp("good")
-    bpe = train_byte_level_bpe(vocab_size=400)
     source = tiny_hf_model(tiny_hf_config(vocab_size=400, tie=True))
     directory = write_hf_model_dir(root / "model", source, lambda d: write_bpe_dir(d, bpe))
     gguf_path = write_gguf(root / "model.gguf", source, Q.Q8_0, gpt2_tokenizer_fields(bpe))

@@ -23,20 +23,9 @@ from loading_helpers import (
     llama_tokenizer_fields,
     tiny_hf_config,
     tiny_hf_model,
-    train_byte_level_bpe,
-    train_sentencepiece,
     write_gguf,
 )
-
-CHATML = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-
-@pytest.fixture(scope="module")
-def bpe():
-    return train_byte_level_bpe(vocab_size=400)
+from tiny_models import CHATML_TEMPLATE
 
 
 def _logits(model, ids):
@@ -91,7 +80,7 @@ CASES = [
 @pytest.mark.parametrize("qtype,tied,tolerance", CASES, ids=[f"{c[0].name}-{'tied' if c[1] else 'untied'}" for c in CASES])
 def test_gguf_model_matches_source_logits(tmp_path, bpe, qtype, tied, tolerance):
     source = tiny_hf_model(tiny_hf_config(vocab_size=bpe.get_vocab_size(), tie=tied), seed=1)
-    path = write_gguf(tmp_path / "tiny.gguf", source, qtype, gpt2_tokenizer_fields(bpe), CHATML)
+    path = write_gguf(tmp_path / "tiny.gguf", source, qtype, gpt2_tokenizer_fields(bpe), CHATML_TEMPLATE)
     loaded = load_model(path)
     assert loaded.config.tie_word_embeddings is tied
     assert (loaded.model.lm_head.weight is loaded.model.model.embed_tokens.weight) is tied
@@ -109,21 +98,21 @@ def test_gguf_model_matches_source_logits(tmp_path, bpe, qtype, tied, tolerance)
 
 def test_gguf_config_and_metadata(tmp_path, bpe):
     source = tiny_hf_model(tiny_hf_config(vocab_size=bpe.get_vocab_size(), tie=True))
-    path = write_gguf(tmp_path / "tiny.gguf", source, Q.Q8_0, gpt2_tokenizer_fields(bpe), CHATML)
+    path = write_gguf(tmp_path / "tiny.gguf", source, Q.Q8_0, gpt2_tokenizer_fields(bpe), CHATML_TEMPLATE)
     checkpoint = read_gguf(path)
     c = checkpoint.config
     assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads) == (2, 64, 4, 2)
     assert (c.intermediate_size, c.vocab_size, c.max_position_embeddings) == (128, bpe.get_vocab_size(), 256)
     assert c.rope_theta == source.config.rope_parameters["rope_theta"]
     assert abs(c.rms_norm_eps - 1e-5) < 1e-9
-    assert checkpoint.chat_template == CHATML
+    assert checkpoint.chat_template == CHATML_TEMPLATE
     assert c.eos_token_id == bpe.token_to_id("<|im_end|>")
     assert "lm_head.weight" not in checkpoint.tensors
 
 
 def test_gguf_byte_level_tokenizer_matches_the_source_tokenizer(tmp_path, bpe):
     source = tiny_hf_model(tiny_hf_config(vocab_size=bpe.get_vocab_size(), tie=True))
-    path = write_gguf(tmp_path / "tiny.gguf", source, Q.F32, gpt2_tokenizer_fields(bpe), CHATML)
+    path = write_gguf(tmp_path / "tiny.gguf", source, Q.F32, gpt2_tokenizer_fields(bpe), CHATML_TEMPLATE)
     tokenizer = read_gguf(path).tokenizer
     chat = "<|im_start|>user\n" + MIXED_TEXT + "<|im_end|>\n<|im_start|>assistant\n"
     for text in (MIXED_TEXT, chat):
@@ -133,10 +122,10 @@ def test_gguf_byte_level_tokenizer_matches_the_source_tokenizer(tmp_path, bpe):
     assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
 
 
-def test_gguf_sentencepiece_tokenizer_matches_sentencepiece(tmp_path):
+def test_gguf_sentencepiece_tokenizer_matches_sentencepiece(tmp_path, sp_model):
     import sentencepiece
 
-    model_file = train_sentencepiece(tmp_path / "sp")
+    model_file = sp_model
     reference = sentencepiece.SentencePieceProcessor(model_file=str(model_file))
     source = tiny_hf_model(tiny_hf_config(vocab_size=reference.get_piece_size(), tie=False), seed=3)
     path = write_gguf(tmp_path / "sp.gguf", source, Q.F32, llama_tokenizer_fields(model_file))
@@ -175,7 +164,7 @@ def test_gguf_import_into_store_loads_the_same(tmp_path, bpe):
     from engine.loading import import_model
 
     source = tiny_hf_model(tiny_hf_config(vocab_size=bpe.get_vocab_size(), tie=True), seed=5)
-    path = write_gguf(tmp_path / "tiny.gguf", source, Q.Q8_0, gpt2_tokenizer_fields(bpe), CHATML)
+    path = write_gguf(tmp_path / "tiny.gguf", source, Q.Q8_0, gpt2_tokenizer_fields(bpe), CHATML_TEMPLATE)
     root = tmp_path / "store"
     stored = import_model(path, name="tiny", store_root=root)
     assert sorted(p.name for p in stored.iterdir()) == [
@@ -187,7 +176,7 @@ def test_gguf_import_into_store_loads_the_same(tmp_path, bpe):
     ids = direct.tokenizer.encode(MIXED_TEXT)
     assert from_store.tokenizer.encode(MIXED_TEXT) == ids
     assert torch.equal(_logits(direct.model, ids), _logits(from_store.model, ids))
-    assert from_store.chat_template.source == CHATML
+    assert from_store.chat_template.source == CHATML_TEMPLATE
 
 
 def test_llama3_rope_scaling_from_rope_freqs(tmp_path, bpe):

@@ -8,33 +8,10 @@ import pytest
 import torch
 
 from engine.loading import load_model
-from loading_helpers import (
-    MIXED_TEXT,
-    tiny_hf_config,
-    tiny_hf_model,
-    train_byte_level_bpe,
-    train_sentencepiece,
-    write_bpe_dir,
-    write_hf_model_dir,
-    write_sentencepiece_dir,
-)
+from loading_helpers import MIXED_TEXT, tiny_hf_config, tiny_hf_model, write_hf_model_dir, write_sentencepiece_dir
+from tiny_models import CHATML_TEMPLATE, write_bpe_dir
 
 pytest.importorskip("transformers")
-
-CHATML = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-
-@pytest.fixture(scope="module")
-def bpe():
-    return train_byte_level_bpe(vocab_size=400)
-
-
-@pytest.fixture(scope="module")
-def sp_model(tmp_path_factory):
-    return train_sentencepiece(tmp_path_factory.mktemp("sp"))
 
 
 def _logits(model, ids):
@@ -58,7 +35,7 @@ def _logits(model, ids):
 )
 def test_directory_logits_match_transformers(tmp_path, bpe, model_type, tie, extra):
     source = tiny_hf_model(tiny_hf_config(model_type, vocab_size=400, tie=tie, **extra), seed=2)
-    directory = write_hf_model_dir(tmp_path / "m", source, lambda d: write_bpe_dir(d, bpe, CHATML))
+    directory = write_hf_model_dir(tmp_path / "m", source, lambda d: write_bpe_dir(d, bpe, CHATML_TEMPLATE))
     loaded = load_model(directory)
     ids = loaded.tokenizer.encode(MIXED_TEXT)[:60]
     diff = (_logits(source, ids) - _logits(loaded.model, ids)).abs().max().item()
@@ -67,7 +44,7 @@ def test_directory_logits_match_transformers(tmp_path, bpe, model_type, tie, ext
     assert (loaded.model.lm_head.weight is loaded.model.model.embed_tokens.weight) is tie
     assert not loaded.model.training
     assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in loaded.model.parameters())
-    assert loaded.chat_template.source == CHATML
+    assert loaded.chat_template.source == CHATML_TEMPLATE
     assert loaded.stop_token_ids == [bpe.token_to_id("<|im_end|>")]  # also eos (2) here
     if "rope_parameters" in extra:
         assert loaded.config.rope_scaling["rope_type"] == "llama3"
@@ -97,10 +74,10 @@ def test_sentencepiece_directory(tmp_path, sp_model):
 def test_chat_template_jinja_file_and_generation_config_eos(tmp_path, bpe):
     source = tiny_hf_model(tiny_hf_config(vocab_size=400), seed=7)
     directory = write_hf_model_dir(tmp_path / "m", source, lambda d: write_bpe_dir(d, bpe, "{{ 'ignored' }}"))
-    (directory / "chat_template.jinja").write_text(CHATML)
+    (directory / "chat_template.jinja").write_text(CHATML_TEMPLATE)
     (directory / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 0]}))
     loaded = load_model(directory)
-    assert loaded.chat_template.source == CHATML
+    assert loaded.chat_template.source == CHATML_TEMPLATE
     assert loaded.config.eos_token_ids == [2, 0]
     assert set(loaded.stop_token_ids) == {2, 0}
 

@@ -10,30 +10,16 @@ import torch
 
 from engine.errors import ModelLoadError
 from engine.loading import ModelStore, load_model
-from loading_helpers import (
-    MIXED_TEXT,
-    tiny_hf_config,
-    tiny_hf_model,
-    train_byte_level_bpe,
-    train_sentencepiece,
-    write_bpe_dir,
-    write_hf_model_dir,
-    write_sentencepiece_dir,
-)
+from loading_helpers import MIXED_TEXT, tiny_hf_config, tiny_hf_model, write_hf_model_dir, write_sentencepiece_dir
+from tiny_models import CHATML_TEMPLATE, write_bpe_dir
 
 pytest.importorskip("transformers")
 
-CHATML = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    bpe = train_byte_level_bpe(vocab_size=400)
+def model_dir(tmp_path_factory, bpe):
     source = tiny_hf_model(tiny_hf_config(vocab_size=400, tie=True), seed=11)
-    return write_hf_model_dir(tmp_path_factory.mktemp("src") / "tiny-chat", source, lambda d: write_bpe_dir(d, bpe, CHATML))
+    return write_hf_model_dir(tmp_path_factory.mktemp("src") / "tiny-chat", source, lambda d: write_bpe_dir(d, bpe, CHATML_TEMPLATE))
 
 
 def _logits(loaded, ids):
@@ -49,8 +35,8 @@ def test_import_list_resolve(tmp_path, model_dir):
     info = json.loads((path / "chat_tui_model.json").read_text())
     assert info["name"] == "tiny-chat" and info["source"] == "hf"
     assert info["imported_from"] == str(model_dir.resolve()) and info["created_at"]
-    assert (path / "chat_template.jinja").read_text() == CHATML
-    assert json.loads((path / "tokenizer_config.json").read_text())["chat_template"] == CHATML
+    assert (path / "chat_template.jinja").read_text() == CHATML_TEMPLATE
+    assert json.loads((path / "tokenizer_config.json").read_text())["chat_template"] == CHATML_TEMPLATE
     assert [m.name for m in store.list_models()] == ["tiny-chat"]
     assert store.resolve("tiny-chat") == path
     assert store.resolve(str(model_dir)) == model_dir
@@ -112,11 +98,10 @@ def test_save_model_writes_a_reloadable_version(tmp_path, model_dir):
     assert again.model.lm_head.weight is again.model.model.embed_tokens.weight
     info = json.loads((path / "chat_tui_model.json").read_text())
     assert info["source"] == "trained" and info["parent"] == "tiny-chat"
-    assert again.chat_template.source == CHATML
+    assert again.chat_template.source == CHATML_TEMPLATE
 
 
-def test_save_model_keeps_a_sentencepiece_tokenizer(tmp_path):
-    sp_model = train_sentencepiece(tmp_path / "sp")
+def test_save_model_keeps_a_sentencepiece_tokenizer(tmp_path, sp_model):
     source = tiny_hf_model(tiny_hf_config(vocab_size=400), seed=12)
     directory = write_hf_model_dir(tmp_path / "m", source, lambda d: write_sentencepiece_dir(d, sp_model))
     store = ModelStore(tmp_path / "store")

@@ -11,11 +11,11 @@ import torch
 from engine.errors import ModelLoadError
 from engine.models.palm import PalmForCausalLM, palm_config, palm_config_from_dict, palm_config_to_dict
 from engine.models.registry import build_model, config_from_dict, config_to_dict
+from tiny_models import tiny_palm
 
 
 def tiny_model(seed: int = 0) -> PalmForCausalLM:
-    torch.manual_seed(seed)
-    model = PalmForCausalLM(palm_config(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4))
+    model = tiny_palm(97, seed)
     model.init_weights(std=0.2)
     # Norm scales away from 1 so a wrong norm would show.
     with torch.no_grad():

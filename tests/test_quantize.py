@@ -3,9 +3,8 @@
 import torch
 from torch import nn
 
-from engine.config import ModelConfig
 from engine.kernels.quantize import Int8Linear, compiled_int8_row_kernel, quantize_int8
-from engine.models.llama import LlamaForCausalLM
+from tiny_models import tiny_llama
 
 
 def test_int8_linear_error_is_within_quantization_step():
@@ -19,10 +18,7 @@ def test_int8_linear_error_is_within_quantization_step():
 
 
 def test_quantized_model_keeps_greedy_predictions():
-    torch.manual_seed(0)
-    config = ModelConfig(vocab_size=200, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2)
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_llama(200, seed=0, hidden_size=64)
     ids = torch.randint(0, 200, (2, 16))
     with torch.no_grad():
         reference = model(ids)

@@ -12,13 +12,8 @@ import sentencepiece
 from engine.loading.tokenizer_files import read_tokenizer
 from engine.text import sentencepiece_proto as spp
 from engine.text.tokenizer import Tokenizer
-from loading_helpers import (
-    MIXED_TEXT,
-    train_byte_level_bpe,
-    train_sentencepiece,
-    write_bpe_dir,
-    write_sentencepiece_dir,
-)
+from loading_helpers import MIXED_TEXT, write_sentencepiece_dir
+from tiny_models import write_bpe_dir
 
 transformers = pytest.importorskip("transformers")
 
@@ -35,35 +30,30 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def sp_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sp")
-    return write_sentencepiece_dir(root / "tok", train_sentencepiece(root / "train"))
+def sp_dir(tmp_path_factory, sp_model):
+    return write_sentencepiece_dir(tmp_path_factory.mktemp("sp") / "tok", sp_model)
 
 
 @pytest.fixture(scope="module")
-def bpe_dir(tmp_path_factory):
-    return write_bpe_dir(tmp_path_factory.mktemp("bpe") / "tok", train_byte_level_bpe())
+def bpe_dir(tmp_path_factory, bpe):
+    return write_bpe_dir(tmp_path_factory.mktemp("bpe") / "tok", bpe)
 
 
+# Our tokenizer of each kind, and the transformers class that reads the same directory.
+REFERENCES = {"sentencepiece": ("sp_dir", "LlamaTokenizer"), "tokenizers": ("bpe_dir", "PreTrainedTokenizerFast")}
+
+
+@pytest.mark.parametrize("kind", REFERENCES)
 @pytest.mark.parametrize("text", TEXTS)
-def test_sentencepiece_matches_transformers(sp_dir, text):
-    reference = transformers.LlamaTokenizer.from_pretrained(sp_dir)
-    ours, _ = read_tokenizer(sp_dir)
-    assert ours.kind == "sentencepiece"
+def test_encoding_and_decoding_match_transformers(request, kind, text):
+    fixture, reference_class = REFERENCES[kind]
+    directory = request.getfixturevalue(fixture)
+    reference = getattr(transformers, reference_class).from_pretrained(directory)
+    ours, _ = read_tokenizer(directory)
+    assert ours.kind == kind
     ids = ours.encode(text)
     assert ids == reference.encode(text, add_special_tokens=False)
     assert ours.encode(text, add_special_tokens=True) == reference.encode(text, add_special_tokens=True)
-    assert ours.decode(ids) == reference.decode(ids)
-    assert ours.decode(ids, skip_special_tokens=True) == reference.decode(ids, skip_special_tokens=True)
-
-
-@pytest.mark.parametrize("text", TEXTS)
-def test_byte_level_bpe_matches_transformers(bpe_dir, text):
-    reference = transformers.PreTrainedTokenizerFast.from_pretrained(bpe_dir)
-    ours, _ = read_tokenizer(bpe_dir)
-    assert ours.kind == "tokenizers"
-    ids = ours.encode(text)
-    assert ids == reference.encode(text, add_special_tokens=False)
     assert ours.decode(ids) == reference.decode(ids)
     assert ours.decode(ids, skip_special_tokens=True) == reference.decode(ids, skip_special_tokens=True)
 
@@ -115,10 +105,10 @@ def test_save_and_read_back(tmp_path, sp_dir, bpe_dir, which):
     assert reference.encode(CHAT_TEXT, add_special_tokens=False) == again.encode(CHAT_TEXT)
 
 
-def test_sentencepiece_proto_fields_read_by_protobuf(tmp_path):
+def test_sentencepiece_proto_fields_read_by_protobuf(sp_model):
     """Our wire-format writer agrees with sentencepiece's own protobuf schema."""
     pb2 = pytest.importorskip("sentencepiece.sentencepiece_model_pb2")
-    model_file = train_sentencepiece(tmp_path)
+    model_file = sp_model
     original = model_file.read_bytes()
     pieces = spp.read_pieces(original)
     parsed = pb2.ModelProto()

@@ -7,24 +7,19 @@ import pytest
 from engine.loading.tokenizer_files import read_tokenizer
 from engine.text.detokenizer import IncrementalDecoder
 from engine.text.tokenizer import REPLACEMENT_CHAR
-from loading_helpers import (
-    MIXED_TEXT,
-    train_byte_level_bpe,
-    train_sentencepiece,
-    write_bpe_dir,
-    write_sentencepiece_dir,
-)
+from loading_helpers import MIXED_TEXT, write_sentencepiece_dir
+from tiny_models import write_bpe_dir
 
 STREAM_TEXT = MIXED_TEXT + " 🎉🎉 深度学习 👩‍💻 end"
 
 
 @pytest.fixture(scope="module", params=["sentencepiece", "byte-level-bpe"])
-def tokenizer(request, tmp_path_factory):
+def tokenizer(request, tmp_path_factory, sp_model, bpe):
     root = tmp_path_factory.mktemp(request.param)
     if request.param == "sentencepiece":
-        directory = write_sentencepiece_dir(root / "tok", train_sentencepiece(root / "train"))
+        directory = write_sentencepiece_dir(root / "tok", sp_model)
     else:
-        directory = write_bpe_dir(root / "tok", train_byte_level_bpe())
+        directory = write_bpe_dir(root / "tok", bpe)
     return read_tokenizer(directory)[0]
 
 

@@ -6,19 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from engine.config import ModelConfig
 from engine.models.llama import LlamaForCausalLM
 from trainer import lora
+from tiny_models import tiny_llama
 from trainer.errors import TrainerError
 
 
 def tiny_model(seed: int = 0, tie: bool = True) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = ModelConfig(
-        vocab_size=61, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tie,
-    )
-    return LlamaForCausalLM(config).eval()
+    return tiny_llama(61, seed, num_hidden_layers=3, tie_word_embeddings=tie)
 
 
 def randomise_adapters(model: nn.Module, seed: int = 1) -> None:

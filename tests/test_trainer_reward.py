@@ -8,8 +8,8 @@ import random
 import pytest
 import torch
 
-from engine.config import ModelConfig
 from engine.models.llama import LlamaForCausalLM
+from tiny_models import tiny_llama
 from trainer import lora
 from trainer.datasets import ComparisonGroup
 from trainer.errors import TrainerError, TrainingDivergedError
@@ -22,12 +22,7 @@ EOS = 1
 
 
 def tiny_policy(seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = ModelConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=128, eos_token_id=EOS,
-    )
-    return LlamaForCausalLM(config).eval()
+    return tiny_llama(64, seed, tie_word_embeddings=True, max_position_embeddings=128, eos_token_id=EOS)
 
 
 def good_share(reply: list[int]) -> float:

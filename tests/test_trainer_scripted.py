@@ -24,12 +24,11 @@ import torch
 from tokenizers import decoders, models, pre_tokenizers
 
 from engine.bundle import LoadedModel
-from engine.config import ModelConfig
 from engine.engine import LLMEngine
-from engine.models.llama import LlamaForCausalLM
 from engine.sampling import SamplingParams
 from engine.text.chat_template import ChatTemplate
 from engine.text.tokenizer import Tokenizer
+from tiny_models import tiny_llama
 from trainer import lora
 from trainer.datasets import ComparisonGroup, PromptExample, SFTExample, encode_exchange
 from trainer.dpo import DPOConfig, train_dpo
@@ -54,13 +53,9 @@ def tiny_chat_model(seed: int = 0) -> LoadedModel:
     hf.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
     hf.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False) for t in SPECIAL])
     tokenizer = Tokenizer.from_tokenizers(hf, eos_token="<|im_end|>", unk_token="<unk>")
-    torch.manual_seed(seed)
-    config = ModelConfig(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=128,
-        eos_token_id=vocab["<|im_end|>"], bos_token_id=None,
-    )
-    return LoadedModel(LlamaForCausalLM(config).eval(), config, tokenizer, ChatTemplate(None), Path("."), "tiny")
+    model = tiny_llama(len(vocab), seed, tie_word_embeddings=True, max_position_embeddings=128,
+                       eos_token_id=vocab["<|im_end|>"], bos_token_id=None)
+    return LoadedModel(model, model.config, tokenizer, ChatTemplate(None), Path("."), "tiny")
 
 
 def kind_share(text: str) -> float:

@@ -8,10 +8,8 @@ import copy
 import pytest
 import torch
 
-from engine.config import ModelConfig
-from engine.models.llama import LlamaForCausalLM
-from engine.models.palm import PalmForCausalLM, palm_config
 from test_trainer_reward import scripted_groups, tiny_policy
+from tiny_models import tiny_llama, tiny_palm
 from trainer import lora
 from trainer.reward_model import ScalarHeadModel
 from trainer.reward_training import RewardTrainingConfig, train_reward_model
@@ -22,11 +20,7 @@ IDS = torch.tensor([[3, 9, 4, 7, 1, 0, 0], [5, 6, 2, 8, 10, 11, 1]])
 
 
 def models():
-    torch.manual_seed(0)
-    llama = LlamaForCausalLM(ModelConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-                                         num_attention_heads=4, num_key_value_heads=2)).eval()
-    palm = PalmForCausalLM(palm_config(vocab_size=40, hidden_size=32, num_hidden_layers=4, num_attention_heads=4)).eval()
-    return [llama, palm]
+    return [tiny_llama(40, num_hidden_layers=4), tiny_palm(40, num_hidden_layers=4)]
 
 
 @pytest.mark.parametrize("index", [0, 1], ids=["llama", "palm"])

@@ -14,18 +14,21 @@ import time
 
 import click
 
+from engine.sampling import SamplingParams  # no torch: the flags' defaults are the chat's
+
 SAMPLE_QUESTION = "What is the capital of France?"
+_CHAT = SamplingParams.chat_defaults()
 
 
 def _sampling_options(func):
-    """Sampling flags shared with `chat-tui bench`."""
+    """The sampling flags, defaulting to the chat's recommended sampling."""
     options = [
-        click.option("--temperature", type=float, default=0.7, show_default=True, help="0 is greedy."),
-        click.option("--top-p", type=float, default=0.9, show_default=True, help="Nucleus sampling mass, in (0, 1]."),
-        click.option("--top-k", type=int, default=0, show_default=True, help="Keep the k most likely tokens (0: off)."),
-        click.option("--min-p", type=float, default=0.0, show_default=True, help="Drop tokens below this fraction of the top one."),
-        click.option("--repetition-penalty", type=float, default=1.1, show_default=True, help="1 disables."),
-        click.option("--max-tokens", type=int, default=512, show_default=True, help="Most new tokens per reply."),
+        click.option("--temperature", type=float, default=_CHAT.temperature, show_default=True, help="0 is greedy."),
+        click.option("--top-p", type=float, default=_CHAT.top_p, show_default=True, help="Nucleus sampling mass, in (0, 1]."),
+        click.option("--top-k", type=int, default=_CHAT.top_k, show_default=True, help="Keep the k most likely tokens (0: off)."),
+        click.option("--min-p", type=float, default=_CHAT.min_p, show_default=True, help="Drop tokens below this fraction of the top one."),
+        click.option("--repetition-penalty", type=float, default=_CHAT.repetition_penalty, show_default=True, help="1 disables."),
+        click.option("--max-tokens", type=int, default=_CHAT.max_new_tokens, show_default=True, help="Most new tokens per reply."),
         click.option("--seed", type=int, default=None, help="Seed for reproducible sampling."),
     ]
     for option in reversed(options):
@@ -67,7 +70,6 @@ def ask(
     from chat_tui.paths import models_dir
     from engine.engine import LLMEngine
     from engine.loading import load_model
-    from engine.sampling import SamplingParams
     from engine.streaming import StreamingEngine
 
     if prompt is None:

@@ -24,16 +24,17 @@ from textual.widgets import Footer, Static
 from textual.widgets.markdown import MarkdownStream
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from chat_tui.errors import describe_error
 from chat_tui.screens.confirm_screen import ConfirmScreen
 from chat_tui.screens.models_screen import ModelsScreen
 from chat_tui.screens.reply_feedback import ReplyFeedback
 from chat_tui.screens.settings_screen import SettingsScreen
 from chat_tui.screens.text_prompt_screen import TextPromptScreen
 from chat_tui.screens.training_screen import TrainingScreen
-from chat_tui.services.app_services import AppServices, describe_error
+from chat_tui.services.app_services import AppServices
 from chat_tui.services.chat_session import GeneratedReply
-from chat_tui.services.model_loading import load_in_background
 from chat_tui.services.model_service import ServingModel
+from chat_tui.services.reply_stream import ReplyStream
 from chat_tui.services.turns import Turn
 from chat_tui.widgets.chat_log import ChatLog
 from chat_tui.widgets.conversation_list import ConversationList
@@ -44,17 +45,14 @@ from chat_tui.widgets.status_line import StatusLine
 
 @dataclass
 class ReplyJob:
-    """One reply being written: where it streams, what it answers, how it samples."""
+    """One reply being written: what it answers, where it streams, the request itself."""
 
     parent_id: int
     view: MessageView
-    context: list[dict[str, str]]
-    params: Any  # engine.sampling.SamplingParams
+    request: ReplyStream
     started_at: float = 0.0
     num_events: int = 0
-    stream: Any = None  # engine.streaming.RequestStream, set by the worker
     markdown: MarkdownStream | None = field(default=None, repr=False)
-    is_stop_requested: bool = False
 
 
 class ChatScreen(ReplyFeedback, Screen):
@@ -90,8 +88,6 @@ class ChatScreen(ReplyFeedback, Screen):
         self.session = services.session
         self.job: ReplyJob | None = None  # the reply being written, if any
         self.queued: ReplyJob | None = None  # a reply waiting for the model to load
-        self.is_loading = False
-        self.load_number = 0
         self.code_block_index: dict[int, int] = {}
         self.last_output: Any = None  # the engine's RequestOutput of the latest reply
 
@@ -148,38 +144,31 @@ class ChatScreen(ReplyFeedback, Screen):
         if self.job is not None:
             self.notify("Wait for the reply to finish (or Esc) before switching models.", severity="warning")
             return
-        self.is_loading = True
-        self.load_number += 1  # a later load supersedes one still running
-        number = self.load_number
         self.status.state = "loading"
         self.status.detail = ""
         self.status.model_label = requested or ""
-        load_in_background(
+        self.services.model.load_in_background(
             self.services.store, requested, version_id, self.services.device,
-            on_progress=lambda label, detail: self.post_message(self.LoadProgress(number, label, detail)),
-            on_loaded=lambda serving: self.post_message(self.LoadFinished(number, serving, None)),
-            on_failed=lambda error: self.post_message(self.LoadFinished(number, None, error)),
+            on_progress=lambda number, label, detail: self.post_message(self.LoadProgress(number, label, detail)),
+            on_finished=lambda number, serving, error: self.post_message(self.LoadFinished(number, serving, error)),
         )
 
     @on(LoadProgress)
     def _show_loading(self, event: LoadProgress) -> None:
-        if event.number == self.load_number:
+        if event.number == self.services.model.num_loads:  # not a load superseded by a later switch
             self.status.model_label = event.label
             self.status.detail = event.detail
 
     @on(LoadFinished)
     def _load_finished(self, event: LoadFinished) -> None:
-        if event.number != self.load_number:  # superseded by a later switch
-            if event.serving is not None:
-                event.serving.front.stop()
-        elif event.serving is not None:
+        if not self.services.model.finish_load(event.number, event.serving):
+            return  # superseded by a later switch
+        if event.serving is not None:
             self._model_loaded(event.serving)
         else:
             self._model_failed(event.error)
 
     def _model_loaded(self, serving: ServingModel) -> None:
-        self.is_loading = False
-        self.services.model.install(serving)
         self.status.model_label = serving.label
         self.status.state = "ready"
         self.status.tokens_per_s = None
@@ -189,7 +178,6 @@ class ChatScreen(ReplyFeedback, Screen):
             self._run_job(job)
 
     def _model_failed(self, error: BaseException) -> None:
-        self.is_loading = False
         self.status.state = "failed"
         self.status.detail = describe_error(error)
         self.notify(f"Could not load the model: {describe_error(error)}", severity="error", timeout=10)
@@ -204,7 +192,7 @@ class ChatScreen(ReplyFeedback, Screen):
         if self.job is not None or self.queued is not None:
             self.notify("A reply is still being written: wait, or press Esc to stop it.", severity="warning")
             return
-        if not self.services.model.is_ready and not self.is_loading:
+        if not self.services.model.is_ready and not self.services.model.is_loading:
             self.notify("No model is loaded (F4 picks one); the message was not sent.", severity="error")
             return
         message = self.session.send(event.text)
@@ -225,7 +213,7 @@ class ChatScreen(ReplyFeedback, Screen):
         if params.seed is not None:
             # A fixed seed keeps replies reproducible, yet a regeneration must differ from its siblings.
             params.seed += self.session.num_replies(parent_id)
-        job = ReplyJob(parent_id, view, self.session.context_for(parent_id), params)
+        job = ReplyJob(parent_id, view, ReplyStream(self.session.context_for(parent_id), params))
         if self.services.model.is_ready:
             self._run_job(job)
         else:
@@ -243,19 +231,9 @@ class ChatScreen(ReplyFeedback, Screen):
 
     @work(thread=True, group="reply", exit_on_error=False)
     def _reply_worker(self, job: ReplyJob) -> Any:
-        model = self.services.model
-        prompt_ids = model.encode(job.context)
-        job.stream = model.submit(prompt_ids, job.params)
-        if job.is_stop_requested:  # Esc arrived before the stream existed
-            job.stream.cancel()
-        worker = get_current_worker()
-        for event in job.stream:
-            if worker.is_cancelled and not job.is_stop_requested:
-                job.is_stop_requested = True
-                job.stream.cancel()
-            if event.text_delta:
-                self.post_message(self.ReplyDelta(job, event.text_delta))
-        return job.stream.result()
+        return job.request.run(
+            self.services.model, lambda _index, text: self.post_message(self.ReplyDelta(job, text)), get_current_worker()
+        )
 
     @on(ReplyDelta)
     async def _delta(self, event: ReplyDelta) -> None:
@@ -276,10 +254,9 @@ class ChatScreen(ReplyFeedback, Screen):
             await job.markdown.stop()
         completion = output.completions[0]
         await job.view.set_content(completion.text)
-        sampling = {k: v for k, v in vars(job.params).items() if k in ("temperature", "top_p", "max_new_tokens", "repetition_penalty")}
         saved = self.session.save_replies(
             job.parent_id,
-            [GeneratedReply(completion.text, completion.finish_reason, sampling)],
+            [GeneratedReply(completion.text, completion.finish_reason, job.request.sampling_record())],
             self.services.model.require().version_id,
         )[0]
         turn = next((t for t in self.session.turns() if t.message_id == saved.id), None)
@@ -305,12 +282,8 @@ class ChatScreen(ReplyFeedback, Screen):
         self.notify(f"No reply: {reason}. Your message is kept; send again to retry.", severity="error", timeout=10)
 
     def action_stop(self) -> None:
-        job = self.job
-        if job is None:
-            return
-        job.is_stop_requested = True
-        if job.stream is not None:
-            job.stream.cancel()
+        if self.job is not None:
+            self.job.request.stop()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "stop":

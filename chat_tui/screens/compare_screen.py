@@ -20,9 +20,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from chat_tui.services.app_services import AppServices, describe_error
+from chat_tui.errors import describe_error
+from chat_tui.services.app_services import AppServices
 from chat_tui.services.chat_session import GeneratedReply
 from chat_tui.services.chat_settings import MAX_COMPARE, ChatSettings
+from chat_tui.services.reply_stream import ReplyStream
 from chat_tui.widgets.alternative_view import AlternativeView
 
 RANK_GROUP = Binding.Group("Rank, best first", compact=True)
@@ -51,12 +53,10 @@ class CompareScreen(Screen[int | None]):
         self.services = services
         self.parent_id = parent_id
         self.context = context
-        self.settings = settings
         self.k = settings.compare_k
-        self.stream: Any = None
+        self.request = ReplyStream(context, settings.sampling_params(n=self.k))  # one request, k replies
         self.reply_ids: list[int] = []  # stored alternatives, in column order
         self.order: list[int] = []  # column numbers, best first
-        self.is_stop_requested = False
         self.output: Any = None  # the engine's RequestOutput: one request, k completions
 
     def compose(self) -> ComposeResult:
@@ -80,17 +80,9 @@ class CompareScreen(Screen[int | None]):
 
     @work(thread=True, group="compare", exit_on_error=False)
     def _generate(self) -> Any:
-        model = self.services.model
-        params = self.settings.sampling_params(n=self.k)
-        self.stream = model.submit(model.encode(self.context), params)
-        worker = get_current_worker()
-        for event in self.stream:
-            if (worker.is_cancelled or self.is_stop_requested) and not getattr(self, "_cancel_sent", False):
-                self._cancel_sent = True
-                self.stream.cancel()
-            if event.text_delta:
-                self.post_message(self.Delta(event.index, event.text_delta))
-        return self.stream.result()
+        return self.request.run(
+            self.services.model, lambda index, text: self.post_message(self.Delta(index, text)), get_current_worker()
+        )
 
     @on(Delta)
     async def _delta(self, event: Delta) -> None:
@@ -111,11 +103,7 @@ class CompareScreen(Screen[int | None]):
         for stream in self.markdown_streams:
             await stream.stop()
         completions = sorted(output.completions, key=lambda c: c.index)
-        sampling = {
-            "temperature": self.settings.temperature, "top_p": self.settings.top_p,
-            "max_new_tokens": self.settings.max_new_tokens, "repetition_penalty": self.settings.repetition_penalty,
-            "n": self.k,
-        }
+        sampling = self.request.sampling_record()
         for view, completion in zip(self.views, completions):
             await view.body.update(completion.text)
             view.set_finish_reason(completion.finish_reason)
@@ -179,9 +167,7 @@ class CompareScreen(Screen[int | None]):
 
     def action_stop_or_close(self) -> None:
         if not self.reply_ids:
-            self.is_stop_requested = True
-            if self.stream is not None:
-                self.stream.cancel()
+            self.request.stop()
             return
         self.services.session.show(self.reply_ids[0])
         self.notify("Closed without ranking; the replies are kept as siblings.", timeout=3)

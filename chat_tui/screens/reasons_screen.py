@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, SelectionList
+from textual.containers import Vertical
+from textual.widgets import Input, Label, SelectionList
+
+from chat_tui.screens.save_cancel_dialog import SaveCancelDialog
 
 POSITIVE_TAGS = ["accurate", "helpful", "concise", "well written", "creative"]
 NEGATIVE_TAGS = ["wrong", "unhelpful", "too long", "repetitive", "refused", "unsafe", "off topic"]
@@ -25,7 +26,7 @@ class Reasons:
     comment: str | None
 
 
-class ReasonsScreen(ModalScreen[Reasons | None]):
+class ReasonsScreen(SaveCancelDialog[Reasons | None]):
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", id="reasons.cancel"),
         Binding("ctrl+s", "save", "Save", id="reasons.save"),
@@ -34,7 +35,7 @@ class ReasonsScreen(ModalScreen[Reasons | None]):
     ]
 
     def __init__(self, value: int, tags: list[str] | None = None, comment: str | None = None) -> None:
-        super().__init__(classes="dialog-screen")
+        super().__init__()
         self.value = value
         self.choices = POSITIVE_TAGS if value > 0 else NEGATIVE_TAGS
         self.chosen = set(tags or [])
@@ -50,9 +51,7 @@ class ReasonsScreen(ModalScreen[Reasons | None]):
                 id="tags",
             )
             yield Input(self.comment, placeholder="Comment (optional)", id="comment")
-            with Horizontal(classes="dialog-buttons"):
-                yield Button("Save (ctrl+s)", variant="primary", id="save")
-                yield Button("Cancel (esc)", id="cancel")
+            yield self.save_cancel_buttons()
 
     def on_mount(self) -> None:
         self.query_one("#tags", SelectionList).focus()
@@ -66,14 +65,6 @@ class ReasonsScreen(ModalScreen[Reasons | None]):
         comment = self.query_one("#comment", Input).value.strip() or None
         self.dismiss(Reasons(tags=[t for t in self.choices if t in tags], comment=comment))
 
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
     @on(Input.Submitted, "#comment")
-    @on(Button.Pressed, "#save")
-    def _save(self) -> None:
+    def _comment_submitted(self) -> None:
         self.action_save()
-
-    @on(Button.Pressed, "#cancel")
-    def _cancel(self) -> None:
-        self.action_cancel()

@@ -11,11 +11,11 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label
+from textual.containers import Grid, Vertical
+from textual.widgets import Input, Label
 
 from chat_tui.errors import UserError
+from chat_tui.screens.save_cancel_dialog import SaveCancelDialog
 from chat_tui.services.chat_settings import MAX_COMPARE, MIN_COMPARE, ChatSettings
 
 FIELDS: list[tuple[str, str, str]] = [
@@ -28,14 +28,14 @@ FIELDS: list[tuple[str, str, str]] = [
 ]
 
 
-class SettingsScreen(ModalScreen[ChatSettings | None]):
+class SettingsScreen(SaveCancelDialog[ChatSettings | None]):
     BINDINGS = [
         Binding("ctrl+s", "save", "Save", id="settings.save"),
         Binding("escape", "cancel", "Cancel", id="settings.cancel"),
     ]
 
     def __init__(self, settings: ChatSettings) -> None:
-        super().__init__(classes="dialog-screen")
+        super().__init__()
         self.settings = settings
 
     def compose(self) -> ComposeResult:
@@ -49,9 +49,7 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
                     yield Input("" if value is None else str(value), id=name, tooltip=hint)
                     yield Label(hint, classes="dialog-hint")
             yield Label("", id="settings-error")
-            with Horizontal(classes="dialog-buttons"):
-                yield Button("Save (ctrl+s)", variant="primary", id="save")
-                yield Button("Cancel (esc)", id="cancel")
+            yield self.save_cancel_buttons()
 
     def on_mount(self) -> None:
         self.query_one("#temperature", Input).focus()
@@ -65,14 +63,6 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
             return
         self.dismiss(settings)
 
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
     @on(Input.Submitted)
-    @on(Button.Pressed, "#save")
-    def _save(self) -> None:
+    def _field_submitted(self) -> None:
         self.action_save()
-
-    @on(Button.Pressed, "#cancel")
-    def _cancel(self) -> None:
-        self.action_cancel()

@@ -7,22 +7,22 @@ human-written sibling, a demonstration), Esc cancels. Dismisses with the text or
 from __future__ import annotations
 
 from rich.text import Text
-from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Button, Label, TextArea
+from textual.containers import Vertical
+from textual.widgets import Label, TextArea
+
+from chat_tui.screens.save_cancel_dialog import SaveCancelDialog
 
 
-class TeachScreen(ModalScreen[str | None]):
+class TeachScreen(SaveCancelDialog[str | None]):
     BINDINGS = [
         Binding("ctrl+s", "save", "Save as demonstration", id="teach.save"),
         Binding("escape", "cancel", "Cancel", id="teach.cancel"),
     ]
 
     def __init__(self, prompt: str, reply: str) -> None:
-        super().__init__(classes="dialog-screen")
+        super().__init__()
         self.prompt = prompt
         self.reply = reply
 
@@ -31,9 +31,7 @@ class TeachScreen(ModalScreen[str | None]):
             yield Label("Teach: write the reply you wanted", classes="dialog-title")
             yield Label(Text(f"To: {self.prompt[:200]}"), classes="dialog-hint")
             yield TextArea(self.reply, id="reply", soft_wrap=True, tab_behavior="focus")
-            with Horizontal(classes="dialog-buttons"):
-                yield Button("Save (ctrl+s)", variant="primary", id="save")
-                yield Button("Cancel (esc)", id="cancel")
+            yield self.save_cancel_buttons()
 
     def on_mount(self) -> None:
         area = self.query_one("#reply", TextArea)
@@ -46,14 +44,3 @@ class TeachScreen(ModalScreen[str | None]):
             self.notify("A demonstration cannot be empty.", severity="warning")
             return
         self.dismiss(text)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-    @on(Button.Pressed, "#save")
-    def _save(self) -> None:
-        self.action_save()
-
-    @on(Button.Pressed, "#cancel")
-    def _cancel(self) -> None:
-        self.action_cancel()

@@ -9,19 +9,20 @@ from __future__ import annotations
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, TextArea
+from textual.containers import Vertical
+from textual.widgets import Input, Label, TextArea
+
+from chat_tui.screens.save_cancel_dialog import SaveCancelDialog
 
 
-class TextPromptScreen(ModalScreen[str | None]):
+class TextPromptScreen(SaveCancelDialog[str | None]):
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", id="dialog.cancel"),
         Binding("ctrl+s", "save", "Save", id="dialog.save"),
     ]
 
     def __init__(self, title: str, value: str = "", *, multiline: bool = False, hint: str = "") -> None:
-        super().__init__(classes="dialog-screen")
+        super().__init__()
         self.title_text = title
         self.value = value
         self.multiline = multiline
@@ -36,9 +37,7 @@ class TextPromptScreen(ModalScreen[str | None]):
                 yield TextArea(self.value, id="value", soft_wrap=True, tab_behavior="focus")
             else:
                 yield Input(self.value, id="value")
-            with Horizontal(classes="dialog-buttons"):
-                yield Button("Save (ctrl+s)", variant="primary", id="save")
-                yield Button("Cancel (esc)", id="cancel")
+            yield self.save_cancel_buttons()
 
     def on_mount(self) -> None:
         self.query_one("#value").focus()
@@ -50,17 +49,6 @@ class TextPromptScreen(ModalScreen[str | None]):
     def action_save(self) -> None:
         self.dismiss(self._current().strip())
 
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
     @on(Input.Submitted, "#value")
     def _submitted(self) -> None:
         self.action_save()
-
-    @on(Button.Pressed, "#save")
-    def _save_pressed(self) -> None:
-        self.action_save()
-
-    @on(Button.Pressed, "#cancel")
-    def _cancel_pressed(self) -> None:
-        self.action_cancel()

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chat_tui.errors import UserError
-from chat_tui.services.bootstrap import ModelChoice, Progress, choose_model
 from chat_tui.services.chat_session import ChatSession
 from chat_tui.services.model_service import ModelService
 from chat_tui.services.settings_store import SettingsStore
@@ -56,21 +55,8 @@ class AppServices:
                 return run.result_version_id
         return None
 
-    def choose_model(self, requested: str | None, version_id: int | None, progress: Progress) -> ModelChoice:
-        return choose_model(self.store, requested, version_id, progress)
-
     def close(self) -> None:
         """Stop serving; a training run keeps going (it records its result in the store)."""
         self.model.close()
         self.store.close()
 
-
-def describe_error(error: BaseException) -> str:
-    """One line for the user: the message of a user error, the type too for anything else."""
-    from engine.errors import EngineError
-    from feedback.errors import FeedbackError
-    from trainer.errors import TrainerError
-
-    if isinstance(error, (UserError, EngineError, FeedbackError, TrainerError)):
-        return str(error)
-    return f"{type(error).__name__}: {error}"

@@ -11,17 +11,19 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from chat_tui.errors import UserError
+from engine.sampling import SamplingParams
 
 MIN_COMPARE = 2
 MAX_COMPARE = 4
+_RECOMMENDED = SamplingParams.chat_defaults()  # the defaults below are read from here only
 
 
 @dataclass(frozen=True)
 class ChatSettings:
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_new_tokens: int = 256
-    repetition_penalty: float = 1.1
+    temperature: float = _RECOMMENDED.temperature
+    top_p: float = _RECOMMENDED.top_p
+    max_new_tokens: int = _RECOMMENDED.max_new_tokens
+    repetition_penalty: float = _RECOMMENDED.repetition_penalty
     compare_k: int = 2  # alternatives generated side by side in compare mode
     seed: int | None = None  # None: a fresh random seed per reply; a number makes replies reproducible
 
@@ -68,10 +70,8 @@ class ChatSettings:
         """Settings from the form's text fields, with a clear error for a non-number."""
         return cls.from_dict({name: text.strip() for name, text in text_values.items()})
 
-    def sampling_params(self, stop_token_ids: list[int] | None = None, n: int = 1) -> "Any":
-        """The engine's SamplingParams for these settings (imported here: engine pulls in torch)."""
-        from engine.sampling import SamplingParams
-
+    def sampling_params(self, stop_token_ids: list[int] | None = None, n: int = 1) -> SamplingParams:
+        """The engine's SamplingParams for these settings."""
         return SamplingParams(
             temperature=self.temperature,
             top_p=self.top_p,

@@ -1,24 +1,20 @@
 """`chat-tui train` as a background process, and its progress read from its output.
 
 The trainer runs in its own process so the chat stays responsive (and a crash there
-cannot take the chat down). A reader thread parses each output line into a
-`TrainingProgress` the training screen polls. Two line shapes are understood:
-
-- JSON lines (`--progress-json`), one object each:
+cannot take the chat down); the training screen starts it with `--progress-json`. A
+reader thread parses each output line into a `TrainingProgress` the screen polls. The
+JSON lines (trainer/progress.py's JsonProgress) are one object each:
   {"event": "phase", "phase": "ppo", "total": 40}
   {"event": "step", "phase": "ppo", "step": 3, "total": 40, "metrics": {"reward": 0.1, "kl": 0.004}}
   {"event": "message", "text": "..."}
   {"event": "done", "run_id": 3, "version_id": 7, "version": "smollm2-ppo-1"}
-- the trainer's console bars (trainer/progress.py), e.g.
-  "ppo      [######..................] 12/40 eta 0:31  reward 0.12  kl 0.004"
-Anything else is kept as a log line. What the run produced is read back from the store
-(the trainer records the run and its new model version there).
+Any other line (a warning, a traceback) is kept as a log line. What the run produced is
+read back from the store (the trainer records the run and its new model version there).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import threading
@@ -27,8 +23,6 @@ from dataclasses import dataclass, field
 
 MAX_LOG_LINES = 300
 MAX_POINTS = 400
-_BAR_LINE = re.compile(r"^(?P<phase>\S+)\s+\[[#.]+\]\s+(?P<step>\d+)/(?P<total>\d+)\s+(?:eta\s+)?[\d:]+(?P<metrics>.*)$")
-_METRIC = re.compile(r"([A-Za-z_][\w/.-]*)\s+(-?[\d.]+(?:e[-+]?\d+)?|nan|inf|-inf)")
 REWARD_KEYS = ("reward", "rm_score", "score", "reward_mean")
 KL_KEYS = ("kl", "kl_mean", "approx_kl")
 
@@ -63,18 +57,15 @@ def _first(metrics: dict[str, float], keys: Sequence[str]) -> float | None:
 
 def apply_line(progress: TrainingProgress, line: str) -> None:
     """Update `progress` from one line of the trainer's output."""
+    # A line redrawn in place (a library's progress bar on stderr) counts as its last state.
     line = line.rstrip("\r\n").split("\r")[-1].replace("\x1b[2K", "")
     if not line.strip():
         return
     event = _parse_json(line)
     if event is not None:
         _apply_event(progress, event)
-        return
-    match = _BAR_LINE.match(line.strip())
-    if match is not None:
-        metrics = {name: float(value) for name, value in _METRIC.findall(match["metrics"])}
-        _apply_step(progress, match["phase"], int(match["step"]), int(match["total"]), metrics)
-    _append_log(progress, line)
+    else:
+        _append_log(progress, line)
 
 
 def _parse_json(line: str) -> dict | None:

@@ -1,8 +1,8 @@
 """The sidebar: a search box over every conversation, and the list, newest first.
 
 The screen gives it conversations to show (`show`); it posts `Opened` when one is picked,
-`SearchChanged` as the query is typed, and `RenameRequested` / `DeleteRequested` from the
-list's keys. It never reads the store itself.
+`SearchChanged` as the query is typed, and its list posts `RenameRequested` /
+`DeleteRequested` from its keys. It never reads the store itself.
 """
 
 from __future__ import annotations
@@ -32,38 +32,35 @@ class ConversationOptions(OptionList):
         Binding("delete,d", "request('delete')", "Delete", id="conversations.delete", key_display="del"),
     ]
 
-    class Requested(Message):
-        def __init__(self, what: str, conversation_id: int) -> None:
-            super().__init__()
-            self.what = what
-            self.conversation_id = conversation_id
-
     def action_request(self, what: str) -> None:
         option = self.highlighted_option
         if option is not None and option.id is not None:
-            self.post_message(self.Requested(what, int(option.id)))
+            request = ConversationList.RenameRequested if what == "rename" else ConversationList.DeleteRequested
+            self.post_message(request(int(option.id)))
+
+
+class AboutAConversation(Message):
+    """A message naming one conversation."""
+
+    def __init__(self, conversation_id: int) -> None:
+        super().__init__()
+        self.conversation_id = conversation_id
 
 
 class ConversationList(Vertical):
-    class Opened(Message):
-        def __init__(self, conversation_id: int) -> None:
-            super().__init__()
-            self.conversation_id = conversation_id
+    class Opened(AboutAConversation):
+        """A conversation was picked from the list."""
+
+    class RenameRequested(AboutAConversation):
+        """r on a conversation in the list."""
+
+    class DeleteRequested(AboutAConversation):
+        """Delete or d on a conversation in the list."""
 
     class SearchChanged(Message):
         def __init__(self, query: str) -> None:
             super().__init__()
             self.query = query
-
-    class RenameRequested(Message):
-        def __init__(self, conversation_id: int) -> None:
-            super().__init__()
-            self.conversation_id = conversation_id
-
-    class DeleteRequested(Message):
-        def __init__(self, conversation_id: int) -> None:
-            super().__init__()
-            self.conversation_id = conversation_id
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="Search (ctrl+f)", id="search")
@@ -112,9 +109,3 @@ class ConversationList(Vertical):
         event.stop()
         if event.option.id is not None:
             self.post_message(self.Opened(int(event.option.id)))
-
-    @on(ConversationOptions.Requested)
-    def _requested(self, event: ConversationOptions.Requested) -> None:
-        event.stop()
-        message = self.RenameRequested if event.what == "rename" else self.DeleteRequested
-        self.post_message(message(event.conversation_id))
