@@ -1,5 +1,6 @@
-"""What the benchmark measures about a model version: preference rate with a Wilson
-interval, KL to a parent version along replies, and perplexity on a fixed text.
+"""What the benchmark measures about a model version: a taste's rate with a Wilson
+interval, whether a rise counts as a gain, KL to a parent version along replies, and
+perplexity on a fixed text.
 
 Works on `engine` models (LoadedModel) directly with plain forward passes; it shares no
 code with the trainer's own evaluation, so the two can check each other.
@@ -58,6 +59,19 @@ def two_proportion_z(before: Rate, after: Rate) -> float:
     pooled = (before.hits + after.hits) / (n1 + n2)
     spread = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
     return (after.value - before.value) / spread if spread else 0.0
+
+
+MIN_Z = 2.0
+MIN_RATIO = 2.0
+MIN_POINTS = 0.20
+
+
+def gain_counts(before: Rate, after: Rate) -> bool:
+    """The benchmark's rule for a gain: significant (two-proportion z of after against
+    before at least 2) and large (the rate at least doubles, or rises 20 points)."""
+    eps = 1e-9
+    large = after.value >= MIN_RATIO * before.value - eps or after.value - before.value >= MIN_POINTS - eps
+    return two_proportion_z(before, after) >= MIN_Z - eps and large
 
 
 def _logits(model: torch.nn.Module, ids: list[int]) -> torch.Tensor:
