@@ -24,10 +24,10 @@ def tiny(tmp_path_factory) -> Path:
     return make_tiny_model_dir(tmp_path_factory.mktemp("model") / "tiny")
 
 
-def _get(cache: Path, model: Path, num_train: int, seed: int = 0, max_new_tokens: int = 8):
+def _get(cache: Path, model: Path, num_train: int, seed: int = 0, max_new_tokens: int = 8, num_held_out: int = 2):
     split = split_prompts(load_prompts())
     return candidates_for(cache, str(model), model_fingerprint(model), chat_settings(max_new_tokens), seed, 2,
-                          split.train[:num_train], split.held_out[:2], max_batch_rows=8)
+                          split.train[:num_train], split.held_out[:num_held_out], max_batch_rows=8)
 
 
 def test_cache_is_reused_on_a_match_and_serves_a_prefix(tmp_path: Path, tiny: Path) -> None:
@@ -38,10 +38,13 @@ def test_cache_is_reused_on_a_match_and_serves_a_prefix(tmp_path: Path, tiny: Pa
     stamp = cache.stat().st_mtime_ns
     again, cached = _get(cache, tiny, 3)
     assert cached and again.as_dict() == made.as_dict()
-    prefix, cached = _get(cache, tiny, 2)
-    assert cached and prefix.train == made.train[:2] and prefix.held_out == made.held_out
+    prefix, cached = _get(cache, tiny, 2, num_held_out=1)
+    assert cached and prefix.train == made.train[:2] and prefix.held_out == made.held_out[:1]
     assert prefix.key["train_ids"] == made.key["train_ids"][:2]
+    assert prefix.key["held_out_ids"] == made.key["held_out_ids"][:1]
+    assert prefix.seconds == pytest.approx({"train": made.seconds["train"] * 2 / 3, "held_out": made.seconds["held_out"] / 2})
     assert cache.stat().st_mtime_ns == stamp  # read, never rewritten
+    assert list(tmp_path.iterdir()) == [cache]
 
 
 @pytest.mark.parametrize("change", ["seed", "longer", "max_new_tokens", "weights", "corrupt"])
@@ -61,10 +64,14 @@ def test_cache_is_regenerated_on_a_mismatch(tmp_path: Path, tiny: Path, change: 
         os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1_000_000_000))
     else:
         cache.write_text(cache.read_text()[:-10])
+    before = cache.read_text()
     remade, cached = _get(cache, model, kwargs["num_train"], kwargs["seed"], kwargs["max_new_tokens"])
-    assert not cached
-    assert json.loads(cache.read_text())["key"] == remade.key != made.key or change == "corrupt"
-    assert len(remade.train) == kwargs["num_train"]
+    assert not cached and len(remade.train) == kwargs["num_train"]
+    assert json.loads(cache.read_text())["key"] == remade.key
+    if change != "corrupt":
+        assert remade.key != made.key
+        # The cache it replaced is kept beside it, as it was.
+        assert (tmp_path / "candidates.replaced-1.json").read_text() == before
 
 
 def _group(prompt_id: str, prompt: str, texts: list[str]) -> PromptReplies:

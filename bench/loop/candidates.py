@@ -7,9 +7,9 @@ file (`<out>/candidates.json` by default) and every taste's run replays them fro
 
 A cache is reused only when its key matches: the model's fingerprint (path, size and
 mtime of its weight files), the chat sampling settings, the seed, k, the engine batching,
-the held-out prompt ids, and training prompt ids of which the requested ones are a
-prefix (a cache of 96 prompts serves a run on the first 48: the same prompts with the
-same per-prompt seeds). Anything else regenerates it, replacing the file. This module
+and prompt ids of which the requested ones are a prefix (a cache of 96 training prompts
+serves a run on the first 48: the same prompts with the same per-prompt seeds). Anything
+else regenerates it; the file it replaces is moved aside, never lost. This module
 generates and stores; judging the replies is the tastes' job, storing them in the chat's
 store the simulated user's.
 """
@@ -52,7 +52,7 @@ class CandidateSet:
     train: list[PromptReplies]  # k replies per training prompt, in sample order
     held_out: list[PromptReplies]  # the base model's one reply per held-out prompt
     base_perplexity: float
-    seconds: dict[str, float]  # wall time of generating each part (when it was made)
+    seconds: dict[str, float]  # wall time of generating each part (when it was made; pro rata for a prefix)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -65,10 +65,15 @@ class CandidateSet:
         return cls(raw["key"], [group(r) for r in raw["train"]], [group(r) for r in raw["held_out"]],
                    float(raw["base_perplexity"]), dict(raw["seconds"]))
 
-    def first(self, num_train: int) -> "CandidateSet":
-        """The same set restricted to its first `num_train` training prompts."""
-        key = dict(self.key, train_ids=self.key["train_ids"][:num_train])
-        return CandidateSet(key, self.train[:num_train], self.held_out, self.base_perplexity, self.seconds)
+    def first(self, num_train: int, num_held_out: int) -> "CandidateSet":
+        """The same set restricted to its first training and held-out prompts."""
+        key = dict(self.key, train_ids=self.key["train_ids"][:num_train],
+                   held_out_ids=self.key["held_out_ids"][:num_held_out])
+        train, held_out = self.train[:num_train], self.held_out[:num_held_out]
+        # What generating just these would have taken, pro rata (a part's prompts take alike).
+        share = {"train": len(train) / max(1, len(self.train)), "held_out": len(held_out) / max(1, len(self.held_out))}
+        seconds = {part: value * share.get(part, 1.0) for part, value in self.seconds.items()}
+        return CandidateSet(key, train, held_out, self.base_perplexity, seconds)
 
     @property
     def generated_tokens(self) -> int:
@@ -96,25 +101,42 @@ def cache_key(model: dict[str, Any], chat_settings: Any, seed: int, k: int, trai
     }
 
 
-def serves(cached: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """Whether a cache made under key `cached` holds exactly what `wanted` asks for."""
-    same = {name: value for name, value in cached.items() if name != "train_ids"}
-    asked = {name: value for name, value in wanted.items() if name != "train_ids"}
-    num_train = len(wanted["train_ids"])
-    return same == asked and cached["train_ids"][:num_train] == wanted["train_ids"]
+def mismatches(cached: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The key fields in which a cache made under `cached` cannot serve `wanted` (none:
+    it serves it). Prompt ids match when the wanted ones are a prefix of the cached ones."""
+    out = [name for name in sorted(set(cached) | set(wanted))
+           if name not in ("train_ids", "held_out_ids") and cached.get(name) != wanted.get(name)]
+    for name in ("train_ids", "held_out_ids"):
+        ids = wanted.get(name, [])
+        if cached.get(name, [])[: len(ids)] != ids:
+            out.append(name)
+    return out
+
+
+def read_cache(path: Path) -> CandidateSet | None:
+    """The cache at `path`, or None when it is absent or unreadable."""
+    try:
+        return CandidateSet.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def load_cached(path: Path, key: dict[str, Any]) -> CandidateSet | None:
     """The cache at `path` cut to what `key` asks for, or None when absent, unreadable or
-    made under another key."""
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-        candidates = CandidateSet.from_dict(raw)
-    except (OSError, ValueError, KeyError, TypeError):
+    made under a key that does not serve it."""
+    candidates = read_cache(path)
+    if candidates is None or mismatches(candidates.key, key):
         return None
-    if not serves(candidates.key, key):
-        return None
-    return candidates.first(len(key["train_ids"]))
+    return candidates.first(len(key["train_ids"]), len(key["held_out_ids"]))
+
+
+def set_aside(path: Path) -> Path:
+    """Move a cache that is about to be replaced to a free name beside it; its new path."""
+    number = 1
+    while (target := path.with_name(f"{path.stem}.replaced-{number}{path.suffix}")).exists():
+        number += 1
+    os.replace(path, target)
+    return target
 
 
 def save(candidates: CandidateSet, path: Path) -> None:
@@ -180,6 +202,11 @@ def candidates_for(path: Path, model_path: str, fingerprint: dict[str, Any], cha
         echo(f"candidates: reusing {path} ({len(cached.train)} training prompts)")
         return cached, True
     from engine.loading import load_model
+
+    old = read_cache(path)
+    if old is not None:  # made for another configuration: kept, never overwritten (it took a while)
+        differing = ", ".join(mismatches(old.key, key))
+        echo(f"candidates: {path} was made with another {differing}; moved to {set_aside(path)}")
 
     echo(f"candidates: generating {len(train)} x {k} alternatives and {len(held_out)} held-out replies into {path}")
     started = time.perf_counter()

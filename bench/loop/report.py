@@ -186,6 +186,12 @@ def render_markdown(results: dict[str, Any], num_samples_shown: int = 6, plot_na
             f"{collection.get('thumbs_up')} thumbs up, {collection.get('thumbs_down')} down; "
             f"{collection.get('taught', 0)} replies written by the user.",
         ]
+    candidates = results.get("candidates", {})
+    if candidates:
+        lines += ["", f"The alternatives and the base version's held-out replies were "
+                      f"{'reused from' if candidates.get('cached') else 'generated into'} `{candidates.get('path')}`; "
+                      f"generating them takes {_minutes(sum(candidates.get('seconds', {}).values()))} on the machine "
+                      "that made them."]
     lines += ["", "## Training runs", ""]
     for algo, trained in results.get("training", {}).items():
         lines.append(f"### {algo.upper()}")
