@@ -1,5 +1,6 @@
-"""The closed-loop benchmark's parts: prompt set and split, the preference, Wilson
-intervals, KL along replies, perplexity, per-phase peak memory, progress-log parsing."""
+"""The closed-loop benchmark's parts: prompt set and split, word counts, Wilson
+intervals, the gain rule, KL along replies, perplexity, per-phase peak memory,
+progress-log parsing. The tastes have their own file (test_loop_tastes.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import pytest
 import torch
 
 from bench.loop import measures
-from bench.loop.phases import measured, run_measured
-from bench.loop.preference import Preference, count_words, distinct_share
+from trainer.fluency import perplexity
+from bench.loop.phases import run_measured
 from bench.loop.prompt_set import KINDS, held_out_text, load_prompts, split_prompts
 from bench.loop.runner import parse_progress_log
+from bench.loop.tastes.text import count_words, distinct_share
 from engine.loading import load_model
 from tiny_models import make_tiny_model_dir
 
@@ -54,22 +56,6 @@ def test_words_are_counted_as_a_reader_counts_them() -> None:
     assert distinct_share("yes yes yes no") == 0.5
 
 
-def test_preference_ranks_satisfying_replies_first_then_by_secondary_score() -> None:
-    preference = Preference(max_words=5)
-    texts = [
-        "one two three four five six seven",  # 7 words: fails
-        "go go go go",  # 4 words, repetitive: satisfies
-        "Boil it for six minutes.",  # 5 words: satisfies
-        "one two three four five six",  # 6 words: fails, closer
-        "",  # empty: fails
-    ]
-    assert [preference.satisfied(t) for t in texts] == [False, True, True, False, False]
-    order = preference.rank(texts)
-    assert order == [2, 1, 4, 3, 0]
-    assert preference.thumbs(texts, order) == {2: +1, 0: -1}
-    assert preference.thumbs(["a b c d e f g", "a b c d e f"], [1, 0]) == {0: -1}
-
-
 @pytest.mark.parametrize(
     "hits,total,low,high",
     [(5, 10, 0.236593, 0.763407), (0, 10, 0.0, 0.277533), (10, 10, 0.722467, 1.0), (30, 100, 0.218949, 0.395849)],
@@ -79,6 +65,24 @@ def test_wilson_interval_matches_the_formula_values(hits: int, total: int, low: 
     assert got == pytest.approx((low, high), abs=1e-5)
     rate = measures.rate([True] * hits + [False] * (total - hits))
     assert (rate.hits, rate.total, rate.value) == (hits, total, hits / total)
+
+
+@pytest.mark.parametrize(
+    "before,after,z,counts",
+    [
+        ((10, 72), (20, 72), 2.052, True),  # doubled and significant
+        ((3, 72), (6, 72), 1.033, False),  # doubled but not significant: does not count
+        ((30, 72), (43, 72), 2.167, False),  # significant, +18 points, not doubled: does not count
+        ((30, 72), (46, 72), 2.671, True),  # significant and +22 points
+        ((0, 72), (5, 72), 2.276, True),  # from nothing: any significant rise doubles it
+        ((20, 72), (10, 72), -2.052, False),  # a fall never counts
+    ],
+)
+def test_a_gain_counts_only_when_significant_and_large(before, after, z, counts) -> None:
+    first = measures.rate([True] * before[0] + [False] * (before[1] - before[0]))
+    second = measures.rate([True] * after[0] + [False] * (after[1] - after[0]))
+    assert measures.two_proportion_z(first, second) == pytest.approx(z, abs=1e-3)
+    assert measures.gain_counts(first, second) is counts
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +120,7 @@ def test_perplexity_is_exp_mean_nll_over_windows(two_tiny_models) -> None:
     with torch.no_grad():
         logits = first.model(torch.tensor([ids[:-1]]))[0]
         nll = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]))
-    assert measures.perplexity(first.model, ids, window=512) == pytest.approx(math.exp(float(nll)), rel=1e-5)
+    assert perplexity(first.model, ids, window=512) == pytest.approx(math.exp(float(nll)), rel=1e-5)
     # Windows of 10: each predicts its own 10 tokens from its own context only.
     total = 0.0
     with torch.no_grad():
@@ -124,7 +128,7 @@ def test_perplexity_is_exp_mean_nll_over_windows(two_tiny_models) -> None:
             chunk = ids[start : start + 11]
             out = first.model(torch.tensor([chunk[:-1]]))[0]
             total += float(torch.nn.functional.cross_entropy(out, torch.tensor(chunk[1:]), reduction="sum"))
-    assert measures.perplexity(first.model, ids, window=10) == pytest.approx(math.exp(total / 39), rel=1e-5)
+    assert perplexity(first.model, ids, window=10) == pytest.approx(math.exp(total / 39), rel=1e-5)
 
 
 _PHASE_PEAKS = """
@@ -177,3 +181,38 @@ def test_progress_lines_in_a_log_become_curves(tmp_path: Path) -> None:
         "reward": [{"step": 5.0, "total": 10.0, "loss": 0.61, "accuracy": 0.75}],
         "dpo": [{"step": 30.0, "total": 30.0, "loss": 0.4, "margin": 0.15}],
     }
+
+
+def test_every_benchmark_command_and_option_has_help_text() -> None:
+    from click.testing import CliRunner
+
+    from bench.loop.__main__ import cli
+
+    for name, command in cli.commands.items():
+        assert (command.help or "").strip(), name
+        for param in command.params:
+            assert (getattr(param, "help", "") or "").strip(), (name, param.opts)
+        assert CliRunner().invoke(cli, [name, "--help"]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "args,named",
+    [
+        (["run", "--taste", "nope"], "'nope' is not a known taste"),
+        (["run", "--taste", "short,lists"], "`run` takes one taste"),
+        (["matrix", "--tastes", "short,nope"], "'nope' is not a known taste"),
+        (["matrix", "--tastes", "short,short"], "names a taste twice"),
+        (["matrix", "--algos", "dpo,sft"], "'sft' is not one of ppo, dpo"),
+        (["run", "--k", "7"], "k must be between 2 and 4, got 7"),
+        (["run", "--train-prompts", "0"], "must be at least 1, got 0"),
+        (["run", "--max-taught", "-1"], "must be at least 0, got -1"),
+    ],
+)
+def test_bad_benchmark_arguments_fail_with_one_line_naming_the_value(tmp_path: Path, args: list[str], named: str) -> None:
+    from click.testing import CliRunner
+
+    from bench.loop.__main__ import cli
+
+    result = CliRunner().invoke(cli, args + ["--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and named in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()  # nothing was started

@@ -132,7 +132,7 @@ def retrain_and_measure(home: Path, results: dict, settings_kwargs: dict, held_o
     from trainer.settings import TrainSettings
 
     from bench.loop.evaluation import evaluate_version
-    from bench.loop.preference import Preference
+    from bench.loop.tastes import get_taste
     from bench.loop.prompt_set import load_prompts
 
     config = results["config"]
@@ -149,17 +149,17 @@ def retrain_and_measure(home: Path, results: dict, settings_kwargs: dict, held_o
     chat_settings = ChatSettings()
     if config.get("max_new_tokens"):
         chat_settings = dataclasses.replace(chat_settings, max_new_tokens=config["max_new_tokens"])
-    preference = Preference(config["max_words"])
+    taste = get_taste(config.get("taste", "short"))
     base_eval = results.get("evaluation", {}).get("base")
     from engine.loading import load_model
 
     parent = load_model(version.path)
     if base_eval is None or base_eval["preference_rate"]["total"] != len(held_out):
-        evaluated, _ = evaluate_version("base", version.id, version.path, held_out, preference, chat_settings,
+        evaluated, _ = evaluate_version("base", version.id, version.path, held_out, taste, chat_settings,
                                         config["seed"], config.get("max_batch_rows", 32))
         base_eval = evaluated.as_dict()
     new_version = store.get_model_version(outcome.version_name)
-    evaluated, _ = evaluate_version("new", new_version.id, new_version.path, held_out, preference, chat_settings,
+    evaluated, _ = evaluate_version("new", new_version.id, new_version.path, held_out, taste, chat_settings,
                                     config["seed"], config.get("max_batch_rows", 32), parent)
     after = evaluated.as_dict()
     return {

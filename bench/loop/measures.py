@@ -1,8 +1,10 @@
-"""What the benchmark measures about a model version: preference rate with a Wilson
-interval, KL to a parent version along replies, and perplexity on a fixed text.
+"""What the benchmark measures about a model version: a taste's rate with a Wilson
+interval, whether a rise counts as a gain, and the exact KL to a parent version along
+replies (perplexity on the fixed text is trainer/fluency.py's, the same guard the trainer
+reports).
 
-Works on `engine` models (LoadedModel) directly with plain forward passes; it shares no
-code with the trainer's own evaluation, so the two can check each other.
+Works on `engine` models (LoadedModel) directly with plain forward passes; the KL here is
+exact over the vocabulary, unlike the trainer's sampled estimate, so the two check each other.
 """
 
 from __future__ import annotations
@@ -60,6 +62,19 @@ def two_proportion_z(before: Rate, after: Rate) -> float:
     return (after.value - before.value) / spread if spread else 0.0
 
 
+MIN_Z = 2.0
+MIN_RATIO = 2.0
+MIN_POINTS = 0.20
+
+
+def gain_counts(before: Rate, after: Rate) -> bool:
+    """The benchmark's rule for a gain: significant (two-proportion z of after against
+    before at least 2) and large (the rate at least doubles, or rises 20 points)."""
+    eps = 1e-9
+    large = after.value >= MIN_RATIO * before.value - eps or after.value - before.value >= MIN_POINTS - eps
+    return two_proportion_z(before, after) >= MIN_Z - eps and large
+
+
 def _logits(model: torch.nn.Module, ids: list[int]) -> torch.Tensor:
     """Full-sequence logits (T, V) in fp32 from a plain forward pass (no KV cache)."""
     tokens = torch.tensor([ids], dtype=torch.long, device=next(model.parameters()).device)
@@ -100,22 +115,3 @@ def kl_along_replies(new: torch.nn.Module, parent: torch.nn.Module, prompts: lis
     if not totals:
         return KLSummary(0.0, 0.0, 0, 0)
     return KLSummary(sum(totals) / len(totals), sum(totals) / num_tokens, len(totals), num_tokens)
-
-
-@torch.no_grad()
-def perplexity(model: torch.nn.Module, token_ids: list[int], window: int = 512) -> float:
-    """exp(mean next-token NLL) over `token_ids`, in non-overlapping windows of `window`
-    tokens (each window predicts its own tokens after the first)."""
-    total_nll = 0.0
-    count = 0
-    for start in range(0, len(token_ids) - 1, window):
-        chunk = token_ids[start : start + window + 1]
-        if len(chunk) < 2:
-            break
-        logits = _logits(model, chunk[:-1])
-        targets = torch.tensor(chunk[1:], device=logits.device)
-        total_nll += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
-        count += len(chunk) - 1
-    if count == 0:
-        raise ValueError("perplexity needs at least two tokens")
-    return math.exp(total_nll / count)

@@ -86,12 +86,12 @@ def plot_training(results: dict[str, Any], path: Path) -> bool:
         else:
             axis.text(0.5, 0.5, "no data", ha="center", va="center", transform=axis.transAxes)
     summary = results.get("summary", {})
-    preference = results.get("preference", {}).get("name", "")
+    preference = results.get("taste", {}).get("name", "")
     rates = ", ".join(
         f"{algo.upper()} {100 * s['rate_before']:.0f}% -> {100 * s['rate_after']:.0f}%"
         for algo, s in summary.items() if isinstance(s, dict) and "rate_after" in s
     )
-    figure.suptitle(f"Preference '{preference}' on held-out prompts: {rates}", fontsize=11)
+    figure.suptitle(f"Taste '{preference}' on held-out prompts: {rates}", fontsize=11)
     figure.tight_layout()
     temp = path.with_name(f".{path.stem}.tmp.png")
     figure.savefig(temp, dpi=110)
@@ -119,8 +119,20 @@ def _quote(text: str, limit: int = 600) -> str:
     return text.replace("|", "\\|").replace("\n", "<br>")
 
 
+def outcome_sentence(s: dict[str, Any]) -> str:
+    """One verdict (bench/loop/outcome.py) in words."""
+    text = (f"{_pct(s['rate_before'])} -> {_pct(s['rate_after'])} ({s['gain_points']:+.1f} points, z = {s['z']:.2f}; "
+            f"the gain {'counts' if s['gain_counts'] else 'does not count'}: it needs z >= 2 and a doubling or "
+            f"+20 points); median reply {s['median_words_before']:.0f} -> {s['median_words_after']:.0f} words "
+            f"({100 * s['median_words_change']:+.0f}%{', LENGTH DRIFT' if s['length_drift'] else ''}); "
+            f"perplexity ratio {s['perplexity_ratio']:.3f} ({'within' if s['fluency_within_10pct'] else 'outside'} 10%)")
+    if s.get("train_s") is not None:
+        text += f"; training {_minutes(s['train_s'])} ({'within' if s['train_within_10_min'] else 'over'} 10 min)"
+    return text + "."
+
+
 def render_markdown(results: dict[str, Any], num_samples_shown: int = 6, plot_name: str | None = None) -> str:
-    from bench.loop.preference import count_words
+    from bench.loop.tastes.text import count_words
 
     evaluation = results.get("evaluation", {})
     summary = results.get("summary", {})
@@ -128,14 +140,14 @@ def render_markdown(results: dict[str, Any], num_samples_shown: int = 6, plot_na
     config = results.get("config", {})
     lines = ["# Closed-loop benchmark", ""]
     lines += [
-        f"Preference: **{results.get('preference', {}).get('description', '')}**",
+        f"Taste `{results.get('taste', {}).get('name', '')}`: **{results.get('taste', {}).get('description', '')}**",
         "",
         f"Base version: `{results.get('base_version', {}).get('name')}`. Prompts: {prompts.get('train')} ranked "
         f"(k = {config.get('k')} alternatives each), {prompts.get('held_out')} held out (split seed "
         f"{prompts.get('split_seed')}). Replies sampled with the chat's default settings; every version answers "
         "each held-out prompt once with the same seed.",
         "",
-        "| version | preference rate (95% Wilson CI) | change | KL to parent (nats/reply, /token) | "
+        "| version | taste rate (95% Wilson CI) | change | KL to parent (nats/reply, /token) | "
         "perplexity on fixed text | mean words | cut at max tokens |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -157,13 +169,7 @@ def render_markdown(results: dict[str, Any], num_samples_shown: int = 6, plot_na
         if s.get("failed"):
             lines.append(f"- {algo.upper()}: training failed, see the log.")
             continue
-        lines.append(
-            f"- {algo.upper()}: {_pct(s['rate_before'])} -> {_pct(s['rate_after'])} ({s['gain_points']:+.1f} points, "
-            f"z = {s['z']:.2f}; target +25 points, or doubling from under 25%: "
-            f"{'met' if s['meets_gain_target'] else 'not met'}); perplexity ratio {s['perplexity_ratio']:.3f} "
-            f"({'within' if s['fluency_within_10pct'] else 'outside'} 10%); collection + training "
-            f"{_minutes(s['collect_plus_train_s'])} ({'within' if s['within_60_min'] else 'over'} 60 min)."
-        )
+        lines.append(f"- {algo.upper()}: {outcome_sentence(s)}")
     lines += ["", "## Phases", "", "| phase | wall time | peak RSS |", "|---|---|---|"]
     for phase in results.get("phases", []):
         note = " (process lifetime)" if phase.get("peak_is_lifetime") else ""
@@ -174,11 +180,18 @@ def render_markdown(results: dict[str, Any], num_samples_shown: int = 6, plot_na
         lines += [
             "", "## Feedback collected", "",
             f"{collection.get('prompts')} prompts, {collection.get('replies')} replies ({collection.get('generated_tokens')} "
-            f"tokens); {_pct(collection.get('reply_satisfaction_rate', 0))} of replies met the preference; "
+            f"tokens); {_pct(collection.get('reply_satisfaction_rate', 0))} of replies met the taste; "
             f"{collection.get('prompts_with_mixed_replies')} prompts had both kinds; "
             f"{collection.get('store', {}).get('pairs')} preference pairs in the store; "
-            f"{collection.get('thumbs_up')} thumbs up, {collection.get('thumbs_down')} down.",
+            f"{collection.get('thumbs_up')} thumbs up, {collection.get('thumbs_down')} down; "
+            f"{collection.get('taught', 0)} replies written by the user.",
         ]
+    candidates = results.get("candidates", {})
+    if candidates:
+        lines += ["", f"The alternatives and the base version's held-out replies were "
+                      f"{'reused from' if candidates.get('cached') else 'generated into'} `{candidates.get('path')}`; "
+                      f"generating them takes {_minutes(sum(candidates.get('seconds', {}).values()))} on the machine "
+                      "that made them."]
     lines += ["", "## Training runs", ""]
     for algo, trained in results.get("training", {}).items():
         lines.append(f"### {algo.upper()}")

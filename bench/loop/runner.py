@@ -1,6 +1,7 @@
-"""The whole loop, phase by phase: set up a data directory, collect feedback as the
-simulated user, run `chat-tui train` (PPO, DPO) as subprocesses, and measure every
-version on the held-out prompts.
+"""The whole loop for one taste, phase by phase: set up a data directory, get the base
+model's candidate replies (generated once, then cached: bench/loop/candidates.py), give
+feedback on them as the simulated user with that taste, run `chat-tui train` (PPO, DPO)
+as subprocesses, and measure every new version on the held-out prompts.
 
 The benchmark owns its data directory (`<out>/home`, passed to the trainer as
 CHAT_TUI_HOME), so nothing of the user's own chat data is read or written. Results go to
@@ -22,11 +23,12 @@ from typing import Any, Callable
 
 import torch
 
-from bench.loop import measures
+from bench.loop.candidates import CACHE_FILE, CandidateSet
+from bench.loop.evaluation import VersionEval, evaluate_version, score_replies
+from bench.loop.outcome import verdict
 from bench.loop.phases import PhaseRecord, measured, run_measured
-from bench.loop.evaluation import VersionEval, evaluate_version
-from bench.loop.preference import Preference
 from bench.loop.prompt_set import BenchPrompt, load_prompts, split_prompts
+from bench.loop.tastes import DEFAULT_TASTE, get_taste
 
 Echo = Callable[[str], None]
 # trainer/progress.py's console lines, as written to a log (not a terminal).
@@ -38,9 +40,10 @@ METRIC = re.compile(r"([A-Za-z_][\w/.-]*)\s+(-?[\d.]+(?:e[-+]?\d+)?|nan|inf|-inf
 class LoopConfig:
     out_dir: Path
     model: str | None = None  # a model directory or .gguf; None: the default model, imported
+    taste: str = DEFAULT_TASTE  # a registry name, or "package.module:attribute" (bench/loop/tastes)
     algos: tuple[str, ...] = ("ppo", "dpo")
     k: int = 4  # alternatives per prompt (the chat's compare mode allows 2-4)
-    max_words: int = 50
+    max_taught: int = 10  # at most this many prompts get a reply written by the user
     num_train_prompts: int | None = None  # None: all of the split's training prompts
     num_held_out_prompts: int | None = None
     held_out_fraction: float = 0.35
@@ -52,6 +55,8 @@ class LoopConfig:
     train_args: dict[str, list[str]] = field(default_factory=dict)  # algo -> extra `chat-tui train` args
     threads: int | None = None  # torch threads here and OMP_NUM_THREADS for the trainer
     prompts_file: Path | None = None
+    candidates_path: Path | None = None  # None: <out_dir>/candidates.json
+    base_models_dir: Path | None = None  # where the default model is imported; None: beside the candidates
     num_samples_shown: int = 6
 
     def as_dict(self) -> dict[str, Any]:
@@ -68,6 +73,59 @@ def chat_tui_command() -> list[str]:
     return [sys.executable, "-c", "from chat_tui.cli import main; main()"]
 
 
+def chat_settings(max_new_tokens: int | None = None):
+    """The chat's default sampling settings, with another reply length if asked."""
+    from chat_tui.services.chat_settings import ChatSettings
+
+    settings = ChatSettings()
+    if max_new_tokens:
+        settings = dataclasses.replace(settings, max_new_tokens=max_new_tokens)
+    return settings.validate()
+
+
+def base_model(model: str | None, base_models_dir: Path) -> tuple[str, str, dict[str, Any]]:
+    """(name, path, fingerprint) of the base model: the default model imported into
+    `base_models_dir` once (fingerprinted by its shipped file), or the given one."""
+    from bench.loop.candidates import model_fingerprint
+
+    if model is None:
+        from engine.loading import DEFAULT_MODEL_NAME, ensure_default_model
+        from engine.loading.default_model import default_gguf_path
+
+        path = ensure_default_model(base_models_dir)
+        return DEFAULT_MODEL_NAME, str(path), {"default": DEFAULT_MODEL_NAME, **model_fingerprint(default_gguf_path())}
+    path = Path(model).expanduser().resolve()
+    return path.name, str(path), model_fingerprint(path)
+
+
+def split_for(config: LoopConfig) -> tuple[list[BenchPrompt], list[BenchPrompt]]:
+    """(training prompts, held-out prompts) the configuration asks for."""
+    prompts = load_prompts(config.prompts_file) if config.prompts_file else load_prompts()
+    split = split_prompts(prompts, config.held_out_fraction, config.split_seed)
+    return split.train[: config.num_train_prompts], split.held_out[: config.num_held_out_prompts]
+
+
+def base_models_dir(config: LoopConfig, out_dir: Path) -> Path:
+    """Where the default model is imported: beside the candidate cache unless given."""
+    if config.base_models_dir is not None:
+        return Path(config.base_models_dir).resolve()
+    return Path(config.candidates_path or out_dir / CACHE_FILE).resolve().parent / "base-models"
+
+
+def load_candidates(config: LoopConfig, out_dir: Path, echo: Echo) -> tuple[CandidateSet, bool, str, str]:
+    """(the candidates, whether cached, base name, base path) for `config`, generated if needed."""
+    from bench.loop.candidates import candidates_for
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    train, held_out = split_for(config)
+    cache = Path(config.candidates_path or out_dir / CACHE_FILE).resolve()
+    name, path, fingerprint = base_model(config.model, base_models_dir(config, out_dir))
+    candidates, cached = candidates_for(cache, path, fingerprint, chat_settings(config.max_new_tokens), config.seed,
+                                        config.k, train, held_out, config.prompts_per_batch, config.max_batch_rows, echo)
+    return candidates, cached, name, path
+
+
 class LoopRunner:
     def __init__(self, config: LoopConfig, echo: Echo | None = None) -> None:
         self.config = config
@@ -76,28 +134,18 @@ class LoopRunner:
         self.home = self.out_dir / "home"
         self.phases: list[PhaseRecord] = []
         self.results: dict[str, Any] = {"config": config.as_dict()}
-        self.preference = Preference(config.max_words)
+        self.taste = get_taste(config.taste)
 
     # -- the pieces ---------------------------------------------------------------------
 
-    def prepare(self) -> tuple[list[BenchPrompt], list[BenchPrompt]]:
+    def prepare(self) -> None:
         if self.home.exists():
             shutil.rmtree(self.home)  # a benchmark run always starts from an empty store
         self.home.mkdir(parents=True, mode=0o700)
         os.environ["CHAT_TUI_HOME"] = str(self.home)  # for chat_tui.paths in this process
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
-        prompts = load_prompts(self.config.prompts_file) if self.config.prompts_file else load_prompts()
-        split = split_prompts(prompts, self.config.held_out_fraction, self.config.split_seed)
-        train = split.train[: self.config.num_train_prompts]
-        held_out = split.held_out[: self.config.num_held_out_prompts]
-        self.results["prompts"] = {
-            "total": len(prompts), "train": len(train), "held_out": len(held_out), "split_seed": split.seed,
-            "train_ids": [p.id for p in train], "held_out_ids": [p.id for p in held_out],
-        }
-        self.results["preference"] = {"name": self.preference.name, "description": self.preference.describe(),
-                                      "max_words": self.preference.max_words}
-        return train, held_out
+        self.results["taste"] = self.taste.as_dict()
 
     def open_store(self):
         from chat_tui.paths import database_path
@@ -105,43 +153,21 @@ class LoopRunner:
 
         return Store(database_path())
 
-    def register_base(self, store) -> Any:
-        """The base version, as the chat would have it: the default model imported on first
-        use, or the given model registered and activated."""
-        if self.config.model is None:
-            from chat_tui.services.bootstrap import import_default_model
+    def register_base(self, store, name: str, path: str) -> Any:
+        """The base version, as the chat has an imported model: registered and active."""
+        return store.register_model_version(name, path, source="import", activate=True)
 
-            choice = import_default_model(store, lambda label, text: self.echo(f"{label}: {text}"))
-            return store.get_model_version(choice.version_id)
-        path = Path(self.config.model).expanduser().resolve()
-        return store.register_model_version(path.name, str(path), source="import", activate=True)
-
-    def chat_settings(self):
-        from chat_tui.services.chat_settings import ChatSettings
-
-        settings = ChatSettings()
-        if self.config.max_new_tokens:
-            settings = dataclasses.replace(settings, max_new_tokens=self.config.max_new_tokens)
-        return settings.validate()
-
-    def collect(self, store, base, train_prompts: list[BenchPrompt]) -> dict[str, Any]:
-        from engine.loading import load_model
-
+    def collect(self, store, base, candidates: CandidateSet) -> dict[str, Any]:
         from bench.loop.simulated_user import SimulatedUser
 
-        loaded = load_model(base.path)
-        user = SimulatedUser(store, loaded, base.id, self.preference, self.config.k, self.chat_settings(),
-                             self.config.seed, self.config.prompts_per_batch, self.config.max_batch_rows)
-        started = time.perf_counter()
-
-        def progress(done: int, total: int) -> None:
-            elapsed = time.perf_counter() - started
-            self.echo(f"collect: {done}/{total} prompts ranked, {elapsed:.0f}s")
-
-        summary = user.collect(train_prompts, progress)
-        stats = store.stats()
+        settings = chat_settings(self.config.max_new_tokens)
+        sampling = {"temperature": settings.temperature, "top_p": settings.top_p,
+                    "max_new_tokens": settings.max_new_tokens, "repetition_penalty": settings.repetition_penalty,
+                    "n": self.config.k}
+        user = SimulatedUser(store, base.id, self.taste, sampling, self.config.max_taught)
+        summary = user.collect(candidates.train)
         out = summary.as_dict()
-        out["store"] = {"pairs": len(store.preference_pairs()), **_plain(stats)}
+        out["store"] = {"pairs": len(store.preference_pairs()), **_plain(store.stats())}
         return out
 
     def train(self, algo: str, base) -> dict[str, Any]:
@@ -157,7 +183,7 @@ class LoopRunner:
         store = self.open_store()
         runs = [r for r in store.list_training_runs() if r.kind == algo]
         run = runs[-1] if runs else None
-        result = {"command": command, "returncode": code, "log": str(log_path)}
+        result = {"command": command, "returncode": code, "log": str(log_path), "wall_s": self.phases[-1].wall_s}
         if code != 0 or run is None or run.status != "succeeded" or run.result_version_id is None:
             tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
             result["error"] = "\n".join(tail)
@@ -171,40 +197,53 @@ class LoopRunner:
         })
         return result
 
-    def evaluate(self, name: str, version_id: int | None, path: str, held_out: list[BenchPrompt], parent=None) -> tuple[VersionEval, Any]:
-        return evaluate_version(name, version_id, path, held_out, self.preference, self.chat_settings(),
-                                self.config.seed, self.config.max_batch_rows, parent)
-
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
+        from engine.loading import load_model
+
         from bench.loop.report import write_report
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         with measured("setup", self.phases):
-            train_prompts, held_out = self.prepare()
+            self.prepare()
             store = self.open_store()
-            base = self.register_base(store)
+        with measured("candidates", self.phases) as phase:
+            candidates, cached, base_name, base_path = load_candidates(self.config, self.out_dir, self.echo)
+            phase.notes.update({"cached": cached, "generated_s": candidates.seconds})
+            base = self.register_base(store, base_name, base_path)
         self.results["base_version"] = {"id": base.id, "name": base.name, "path": base.path}
-        self.echo(f"base version {base.name!r}; {len(train_prompts)} train / {len(held_out)} held-out prompts; "
-                  f"preference: {self.preference.name}")
+        self.results["prompts"] = {"train": len(candidates.train), "held_out": len(candidates.held_out),
+                                   "split_seed": self.config.split_seed, "train_ids": candidates.key["train_ids"],
+                                   "held_out_ids": candidates.key["held_out_ids"]}
+        self.results["candidates"] = {"cached": cached, "seconds": candidates.seconds,
+                                      "path": str(self.config.candidates_path or self.out_dir / CACHE_FILE)}
+        self.echo(f"base version {base.name!r}; {len(candidates.train)} train / {len(candidates.held_out)} held-out "
+                  f"prompts; taste {self.taste.name!r}: {self.taste.description}")
 
         with measured("collect", self.phases):
-            self.results["collection"] = self.collect(store, base, train_prompts)
+            self.results["collection"] = self.collect(store, base, candidates)
         self.echo(f"collected: {json.dumps({k: v for k, v in self.results['collection'].items() if k != 'store'})}")
 
         self.results["training"] = {algo: self.train(algo, base) for algo in self.config.algos}
 
         evaluations: dict[str, VersionEval] = {}
         with measured("eval_base", self.phases):
-            evaluations["base"], parent = self.evaluate("base", base.id, base.path, held_out)
+            held = candidates.held_out
+            evaluations["base"] = score_replies(
+                "base", base.id, [g.replies[0].text for g in held], [g.replies[0].finish_reason for g in held],
+                self.taste, candidates.base_perplexity, sum(g.replies[0].num_tokens for g in held))
+            parent = load_model(base.path) if any("version_path" in t for t in self.results["training"].values()) else None
         self.echo(f"base: {evaluations['base'].rate}")
+        held_out = [BenchPrompt(g.prompt_id, "", g.prompt_text) for g in held]
         for algo, trained in self.results["training"].items():
             if "version_path" not in trained:
                 continue
             with measured(f"eval_{algo}", self.phases):
-                evaluations[algo], loaded = self.evaluate(algo, trained["version_id"], trained["version_path"], held_out, parent)
+                evaluations[algo], loaded = evaluate_version(
+                    algo, trained["version_id"], trained["version_path"], held_out, self.taste,
+                    chat_settings(self.config.max_new_tokens), self.config.seed, self.config.max_batch_rows, parent)
             del loaded
             self.echo(f"{algo}: {evaluations[algo].rate}; KL {evaluations[algo].kl_to_parent.per_reply:.2f} nats/reply")
         self.results["evaluation"] = {name: e.as_dict() for name, e in evaluations.items()}
@@ -214,33 +253,27 @@ class LoopRunner:
         ]
         self.results["phases"] = [p.as_dict() for p in self.phases]
         self.results["total_wall_s"] = time.perf_counter() - started
-        self.results["summary"] = summarize(self.results, evaluations, self.phases)
+        self.results["summary"] = summarize(self.results, self.taste.is_about_length)
         write_report(self.results, self.out_dir, self.config.num_samples_shown)
         return self.results
 
 
-def summarize(results: dict[str, Any], evaluations: dict[str, VersionEval], phases: list[PhaseRecord]) -> dict[str, Any]:
-    """The headline: before/after rates, their difference, the guards, the time budget."""
-    base = evaluations.get("base")
-    seconds = {p.name: p.wall_s for p in phases}
-    out: dict[str, Any] = {"collect_s": seconds.get("collect", 0.0)}
+def summarize(results: dict[str, Any], is_about_length: bool) -> dict[str, Any]:
+    """The headline per algorithm (bench/loop/outcome.py), and the collection's time: the
+    candidates' generation (as recorded when they were made) plus storing the feedback."""
+    phases = {p["name"]: p for p in results.get("phases", [])}
+    generated = sum(results.get("candidates", {}).get("seconds", {}).values())
+    collect_s = generated + phases.get("collect", {}).get("wall_s", 0.0)
+    out: dict[str, Any] = {"collect_s": collect_s}
+    evaluation = results.get("evaluation", {})
     for algo in results["config"]["algos"]:
-        after = evaluations.get(algo)
-        if base is None or after is None:
+        trained = results.get("training", {}).get(algo, {})
+        if "base" not in evaluation or algo not in evaluation:
             out[algo] = {"failed": True}
             continue
-        gain = after.rate.value - base.rate.value
-        target = 0.25 if base.rate.value >= 0.25 else base.rate.value  # +25 points, or doubling from under 25%
-        ppl_ratio = after.perplexity / base.perplexity
-        budget = seconds.get("collect", 0.0) + seconds.get(f"train_{algo}", 0.0)
-        out[algo] = {
-            "rate_before": base.rate.value, "rate_after": after.rate.value, "gain_points": 100 * gain,
-            "meets_gain_target": gain >= target - 1e-9,
-            "z": measures.two_proportion_z(base.rate, after.rate),
-            "perplexity_ratio": ppl_ratio, "fluency_within_10pct": ppl_ratio <= 1.10,
-            "kl_per_reply": after.kl_to_parent.per_reply if after.kl_to_parent else None,
-            "collect_plus_train_s": budget, "within_60_min": budget <= 3600,
-        }
+        row = verdict(evaluation["base"], evaluation[algo], is_about_length, trained.get("wall_s"), trained.get("metrics"))
+        row["collect_plus_train_s"] = collect_s + (trained.get("wall_s") or 0.0)
+        out[algo] = row
     return out
 
 
