@@ -11,7 +11,9 @@ from pathlib import Path
 import click
 
 DEFAULT_OUT = Path("bench/out/loop")
-ALGOS = ("ppo", "dpo")
+from trainer.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
+
+ALGOS = tuple(ALGORITHMS)
 
 
 def loop_options(function):
@@ -39,19 +41,21 @@ def loop_options(function):
 
 def training_options(function):
     options = [
-        click.option("--algo", "algos", multiple=True, type=click.Choice(ALGOS), help="Repeatable (default: ppo and dpo)."),
+        click.option("--algo", "algos", multiple=True, type=click.Choice(ALGOS),
+                     help=f"Repeatable (default: {DEFAULT_ALGORITHM}, chat-tui train's default)."),
         click.option("--algos", "algo_list", default="", help="The same as a comma-separated list, e.g. 'dpo' or 'ppo,dpo'."),
         click.option("--max-taught", default=10, show_default=True,
                      help="At most this many prompts get a reply written by the user (when none of the k pleases them)."),
-        click.option("--ppo-args", default="", help="Extra `chat-tui train` arguments for PPO, e.g. '--steps 20'."),
-        click.option("--dpo-args", default="", help="Extra `chat-tui train` arguments for DPO."),
+        click.option("--train-args", default="", help="Extra `chat-tui train` arguments for every run, e.g. '--steps 20'."),
+        click.option("--args-for", "algo_args", multiple=True, metavar="ALGO=ARGS",
+                     help="Extra arguments for one algorithm's runs, e.g. 'ppo=--kl-beta 0.1' (repeatable)."),
     ]
     return functools.reduce(lambda f, option: option(f), reversed(options), function)
 
 
 def make_config(taste: str, out_dir, model, k, train_prompts, held_out_prompts, seed, split_seed, max_new_tokens,
                 threads, prompts_per_batch, max_batch_rows, prompts_file, candidates_path, algos=(), algo_list="",
-                max_taught=10, ppo_args="", dpo_args=""):
+                max_taught=10, train_args="", algo_args=()):
     from bench.loop.runner import LoopConfig
 
     listed = [a.strip() for a in algo_list.split(",") if a.strip()]
@@ -64,12 +68,18 @@ def make_config(taste: str, out_dir, model, k, train_prompts, held_out_prompts, 
     for value, hint in ((train_prompts, "--train-prompts"), (held_out_prompts, "--held-out-prompts")):
         if value is not None and value < 1:
             raise click.BadParameter(f"must be at least 1, got {value}", param_hint=hint)
+    extra = {algo: shlex.split(train_args) for algo in ALGOS}
+    for item in algo_args:
+        algo, sep, args = item.partition("=")
+        if not sep or algo not in ALGOS:
+            raise click.BadParameter(f"{item!r} is not ALGO=ARGS with ALGO one of {', '.join(ALGOS)}", param_hint="--args-for")
+        extra[algo] += shlex.split(args)
     if max_taught < 0:
         raise click.BadParameter(f"must be at least 0, got {max_taught}", param_hint="--max-taught")
     return LoopConfig(
-        out_dir=out_dir, model=model, taste=taste, algos=tuple(algos) or ALGOS, k=k, max_taught=max_taught,
+        out_dir=out_dir, model=model, taste=taste, algos=tuple(algos) or (DEFAULT_ALGORITHM,), k=k, max_taught=max_taught,
         num_train_prompts=train_prompts, num_held_out_prompts=held_out_prompts, seed=seed, split_seed=split_seed,
-        max_new_tokens=max_new_tokens, train_args={"ppo": shlex.split(ppo_args), "dpo": shlex.split(dpo_args)},
+        max_new_tokens=max_new_tokens, train_args=extra,
         threads=threads, prompts_per_batch=prompts_per_batch, max_batch_rows=max_batch_rows, prompts_file=prompts_file,
         candidates_path=candidates_path,
     )

@@ -29,6 +29,7 @@ from bench.loop.outcome import verdict
 from bench.loop.phases import PhaseRecord, measured, run_measured
 from bench.loop.prompt_set import BenchPrompt, load_prompts, split_prompts
 from bench.loop.tastes import DEFAULT_TASTE, get_taste
+from trainer.algorithms import DEFAULT_ALGORITHM
 
 Echo = Callable[[str], None]
 # trainer/progress.py's console lines, as written to a log (not a terminal).
@@ -41,7 +42,7 @@ class LoopConfig:
     out_dir: Path
     model: str | None = None  # a model directory or .gguf; None: the default model, imported
     taste: str = DEFAULT_TASTE  # a registry name, or "package.module:attribute" (bench/loop/tastes)
-    algos: tuple[str, ...] = ("ppo", "dpo")
+    algos: tuple[str, ...] = (DEFAULT_ALGORITHM,)
     k: int = 4  # alternatives per prompt (the chat's compare mode allows 2-4)
     max_taught: int = 10  # at most this many prompts get a reply written by the user
     num_train_prompts: int | None = None  # None: all of the split's training prompts
