@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -249,12 +250,18 @@ class TrainingRun:
 
         s = self.settings
         started = time.perf_counter()
-        parent_loaded = self.load_base()
+        # With adapters on an unchanged base, the parent is the policy with them switched
+        # off; after SFT (folded in) or full-weight training it is loaded again.
+        adapters_are_the_change = lora.has_lora(loaded.model) and "sft" not in self.state.get("done", [])
+        parent_loaded = None if adapters_are_the_change else self.load_base()
+        parent_model = loaded.model if parent_loaded is None else parent_loaded.model
+        as_parent = (lambda: lora.disabled(loaded.model)) if parent_loaded is None else nullcontext
         device = self.accelerator.device
         metrics: dict[str, Any] = {}
         with self.accelerator.autocast():
             new_scores = held_out.pair_logprobs(loaded.model, sets.eval_groups, pad_id, device)
-            parent_scores = held_out.pair_logprobs(parent_loaded.model, sets.eval_groups, pad_id, device)
+            with as_parent():
+                parent_scores = held_out.pair_logprobs(parent_model, sets.eval_groups, pad_id, device)
         learned = held_out.learned(new_scores, parent_scores)
         matched = held_out.learned(new_scores, parent_scores, length_matched=True)
         for name, share in (("agreement_before", held_out.agreement(parent_scores)),
@@ -268,7 +275,8 @@ class TrainingRun:
         metrics["feedback_shorter_share"] = preference.shorter_share
         metrics["feedback_about_length"] = preference.is_about_length
         text_ids = loaded.tokenizer.encode(fluency_text())
-        metrics["perplexity_parent"] = perplexity(parent_loaded.model, text_ids)
+        with as_parent():
+            metrics["perplexity_parent"] = perplexity(parent_model, text_ids)
         metrics["perplexity_new"] = perplexity(loaded.model, text_ids)
         prompts = (sets.eval_prompts or sets.train_prompts)[: s.num_eval_prompts]
         comparison = None
@@ -277,7 +285,8 @@ class TrainingRun:
             rows = len(prompts)
             max_cached = rows * (s.max_prompt_tokens + s.max_reply_tokens + 16)
             policy_engine = LLMEngine(loaded, max_batch_size=rows, max_cached_tokens=max_cached)
-            parent_engine = LLMEngine(parent_loaded, max_batch_size=rows, max_cached_tokens=max_cached)
+            parent_engine = None if parent_loaded is None else LLMEngine(parent_loaded, max_batch_size=rows,
+                                                                         max_cached_tokens=max_cached)
             with self.accelerator.autocast():
                 comparison = compare_with_parent(policy_engine, parent_engine, reward_model, prompts, pad_id,
                                                  s.max_reply_tokens, s.temperature, seed=s.seed + 1)
