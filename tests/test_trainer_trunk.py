@@ -71,3 +71,30 @@ def test_reward_training_with_a_cached_trunk_matches_training_without():
     (losses_a, head_a), (losses_b, head_b) = results
     assert losses_a == pytest.approx(losses_b, abs=1e-4)
     assert torch.allclose(head_a, head_b, atol=1e-4)
+
+
+def test_dpo_computes_each_rows_trunk_once_for_the_reference_and_every_epoch(monkeypatch):
+    """The reference pass and the training steps share one cache: the bottom layers run
+    once per reply, not once for the reference and again in training."""
+    from trainer import trunk as trunk_module
+    from trainer.dpo import DPOConfig, reference_logprobs, train_dpo
+
+    groups = scripted_groups(8, seed=3)
+    policy = tiny_policy()
+    lora.freeze_except_top_layers(policy, 1)
+    for param in policy.parameters():
+        param.requires_grad_(False)
+    rows_computed = []
+    real_run_trunk = trunk_module.run_trunk
+
+    def counting(model, input_ids, num_layers):
+        rows_computed.append(input_ids.shape[0])
+        return real_run_trunk(model, input_ids, num_layers)
+
+    monkeypatch.setattr(trunk_module, "run_trunk", counting)
+    trunks = TrunkCache(policy, 1)
+    reference = reference_logprobs(policy, groups, 0, "cpu", trunks)
+    lora.apply_lora(policy, rank=2, alpha=4, top_layers=1)
+    config = DPOConfig(lr=1e-3, epochs=2, groups_per_batch=4, trunk_layers=1, nll_weight=0.0)
+    train_dpo(policy, groups, [], config, make_accelerator("cpu"), 0, reference=reference, trunks=trunks)
+    assert sum(rows_computed) == sum(len(g.replies) for g in groups)

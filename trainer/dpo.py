@@ -202,15 +202,18 @@ def train_dpo(
     on_step: Callable[[int, torch.optim.Optimizer], None] | None = None,
     reference: dict[int, torch.Tensor] | None = None,
     optimizer_state: dict | None = None,
+    trunks: TrunkCache | None = None,
 ) -> DPOResult:
     """Train `policy` (trainable parameters already chosen) in place with DPO.
 
     `reference` (from `reference_logprobs`) must be passed when resuming, since the policy
     has moved by then, with the saved `optimizer_state`; `on_step(step, optimizer)` runs
-    after each optimizer step (that is where checkpoints are written).
+    after each optimizer step (that is where checkpoints are written). `trunks`: the frozen
+    bottom layers' outputs already computed for these groups (with the reference), reused.
     """
     progress = progress or SilentProgress()
-    trunks = TrunkCache(policy, config.trunk_layers) if config.trunk_layers else None
+    if trunks is None and config.trunk_layers:
+        trunks = TrunkCache(policy, config.trunk_layers)
     if reference is None:
         with accelerator.autocast():
             reference = reference_logprobs(policy, train + held_out, pad_id, accelerator.device, trunks)

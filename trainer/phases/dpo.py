@@ -43,10 +43,11 @@ def run_phase(run: TrainingRun, loaded: Any, sets: TrainingSets, reward_model: A
     policy = loaded.model
     started = time.perf_counter()  # the reference log-probs are part of the phase's cost
     train_groups = with_taught_pairs(run, loaded, sets)
+    # The frozen bottom layers' outputs, computed once for the reference and kept for training.
+    trunks = TrunkCache(policy, run.trunk_layers) if run.trunk_layers else None
     if "dpo_reference" in run.state:
         reference = {int(k): v for k, v in run.checkpoint.load_object("dpo-reference").items()}
     else:
-        trunks = TrunkCache(policy, run.trunk_layers) if run.trunk_layers else None
         with run.accelerator.autocast():
             reference = reference_logprobs(policy, train_groups + sets.eval_groups, pad_id, run.accelerator.device, trunks)
         if run.is_main:
@@ -70,7 +71,8 @@ def run_phase(run: TrainingRun, loaded: Any, sets: TrainingSets, reward_model: A
             run.checkpoint_policy("dpo", step, policy, {"optimizer": optimizer.state_dict()})
 
     result = train_dpo(policy, train_groups, sets.eval_groups, config, run.accelerator, pad_id, run.progress,
-                       start_step=start_step, on_step=on_step, reference=reference, optimizer_state=optimizer_state)
+                       start_step=start_step, on_step=on_step, reference=reference, optimizer_state=optimizer_state,
+                       trunks=trunks)
     run.timed("dpo", started)
     run.record({"dpo": result.metrics})
     return {f"dpo_{k}": v for k, v in result.metrics.items()}
