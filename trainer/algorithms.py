@@ -34,6 +34,7 @@ class Algorithm:
     lr_lora: float  # default learning rate of LoRA adapters
     lr_full: float  # and of full weights
     samples_per_prompt: int = 2  # replies sampled per prompt per on-policy step
+    sft_first: bool = True  # an SFT phase on demonstrations before the policy phase
 
     def default_steps(self, on_gpu: bool) -> int:
         return self.steps_gpu if on_gpu else self.steps_cpu

@@ -55,6 +55,7 @@ class TrainSettings:
     max_reply_tokens: int = setting(128, "longest reply trained on or generated; longer replies are cut")
     minibatch_rows: int = setting(8, "rows (prompt + reply) per forward pass in the policy and reward phases")
     # SFT
+    sft: bool | None = setting(None, "an SFT phase on demonstrations before the policy phase (None: the algorithm's default)")
     sft_epochs: int = setting(1, "epochs over the demonstrations in the SFT phase")
     sft_lr: float | None = setting(None, "SFT learning rate (None: 2e-4 with LoRA, 1e-5 full)")
     # Reward model
@@ -214,7 +215,8 @@ def plan_phases(settings: TrainSettings, sets: TrainingSets) -> PhasePlan:
     pairs = sets.num_train_pairs + sets.num_eval_pairs
     demos = len(sets.train_demos) + len(sets.eval_demos)
     prompts = len(sets.train_prompts)
-    has_sft = demos >= MIN_DEMONSTRATIONS
+    wants_sft = algorithm.sft_first if settings.sft is None else settings.sft
+    has_sft = demos >= MIN_DEMONSTRATIONS and (wants_sft or not pairs >= MIN_PAIRS)
     has_pairs = pairs >= MIN_PAIRS
     notes = []
     if not has_pairs and not has_sft:
@@ -226,7 +228,7 @@ def plan_phases(settings: TrainSettings, sets: TrainingSets) -> PhasePlan:
     if not has_pairs:
         notes.append(f"only {pairs} preference pair(s) (need {MIN_PAIRS} for {algorithm.name.upper()}): running SFT only")
         return PhasePlan(sft=True, reward=False, policy=None, notes=notes)
-    if not has_sft and demos:
+    if not has_sft and demos and wants_sft:
         notes.append(f"{demos} demonstration(s) is too few for SFT (need {MIN_DEMONSTRATIONS}); skipping SFT")
     if algorithm.needs_prompts and prompts < MIN_PROMPTS:
         raise NotEnoughFeedbackError(
