@@ -25,6 +25,7 @@ from engine.loading.checkpoint import TIED_HEAD, Checkpoint
 from engine.loading.gguf_names import from_gguf_layout, gguf_tensor_name, hf_tensor_name
 from engine.loading.gguf_tokenizer import tokenizer_from_gguf
 from engine.loading.hf_dir import check_vocabulary
+from engine.loading.validation import check_config, check_gguf_metadata
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 SUPPORTED_TYPES = {
@@ -175,11 +176,13 @@ def read_gguf(path: Path) -> Checkpoint:
     """Config, float32 tensors under HF names, tokenizer and chat template of a GGUF file."""
     reader = open_gguf(path)
     fields = metadata(reader, path)
+    check_gguf_metadata(fields, reader.tensors, path)  # sizes and counts, before anything is sized from them
     by_name = {t.name: t for t in reader.tensors}
     for tensor in reader.tensors:
         check_tensor_type(tensor, path)  # refuse before any slow work
     rope_freqs = dequantize(by_name[ROPE_FREQS], path) if ROPE_FREQS in by_name else None
     config = config_from_gguf(fields, set(by_name), path, rope_freqs)
+    check_config(config, path)
     tokenizer = tokenizer_from_gguf(fields, path)
     check_vocabulary(tokenizer, config, path)
     tensors: dict[str, torch.Tensor] = {}
