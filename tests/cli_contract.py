@@ -35,11 +35,11 @@ def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
 
 
-def cli_command(*args: str) -> list[str]:
+def cli_command(*args: str | bytes) -> list[str | bytes]:
     return [sys.executable, "-m", "chat_tui", *args]
 
 
-def run_cli(*args: str, home: Path, stdin: bytes | None = None, timeout: float = 300,
+def run_cli(*args: str | bytes, home: Path, stdin: bytes | None = None, timeout: float = 300,
             wrap: list[str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`chat-tui ARGS` with CHAT_TUI_HOME=home, under the address-space limit."""
     env = {**os.environ, "CHAT_TUI_HOME": str(home), "PYTHONPATH": str(REPO_ROOT)}
