@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "pretrain": "chat_tui.commands.pretrain:pretrain",
     "train": "chat_tui.commands.train:train",
     "bench": "chat_tui.commands.bench:bench",
+    "clean": "chat_tui.commands.clean:clean",
 }
 
 
@@ -91,7 +92,7 @@ def run_command(command: click.Command) -> None:
     except click.ClickException as exc:
         _fail(one_line(exc.format_message()), exc.exit_code)
     except user_error_types() as exc:
-        _fail(one_line(str(exc)))
+        _fail(one_line(str(exc)), getattr(exc, "exit_code", 1))
     except BrokenPipeError:  # the reader of our output went away (`| head`): nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
