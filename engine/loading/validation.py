@@ -56,7 +56,7 @@ class Rule:
     kind: str  # "int" or "float"
     low: float
     high: float
-    optional: bool = False  # null (or absent) allowed
+    optional: bool = False  # null allowed (the readers take it as absent); absent is always allowed
 
 
 # One table for both formats, keyed by the ModelConfig field (HF's key names).
@@ -68,19 +68,19 @@ LIMITS: dict[str, Rule] = {
     "num_attention_heads": Rule("int", 1, MAX_HEADS),
     "num_key_value_heads": Rule("int", 1, MAX_HEADS, optional=True),
     "head_dim": Rule("int", 1, MAX_HEAD_DIM, optional=True),
-    "max_position_embeddings": Rule("int", 1, MAX_CONTEXT, optional=True),
+    "max_position_embeddings": Rule("int", 1, MAX_CONTEXT),
     "sliding_window": Rule("int", 1, MAX_CONTEXT, optional=True),
-    "rms_norm_eps": Rule("float", 0.0, 1.0, optional=True),
-    "layer_norm_eps": Rule("float", 0.0, 1.0, optional=True),
-    "rope_theta": Rule("float", 0.0, math.inf, optional=True),
+    "rms_norm_eps": Rule("float", 0.0, 1.0),
+    "layer_norm_eps": Rule("float", 0.0, 1.0),
+    "rope_theta": Rule("float", 0.0, math.inf),
 }
 # Inside rope_scaling / rope_parameters.
 ROPE_LIMITS: dict[str, Rule] = {
-    "factor": Rule("float", 0.0, 1e6, optional=True),
-    "low_freq_factor": Rule("float", 0.0, 1e6, optional=True),
-    "high_freq_factor": Rule("float", 0.0, 1e6, optional=True),
-    "original_max_position_embeddings": Rule("int", 1, MAX_CONTEXT, optional=True),
-    "rope_theta": Rule("float", 0.0, math.inf, optional=True),
+    "factor": Rule("float", 0.0, 1e6),
+    "low_freq_factor": Rule("float", 0.0, 1e6),
+    "high_freq_factor": Rule("float", 0.0, 1e6),
+    "original_max_position_embeddings": Rule("int", 1, MAX_CONTEXT),
+    "rope_theta": Rule("float", 0.0, math.inf),
 }
 FLAGS = ("tie_word_embeddings", "attention_bias", "mlp_bias")
 TOKEN_ID_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
