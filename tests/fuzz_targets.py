@@ -11,6 +11,7 @@ limit, so an input that makes the code allocate without bound fails too. A fixed
 (derandomize) and a bounded number of examples keep it repeatable and fast for CI.
 
     python tests/fuzz_targets.py TARGET WORKDIR   # what the test runs
+    CHAT_TUI_FUZZ_SCALE=10 python tests/fuzz_targets.py TARGET WORKDIR   # a longer search
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import contextlib
 import io
 import json
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -31,6 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SETTINGS = dict(deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# CHAT_TUI_FUZZ_SCALE=10 runs ten times the examples (a longer search than CI's).
+SCALE = float(os.environ.get("CHAT_TUI_FUZZ_SCALE", "1"))
+
+
+def examples(count: int) -> int:
+    return max(1, int(count * SCALE))
 
 
 def one_line(exc: BaseException) -> None:
@@ -79,7 +87,7 @@ def fuzz_configs(work: Path) -> None:
     target = work / "model"
     shutil.copytree(good, target)
 
-    @settings(max_examples=80, **SETTINGS)
+    @settings(max_examples=examples(80), **SETTINGS)
     @given(st.dictionaries(st.sampled_from(CONFIG_KEYS), st.one_of(json_values, rope_dicts, st.just(...)),
                            min_size=1, max_size=4))
     def check(changes: dict[str, Any]) -> None:
@@ -114,7 +122,7 @@ def fuzz_safetensors_headers(work: Path) -> None:
     field_values = st.one_of(json_values, st.sampled_from(["F32", "F16", "I64", "BOOL", "F8_E4M3", "X9"]),
                              st.lists(st.integers(-3, 2**64), max_size=4))
 
-    @settings(max_examples=80, **SETTINGS)
+    @settings(max_examples=examples(80), **SETTINGS)
     @given(st.lists(st.tuples(st.sampled_from(names + ["__metadata__", "extra.weight"]), entry_fields, field_values),
                     min_size=1, max_size=3),
            st.one_of(st.none(), st.binary(max_size=64)))
@@ -150,19 +158,23 @@ def fuzz_gguf_metadata(work: Path) -> None:
             "llama.attention.head_count_kv", "llama.attention.key_length", "llama.rope.dimension_count",
             "llama.context_length", "llama.vocab_size", "llama.attention.layer_norm_rms_epsilon", "llama.rope.freq_base",
             "llama.rope.scaling.type", "llama.rope.scaling.factor", "tokenizer.ggml.eos_token_id",
-            "tokenizer.ggml.bos_token_id", "general.architecture"]
+            "tokenizer.ggml.bos_token_id", "general.architecture", "tokenizer.ggml.model", "tokenizer.ggml.pre",
+            "tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges", "tokenizer.chat_template",
+            "tokenizer.ggml.add_bos_token"]
+    plain_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=10)
     typed_values = st.one_of(
         st.tuples(st.integers(0, 2**32 - 1), st.just(V.UINT32)),
         st.tuples(st.integers(-(2**31), 2**31 - 1), st.just(V.INT32)),
         st.tuples(st.integers(0, 2**64 - 1), st.just(V.UINT64)),
         st.tuples(st.floats(width=32), st.just(V.FLOAT32)),
-        st.tuples(st.text(st.characters(exclude_categories=("Cs",)), max_size=10), st.just(V.STRING)),
+        st.tuples(plain_text, st.just(V.STRING)),
+        st.tuples(st.lists(plain_text, min_size=1, max_size=5), st.just(V.ARRAY)),
         st.tuples(st.booleans(), st.just(V.BOOL)),
         st.tuples(st.lists(st.integers(0, 2**31 - 1), min_size=1, max_size=4), st.just(V.ARRAY)),
         st.none(),  # the key removed
     )
 
-    @settings(max_examples=50, **SETTINGS)
+    @settings(max_examples=examples(60), **SETTINGS)
     @given(st.dictionaries(st.sampled_from(keys), typed_values, min_size=1, max_size=3))
     def check(changes: dict[str, Any]) -> None:
         path = rewrite_gguf(good, work / "model.gguf", changes)
@@ -193,7 +205,7 @@ def fuzz_feedback_lines(work: Path) -> None:
     store = Store(work / "feedback.db")
     source = work / "pairs.jsonl"
 
-    @settings(max_examples=200, **SETTINGS)
+    @settings(max_examples=examples(200), **SETTINGS)
     @given(st.lists(lines, min_size=1, max_size=4))
     def check(file_lines: list[bytes]) -> None:
         source.write_bytes(b"\n".join(file_lines) + b"\n")
@@ -221,7 +233,7 @@ def fuzz_cli_values(work: Path) -> None:
     options = ["--temperature", "--top-p", "--top-k", "--min-p", "--repetition-penalty", "--max-tokens", "--n",
                "--seed"]
 
-    @settings(max_examples=40, **SETTINGS)
+    @settings(max_examples=examples(40), **SETTINGS)
     @given(st.dictionaries(st.sampled_from(options), numbers, min_size=1, max_size=3))
     def check(values: dict[str, str]) -> None:
         args = ["ask", "--model", str(model), "--max-tokens", "3"]

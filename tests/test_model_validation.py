@@ -174,6 +174,10 @@ MORE_CASES = [
     gguf_case("eos_negative", {"tokenizer.ggml.eos_token_id": (-5, V.INT32)}, "eos_token_id=-5"),
     gguf_case("per_layer_huge", {"llama.attention.head_count_kv": ([2, 10**9], V.ARRAY)},
               "head_count_kv=1000000000"),
+    gguf_case("merges_not_text", {"tokenizer.ggml.merges": ([1, 2], V.ARRAY)}, "tokenizer.ggml.merges[0]=1"),
+    gguf_case("merges_unknown_tokens", {"tokenizer.ggml.merges": (["zzq qqz"], V.ARRAY)},
+              "merges do not fit tokenizer.ggml.tokens"),
+    gguf_case("pre_not_text", {"tokenizer.ggml.pre": ([1], V.ARRAY)}, "tokenizer.ggml.pre=[1]"),
     index_case("not_a_name", "", "not a file name"),
 ]
 
@@ -227,6 +231,16 @@ def test_rope_divisors_of_zero_are_refused(tmp_path, good):
     with pytest.raises(ModelLoadError) as info:
         load_model(path)
     assert "rope_freqs.weight holds 0.0" in str(info.value)
+
+
+@pytest.mark.parametrize("file", ["config.json", "tokenizer_config.json", "generation_config.json",
+                                  "model.safetensors.index.json"])
+def test_json_nested_past_the_parser_limit_is_one_line(file, tmp_path, good):
+    directory = copy_model_dir(good["dir"], tmp_path / "model")
+    (directory / file).write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(ModelLoadError) as info:
+        load_model(directory)
+    assert file in str(info.value) and "nested too deeply" in str(info.value)
 
 
 def test_good_files_still_load(good):

@@ -102,6 +102,8 @@ GGUF_KEYS: dict[str, str] = {
     "attention.layer_norm_epsilon": "layer_norm_eps",
     "rope.freq_base": "rope_theta",
 }
+# Keys llama.cpp allows as one value per layer (the loader then names what it does not support).
+GGUF_PER_LAYER_KEYS = ("attention.head_count", "attention.head_count_kv", "feed_forward_length")
 GGUF_ROPE_KEYS: dict[str, str] = {
     "rope.scaling.factor": "factor",
     "rope.scaling.original_context_length": "original_max_position_embeddings",
@@ -272,12 +274,15 @@ def check_gguf_metadata(fields: Mapping[str, Any], tensors: Iterable[Any], sourc
         if key in fields:
             rule = LIMITS.get(field_name) or ROPE_LIMITS[field_name]
             value = fields[key]
+            if isinstance(value, list) and suffix not in GGUF_PER_LAYER_KEYS:
+                raise ModelLoadError(f"{source}: {key}={shown(value)} is a list; it must be one value")
             for item in value if isinstance(value, list) else [value]:  # per-layer arrays: every entry
                 checked_value(item, rule, key, source)
             values[suffix] = max(value, default=0) if isinstance(value, list) else value
     for key in GGUF_TOKEN_KEYS:
         if key in fields and (not isinstance(fields[key], int) or isinstance(fields[key], bool) or fields[key] < 0):
             raise ModelLoadError(f"{source}: {key}={shown(fields[key])} is not a token id")
+    _check_tokenizer_fields(fields, source)
     heads, kv_heads = values.get("attention.head_count"), values.get("attention.head_count_kv")
     if heads and kv_heads and heads % kv_heads:
         raise ModelLoadError(
@@ -300,6 +305,30 @@ def check_gguf_metadata(fields: Mapping[str, Any], tensors: Iterable[Any], sourc
     if heads and "attention.key_length" in values:
         sizes[f"{arch}.attention.head_count * key_length"] = heads * values["attention.key_length"]
     _check_sizes_fit(sizes, _largest_dimension(shapes.values()), source)
+
+
+def _check_tokenizer_fields(fields: Mapping[str, Any], source: str | Path) -> None:
+    """The tokenizer metadata has the types the tokenizer builder reads: names are strings,
+    tokens strings, token types integers, scores finite numbers, and each BPE merge two
+    non-empty parts around a space."""
+    for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre"):
+        if key in fields and not isinstance(fields[key], str):
+            raise ModelLoadError(f"{source}: {key}={shown(fields[key])} is not a string")
+    lists = {
+        "tokenizer.ggml.tokens": lambda v: isinstance(v, str),
+        "tokenizer.ggml.token_type": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "tokenizer.ggml.scores": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+        "tokenizer.ggml.merges": lambda v: isinstance(v, str) and all(v.partition(" ")[::2]),
+    }
+    for key, is_valid in lists.items():
+        value = fields.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, list):
+            raise ModelLoadError(f"{source}: {key}={shown(value)} is not a list")
+        bad = next((i for i, item in enumerate(value) if not is_valid(item)), None)
+        if bad is not None:
+            raise ModelLoadError(f"{source}: {key}[{bad}]={shown(value[bad])} is malformed")
 
 
 def _check_rope_divisors(record: Any, source: str | Path) -> None:
