@@ -46,6 +46,17 @@ def one_line(exc: BaseException) -> None:
     assert message and "\n" not in message, f"not a one-line error: {message!r}"
 
 
+def loads_or_refuses(path: Path) -> None:
+    """The model at `path` loads, or is refused with a one-line ModelLoadError."""
+    from engine.errors import ModelLoadError
+    from engine.loading import load_model
+
+    try:
+        load_model(path)
+    except ModelLoadError as exc:
+        one_line(exc)
+
+
 # -- values --------------------------------------------------------------------------------
 
 special_floats = st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-320, 1e308, -1.0])
@@ -78,8 +89,6 @@ rope_dicts = st.fixed_dictionaries({}, optional={
 
 def fuzz_configs(work: Path) -> None:
     """config.json with keys changed, removed or given odd values."""
-    from engine.errors import ModelLoadError
-    from engine.loading import load_model
     from tiny_models import make_tiny_model_dir
 
     good = make_tiny_model_dir(work / "good")
@@ -98,18 +107,13 @@ def fuzz_configs(work: Path) -> None:
             else:
                 config[key] = value
         (target / "config.json").write_text(json.dumps(config))
-        try:
-            load_model(target)
-        except ModelLoadError as exc:
-            one_line(exc)
+        loads_or_refuses(target)
 
     check()
 
 
 def fuzz_safetensors_headers(work: Path) -> None:
     """model.safetensors whose header entries have odd dtypes, shapes, offsets and keys."""
-    from engine.errors import ModelLoadError
-    from engine.loading import load_model
     from malformed_models import read_safetensors_header, write_safetensors_header
     from tiny_models import make_tiny_model_dir
 
@@ -135,10 +139,7 @@ def fuzz_safetensors_headers(work: Path) -> None:
             else:
                 changed[name] = value
         write_safetensors_header(target / "model.safetensors", changed, body, raw_header=raw)
-        try:
-            load_model(target)
-        except ModelLoadError as exc:
-            one_line(exc)
+        loads_or_refuses(target)
 
     check()
 
@@ -147,9 +148,7 @@ def fuzz_gguf_metadata(work: Path) -> None:
     """A GGUF file whose llama.* and tokenizer id keys hold odd values of any GGUF type."""
     from gguf import GGUFValueType as V
 
-    from engine.errors import ModelLoadError
     from engine.export.gguf import export_gguf
-    from engine.loading import load_model
     from malformed_models import rewrite_gguf
     from tiny_models import make_tiny_model_dir
 
@@ -178,10 +177,7 @@ def fuzz_gguf_metadata(work: Path) -> None:
     @given(st.dictionaries(st.sampled_from(keys), typed_values, min_size=1, max_size=3))
     def check(changes: dict[str, Any]) -> None:
         path = rewrite_gguf(good, work / "model.gguf", changes)
-        try:
-            load_model(path)
-        except ModelLoadError as exc:
-            one_line(exc)
+        loads_or_refuses(path)
 
     check()
 

@@ -140,49 +140,34 @@ def test_a_first_run_on_a_full_disk_leaves_no_empty_database(tmp_path):
     assert read_report(report) == []
 
 
+READ_ONLY_OR_FULL = pytest.mark.parametrize(
+    "limit,reason", [({"read_only": True}, "read-only (EROFS)"), ({"free_kb": 64}, "the disk is full (ENOSPC)")],
+    ids=["read_only", "full"])
+
+
 @needs_namespaces
-def test_models_import_on_a_full_disk_says_so_and_leaves_no_partial_folder(tmp_path, tiny):
+@READ_ONLY_OR_FULL
+def test_models_import_into_a_store_that_refuses_it_says_why(limit, reason, tmp_path, tiny):
     home = tmp_path / "home"
     (home / "models").mkdir(parents=True)
     report = tmp_path / "report"
     result = run_cli("models", "import", str(tiny), "--name", "tiny", home=home,
-                     wrap=in_namespace(home / "models", report, free_kb=64))
-    assert_one_line_error(result, str(home / "models" / "tiny"), "the disk is full (ENOSPC)")
-    assert read_report(report) == []
+                     wrap=in_namespace(home / "models", report, **limit))
+    assert_one_line_error(result, str(home / "models" / "tiny"), reason)
+    assert read_report(report) == []  # no staging folder left
 
 
 @needs_namespaces
-def test_models_import_into_a_read_only_store_says_so(tmp_path, tiny):
-    home = tmp_path / "home"
-    (home / "models").mkdir(parents=True)
-    report = tmp_path / "report"
-    result = run_cli("models", "import", str(tiny), "--name", "tiny", home=home,
-                     wrap=in_namespace(home / "models", report, read_only=True))
-    assert_one_line_error(result, "models/tiny", "read-only (EROFS)")
-    assert read_report(report) == []
-
-
-@needs_namespaces
-def test_models_export_to_a_read_only_folder_says_so(tmp_path, tiny):
+@READ_ONLY_OR_FULL
+def test_models_export_to_a_folder_that_refuses_it_says_why(limit, reason, tmp_path, tiny):
     out = tmp_path / "out"
     out.mkdir()
     (out / "kept.txt").write_text("untouched")
     report = tmp_path / "report"
-    result = run_cli("models", "export", str(tiny), "-o", str(out / "tiny.gguf"), home=tmp_path / "home",
-                     wrap=in_namespace(out, report, read_only=True))
-    assert_one_line_error(result, str(out / "tiny.gguf"), "read-only (EROFS)")
-    assert read_report(report) == listing(out)
-
-
-@needs_namespaces
-def test_models_export_to_a_full_disk_leaves_no_partial_file(tmp_path, tiny):
-    out = tmp_path / "out"
-    out.mkdir()
-    report = tmp_path / "report"
     result = run_cli("models", "export", str(tiny), "-o", str(out / "tiny.gguf"), "--type", "f32",
-                     home=tmp_path / "home", wrap=in_namespace(out, report, free_kb=64))
-    assert_one_line_error(result, str(out / "tiny.gguf"), "the disk is full (ENOSPC)")
-    assert read_report(report) == []
+                     home=tmp_path / "home", wrap=in_namespace(out, report, **limit))
+    assert_one_line_error(result, str(out / "tiny.gguf"), reason)
+    assert read_report(report) == listing(out)  # no partial file beside what was there
 
 
 @needs_namespaces
