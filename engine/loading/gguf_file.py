@@ -53,6 +53,11 @@ def open_gguf(path: Path) -> GGUFReader:
     return reader
 
 
+def tensor_shapes(reader: GGUFReader) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape by name, in numpy's order (GGUF lists the fastest dimension first)."""
+    return {t.name: tuple(int(n) for n in reversed(list(t.shape))) for t in reader.tensors}
+
+
 def metadata(reader: GGUFReader, path: Path) -> dict[str, Any]:
     """Every key/value of the file as plain Python values."""
     out: dict[str, Any] = {}
@@ -176,11 +181,11 @@ def read_gguf(path: Path) -> Checkpoint:
     """Config, float32 tensors under HF names, tokenizer and chat template of a GGUF file."""
     reader = open_gguf(path)
     fields = metadata(reader, path)
-    check_gguf_metadata(fields, reader.tensors, path)  # sizes and counts, before anything is sized from them
     by_name = {t.name: t for t in reader.tensors}
     for tensor in reader.tensors:
         check_tensor_type(tensor, path)  # refuse before any slow work
     rope_freqs = dequantize(by_name[ROPE_FREQS], path) if ROPE_FREQS in by_name else None
+    check_gguf_metadata(fields, tensor_shapes(reader), path, rope_freqs)  # before anything is sized from them
     config = config_from_gguf(fields, set(by_name), path, rope_freqs)
     check_config(config, path)
     tokenizer = tokenizer_from_gguf(fields, path)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from engine.errors import ModelLoadError, write_error
 from engine.loading.checkpoint import Checkpoint, check_tensors, stored_tensors
 from engine.loading.gguf_file import config_from_gguf, metadata, open_gguf, read_gguf
+from engine.loading.gguf_file import tensor_shapes as gguf_tensor_shapes
 from engine.loading.hf_dir import STORE_INFO_FILE, read_hf_config, read_hf_directory
 from engine.loading.safetensors_files import SINGLE_FILE, tensor_shapes, weight_files, write_tensors
 from engine.loading.validation import check_against_tensors, check_config, check_gguf_metadata
@@ -145,7 +146,7 @@ def check_model(path: str | Path) -> Path:
     elif is_gguf_file(found):
         reader = open_gguf(found)
         fields = metadata(reader, found)
-        check_gguf_metadata(fields, reader.tensors, found)
+        check_gguf_metadata(fields, gguf_tensor_shapes(reader), found)
         check_config(config_from_gguf(fields, {t.name for t in reader.tensors}, found, None), found)
     else:
         raise ModelLoadError(f"{found}: not a model directory or a .gguf file")

@@ -118,7 +118,6 @@ _GGUF_LAYER = re.compile(r"^blk\.(\d+)\.")
 HF_EMBEDDINGS = "model.embed_tokens.weight"
 GGUF_EMBEDDINGS = "token_embd.weight"
 ROPE_FREQS = "rope_freqs.weight"
-GGML_F32 = 0  # GGMLQuantizationType.F32
 
 
 def shown(value: Any) -> str:
@@ -261,10 +260,11 @@ def check_against_tensors(config: ModelConfig, shapes: Mapping[str, tuple[int, .
     _check_sizes_fit(sizes, largest, source)
 
 
-def check_gguf_metadata(fields: Mapping[str, Any], tensors: Iterable[Any], source: str | Path) -> None:
-    """Types and ranges of a GGUF file's size keys and token ids, and their agreement with
-    its tensors (`tensors`: the reader's tensor records, with `.name` and `.shape`), before
-    a config is made from them."""
+def check_gguf_metadata(fields: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]], source: str | Path,
+                        rope_divisors: np.ndarray | None = None) -> None:
+    """Types and ranges of a GGUF file's size keys, token ids and tokenizer keys, and their
+    agreement with its tensors (`shapes`: GGUF tensor name -> numpy-order shape, slowest
+    dimension first) and its `rope_freqs` divisors, before a config is made from them."""
     arch = fields.get("general.architecture")
     if not isinstance(arch, str):
         return  # the reader names the missing or unsupported architecture
@@ -289,8 +289,6 @@ def check_gguf_metadata(fields: Mapping[str, Any], tensors: Iterable[Any], sourc
             f"{source}: {arch}.attention.head_count={heads} is not a multiple of "
             f"{arch}.attention.head_count_kv={kv_heads}"
         )
-    tensors = list(tensors)
-    shapes = {t.name: tuple(int(n) for n in reversed(list(t.shape))) for t in tensors}  # (rows, columns)
     if "block_count" in values:
         _check_layer_count(values["block_count"], f"{arch}.block_count", shapes, _GGUF_LAYER, source)
     embeddings = shapes.get(GGUF_EMBEDDINGS)
@@ -299,8 +297,8 @@ def check_gguf_metadata(fields: Mapping[str, Any], tensors: Iterable[Any], sourc
         raise ModelLoadError(
             f"{source}: {arch}.embedding_length={width} disagrees with {GGUF_EMBEDDINGS} of shape {embeddings}"
         )
-    records = {t.name: t for t in tensors}
-    _check_rope_divisors(records.get(ROPE_FREQS), source)
+    if rope_divisors is not None:
+        _check_rope_divisors(rope_divisors, source)
     sizes = {f"{arch}.{suffix}": values[suffix] for suffix in _GGUF_WIDTHS if suffix in values}
     if heads and "attention.key_length" in values:
         sizes[f"{arch}.attention.head_count * key_length"] = heads * values["attention.key_length"]
@@ -331,12 +329,10 @@ def _check_tokenizer_fields(fields: Mapping[str, Any], source: str | Path) -> No
             raise ModelLoadError(f"{source}: {key}[{bad}]={shown(value[bad])} is malformed")
 
 
-def _check_rope_divisors(record: Any, source: str | Path) -> None:
-    """llama.cpp's per-frequency rope divisors (F32, one per frequency pair) must be finite
-    and positive: the loader divides by them."""
-    if record is None or int(record.tensor_type) != GGML_F32:
-        return
-    values = np.asarray(record.data, dtype=np.float64).reshape(-1)
+def _check_rope_divisors(divisors: np.ndarray, source: str | Path) -> None:
+    """llama.cpp's per-frequency rope divisors (one per frequency pair) must be finite and
+    positive: the loader divides by them."""
+    values = np.asarray(divisors, dtype=np.float64).reshape(-1)
     if values.size == 0 or not np.all(np.isfinite(values)) or not np.all(values > 0):
         bad = values[~(np.isfinite(values) & (values > 0))][:1].tolist() or ["none"]
         raise ModelLoadError(f"{source}: tensor {ROPE_FREQS} holds {bad[0]}; rope divisors must be finite and positive")
