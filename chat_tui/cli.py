@@ -8,6 +8,7 @@ under `chat_tui/commands/` and is imported only when used, so `chat-tui --help` 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -22,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "pretrain": "chat_tui.commands.pretrain:pretrain",
     "train": "chat_tui.commands.train:train",
     "bench": "chat_tui.commands.bench:bench",
+    "clean": "chat_tui.commands.clean:clean",
 }
 
 
@@ -58,21 +60,42 @@ def cli(ctx: click.Context, model: str | None, device: str) -> None:
 def run_command(command: click.Command) -> None:
     """Run a click command as a program: user errors become one line and exit status 1.
 
-    Used by the console script and by the `-m` entry points that accelerate launches.
+    A usage mistake (an unknown option, a value of the wrong type) is one line too, with
+    the command's --help to turn to; so is what the system refuses (a full disk, a
+    read-only folder: `describe_os_error`) and running out of memory. Files created on
+    the way are private to the user (`paths.private_files`). Used by the console script
+    and by the `-m` entry points that accelerate launches.
     """
+    from chat_tui.errors import describe_os_error, one_line
+    from chat_tui.paths import private_files
+
     try:
-        command(standalone_mode=False)
+        with private_files():
+            command(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        _fail(one_line(exc.format_message()) + hint, exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        _fail(one_line(exc.format_message()), exc.exit_code)
     except user_error_types() as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(getattr(exc, "exit_code", 1))  # e.g. 143 for a run stopped by SIGTERM
+        _fail(one_line(str(exc)), getattr(exc, "exit_code", 1))  # e.g. 143 for a run stopped by SIGTERM
+    except BrokenPipeError:  # the reader of our output went away (`| head`): nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except OSError as exc:
+        _fail(describe_os_error(exc))
+    except MemoryError:
+        _fail("out of memory: the input is too large for the memory this process may use")
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _fail(message: str, status: int = 1) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(status)
 
 
 def main() -> None:

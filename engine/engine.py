@@ -23,7 +23,7 @@ from engine.block_manager import BlockManager
 from engine.bundle import LoadedModel
 from engine.errors import InvalidRequestError
 from engine.runner import ModelRunner
-from engine.sampling import SamplingParams
+from engine.sampling import MAX_BATCH_SIZE, SamplingParams
 from engine.scheduler import Scheduler
 from engine.sequence import Completion, FinishReason, Request, RequestOutput, Sequence, TokenEvent
 from engine.text.detokenizer import IncrementalDecoder
@@ -62,6 +62,8 @@ class LLMEngine:
         decode_graphs: decode in fixed-shape steps replayed from CUDA graphs
         (engine/graphed_decode.py); default on for a model on a CUDA device. Elsewhere the
         same steps run eagerly (tests use that)."""
+        if not 1 <= max_batch_size <= MAX_BATCH_SIZE:  # before anything is sized from it
+            raise InvalidRequestError(f"max_batch_size must be from 1 to {MAX_BATCH_SIZE}, got {max_batch_size}")
         self.loaded = loaded
         self.model = loaded.model
         self.config = loaded.config
@@ -70,6 +72,8 @@ class LLMEngine:
         self.max_context = self.config.max_position_embeddings
         if max_cached_tokens is None:
             max_cached_tokens = min(max_batch_size * 1024, 32768)
+        # No more than every row at full context can ever be cached.
+        max_cached_tokens = min(max_cached_tokens, max_batch_size * self.max_context)
         num_blocks = max(1, -(-max_cached_tokens // block_size))
         self.block_manager = BlockManager(num_blocks, block_size)
         self.scheduler = Scheduler(self.block_manager, max_batch_size, max_prefill_tokens)

@@ -1,4 +1,19 @@
-"""Errors the engine raises for bad input. Each message names the offending value."""
+"""Errors the engine raises for bad input. Each message names the offending value.
+
+Failures of the disk under a write stay OSErrors (the CLI words them), made to name the
+file the user asked for by `write_error`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+# Libraries that write with a count check (numpy's tofile: "N requested and M written")
+# drop the error number; with less than this free, the reason is taken to be a full disk.
+NEARLY_FULL_BYTES = 1 << 20
 
 
 class EngineError(Exception):
@@ -15,3 +30,18 @@ class InvalidRequestError(EngineError):
 
 class DeviceError(EngineError):
     """A device name torch does not know, or a device this machine does not have."""
+
+
+def write_error(exc: OSError, path: str | Path) -> OSError:
+    """The OSError to report for a failed write of `path`: `exc`'s error number (ENOSPC
+    when a library dropped it and the disk has no room left), with `path` as its file."""
+    number = exc.errno
+    if number is None:
+        try:
+            full = shutil.disk_usage(Path(path).parent).free < NEARLY_FULL_BYTES
+        except OSError:
+            full = False
+        if not full:
+            return exc
+        number = errno.ENOSPC
+    return OSError(number, os.strerror(number), str(path))

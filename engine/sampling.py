@@ -7,9 +7,20 @@ per sequence, so per-step Python work does not grow with the batch size.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 
 from engine.errors import InvalidRequestError
+
+# The most sequences one engine decodes at once. The n samples of a prompt decode
+# together, so n is bounded by it too; checked before any engine is sized from it.
+MAX_BATCH_SIZE = 1024
+# Below this a temperature would push scaled logits past float32's range; 0 is greedy.
+MIN_TEMPERATURE = 1e-4
+# A repetition penalty outside this range turns logits into 0 or infinity in float32.
+PENALTY_RANGE = (1e-2, 1e2)
+MAX_TOP_K = 2**31 - 1
 
 
 @dataclass
@@ -40,21 +51,35 @@ class SamplingParams:
         return cls(temperature=0.7, top_p=0.9, repetition_penalty=1.1)
 
     def validate(self, vocab_size: int | None = None) -> None:
-        """Raise InvalidRequestError naming the first bad value."""
-        if self.temperature < 0:
-            raise InvalidRequestError(f"temperature must be >= 0, got {self.temperature}")
+        """Raise InvalidRequestError naming the first bad value. Comparisons are written
+        so that NaN fails them (NaN compares false with everything)."""
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+                raise InvalidRequestError(f"{name} must be a finite number, got {value!r}")
+        for name in ("top_k", "max_new_tokens", "n"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+                raise InvalidRequestError(f"{name} must be an integer, got {value!r}")
+        if not (self.temperature == 0 or self.temperature >= MIN_TEMPERATURE):
+            raise InvalidRequestError(
+                f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {self.temperature}"
+            )
         if not 0 < self.top_p <= 1:
             raise InvalidRequestError(f"top_p must be in (0, 1], got {self.top_p}")
         if not 0 <= self.min_p < 1:
             raise InvalidRequestError(f"min_p must be in [0, 1), got {self.min_p}")
-        if self.top_k < 0:
-            raise InvalidRequestError(f"top_k must be >= 0, got {self.top_k}")
-        if self.repetition_penalty <= 0:
-            raise InvalidRequestError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if not 0 <= self.top_k <= MAX_TOP_K:
+            raise InvalidRequestError(f"top_k must be from 0 to {MAX_TOP_K}, got {self.top_k}")
+        low, high = PENALTY_RANGE
+        if not low <= self.repetition_penalty <= high:
+            raise InvalidRequestError(
+                f"repetition_penalty must be from {low:g} to {high:g} (1 disables), got {self.repetition_penalty}"
+            )
         if self.max_new_tokens < 1:
             raise InvalidRequestError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.n < 1:
-            raise InvalidRequestError(f"n must be >= 1, got {self.n}")
+        if not 1 <= self.n <= MAX_BATCH_SIZE:
+            raise InvalidRequestError(f"n must be from 1 to {MAX_BATCH_SIZE}, got {self.n}")
         if vocab_size is not None:
             for token_id in self.stop_token_ids:
                 if not 0 <= token_id < vocab_size:

@@ -26,7 +26,7 @@ from urllib.parse import quote
 from sqlite_utils import Database
 
 from feedback import schema
-from feedback.errors import DatabaseFileError
+from feedback.errors import DatabaseFileError, database_error
 
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 FILE_MODE = 0o600
@@ -63,7 +63,7 @@ def _check_existing_file(path: Path) -> None:
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=DEFAULT_BUSY_TIMEOUT_S)
     except sqlite3.Error as exc:
-        raise DatabaseFileError(f"cannot open feedback database {str(path)!r}: {exc}") from exc
+        raise _open_error(exc, path) from exc
     try:
         schema.check_is_sqlite(conn, str(path))
         schema.refuse_newer_schema(conn, str(path))
@@ -71,11 +71,20 @@ def _check_existing_file(path: Path) -> None:
         conn.close()
 
 
-def _create_private_file(path: Path) -> None:
-    """Create an empty file readable only by its owner (feedback may be personal)."""
+def _create_private_file(path: Path) -> bool:
+    """Create an empty file readable only by its owner (feedback may be personal);
+    whether this call created it."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    existed = path.exists()
     fd = os.open(path, os.O_CREAT | os.O_WRONLY, FILE_MODE)
     os.close(fd)
+    return not existed
+
+
+def _open_error(exc: sqlite3.Error, path: Path) -> DatabaseFileError:
+    found = database_error(exc, path, "open")
+    return found if isinstance(found, DatabaseFileError) else DatabaseFileError(
+        f"cannot open feedback database {str(path)!r}: {exc}")
 
 
 def open_database(path: Path, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> tuple[sqlite3.Connection, Database]:
@@ -87,13 +96,32 @@ def open_database(path: Path, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) ->
     path = Path(path)
     if path.is_dir():
         raise DatabaseFileError(f"feedback database path {str(path)!r} is a directory")
+    created = False
     if path.exists() and path.stat().st_size > 0:
         _check_existing_file(path)
     else:
-        _create_private_file(path)
+        created = _create_private_file(path)
     if path.stat().st_mode & 0o777 != FILE_MODE:
         os.chmod(path, FILE_MODE)
+    try:
+        return _connect(path, busy_timeout_s)
+    except BaseException:
+        if created and path.stat().st_size == 0:  # a failed first open leaves no empty file behind
+            for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                leftover.unlink(missing_ok=True)
+        raise
 
+
+def _raise_as_storage_error(exc: sqlite3.OperationalError, path: Path, action: str) -> None:
+    """Raise what `database_error` makes of `exc`, or `exc` itself when it is a bug."""
+    error = database_error(exc, path, action)
+    if error is None:
+        raise exc
+    raise error from exc
+
+
+def _connect(path: Path, busy_timeout_s: float) -> tuple[sqlite3.Connection, Database]:
+    """Connect, set WAL and the other pragmas, and migrate under a write lock."""
     # isolation_level=None: the sqlite3 module opens no implicit transactions; every
     # transaction below is an explicit BEGIN, so we know exactly what is atomic.
     conn = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
@@ -112,12 +140,13 @@ def open_database(path: Path, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) ->
             schema.refuse_newer_schema(conn, str(path))
             schema.apply_pending(db)
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise DatabaseFileError(f"cannot open feedback database {str(path)!r}: {exc}") from exc
+        raise _open_error(exc, path) from exc
     except BaseException:
         conn.close()
         raise
@@ -154,14 +183,17 @@ class StoreBase:
             if self._conn.in_transaction:  # nested inside another transaction of ours
                 yield self._conn
                 return
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:  # the disk or file refused the write?
+                _raise_as_storage_error(exc, self.path, "write to")
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -170,12 +202,15 @@ class StoreBase:
             if self._conn.in_transaction:
                 yield self._conn
                 return
-            self._conn.execute("BEGIN")
             try:
-                yield self._conn
-            finally:
-                if self._conn.in_transaction:
-                    self._conn.execute("COMMIT")
+                self._conn.execute("BEGIN")
+                try:
+                    yield self._conn
+                finally:
+                    if self._conn.in_transaction:
+                        self._conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                _raise_as_storage_error(exc, self.path, "read")
 
     @staticmethod
     def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:

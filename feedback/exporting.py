@@ -96,11 +96,17 @@ def export_to_file(store: "Store", kind: str, path: str | os.PathLike[str]) -> i
     if not target.parent.is_dir():
         raise FeedbackError(f"cannot write export to {str(target)!r}: folder {str(target.parent)!r} does not exist")
     rows = export_rows(store, kind)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:  # a read-only folder, a full disk: say so of the file asked for
+        raise OSError(exc.errno, exc.strerror, str(target)) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             count = write_jsonl(rows, out)
         os.replace(temp_name, target)
+    except OSError as exc:
+        os.unlink(temp_name)
+        raise OSError(exc.errno, exc.strerror, str(target)) from None
     except BaseException:
         os.unlink(temp_name)
         raise

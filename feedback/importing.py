@@ -11,7 +11,9 @@ Each non-blank line is one JSON object in one of these shapes:
 
 The whole file is read and checked before anything is written, then written in one
 transaction: a malformed line raises ImportFormatError naming its line number and nothing
-is imported. A pair whose chosen and rejected replies are the same text says nothing and is
+is imported. Malformed includes what JSON allows but a store cannot hold or a reader
+should not have to: text with a lone surrogate (`"\ud800"`, not Unicode), nesting past
+the JSON parser's recursion limit, a line over MAX_LINE_BYTES. A pair whose chosen and rejected replies are the same text says nothing and is
 skipped (counted). Each pair becomes a conversation (source "import") whose user turn has
 the two replies as siblings, ranked chosen first.
 """
@@ -29,6 +31,7 @@ from feedback.errors import ImportFormatError
 from feedback.records import ChatMessage
 
 CONTEXT_ROLES = ("system", "user", "assistant")
+MAX_LINE_BYTES = 64 * 2**20  # far above any real preference pair; reading stops there
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,23 @@ def parse_pair(obj: Any) -> ImportedPair:
         raise _LineError("missing 'prompt' (needed when 'chosen' and 'rejected' are plain text)")
     else:
         raise _LineError(f"'prompt' must be text or a list of messages, not {type(prompt).__name__}")
-    return ImportedPair(_check_context(context), chosen, rejected)
+    pair = ImportedPair(_check_context(context), chosen, rejected)
+    for field, text in (("chosen", chosen), ("rejected", rejected),
+                        *((f"message {i + 1}", m["content"]) for i, m in enumerate(context))):
+        _check_unicode(text, field)
+    return pair
+
+
+def _check_unicode(text: str, field: str) -> None:
+    """JSON can spell a lone surrogate ("\ud800"), which is not text and which SQLite
+    cannot store as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _LineError(
+            f"{field} holds a lone surrogate \\u{ord(text[exc.start]):04x} at character {exc.start}, "
+            "which is not valid Unicode text"
+        ) from None
 
 
 def read_pairs_file(path: str | os.PathLike[str]) -> list[ImportedPair]:
@@ -121,8 +140,10 @@ def read_pairs_file(path: str | os.PathLike[str]) -> list[ImportedPair]:
     except OSError as exc:
         raise ImportFormatError(f"cannot read import file {str(path)!r}: {exc.strerror}") from exc
     with handle:
-        for line_number, raw in enumerate(handle, start=1):
+        for line_number, raw in enumerate(iter(lambda: handle.readline(MAX_LINE_BYTES + 1), b""), start=1):
             try:
+                if len(raw) > MAX_LINE_BYTES:
+                    raise _LineError(f"longer than {MAX_LINE_BYTES // 2**20} MiB")
                 text = raw.decode("utf-8")
                 if not text.strip():
                     continue
@@ -131,8 +152,14 @@ def read_pairs_file(path: str | os.PathLike[str]) -> list[ImportedPair]:
                 raise ImportFormatError(f"{path}: line {line_number}: not UTF-8 text ({exc.reason})") from exc
             except json.JSONDecodeError as exc:
                 raise ImportFormatError(f"{path}: line {line_number}: not valid JSON ({exc.msg})") from exc
+            except RecursionError:
+                raise ImportFormatError(f"{path}: line {line_number}: JSON nested too deeply") from None
             except _LineError as exc:
                 raise ImportFormatError(f"{path}: line {line_number}: {exc}") from exc
+            except MemoryError:
+                raise ImportFormatError(
+                    f"{path}: line {line_number}: not enough memory to hold the file's pairs; split the file"
+                ) from None
     return pairs
 
 

@@ -24,7 +24,7 @@ import sqlite3
 
 from sqlite_utils import Database, Migrations
 
-from feedback.errors import DatabaseFileError, SchemaTooNewError
+from feedback.errors import DatabaseFileError, SchemaTooNewError, database_error
 
 MIGRATION_SET = "chat_tui_feedback"
 MIGRATIONS_TABLE = Migrations.migrations_table
@@ -239,4 +239,6 @@ def check_is_sqlite(conn: sqlite3.Connection, path: str) -> None:
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
-        raise DatabaseFileError(f"{path!r} is not a chat-tui feedback database ({exc})") from exc
+        # Only a file SQLite finds is not a database (or is corrupt) is called so; a full
+        # disk or a locked file is said to be that.
+        raise (database_error(exc, path, "read") or DatabaseFileError(f"cannot read {path!r}: {exc}")) from exc

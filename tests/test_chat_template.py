@@ -182,3 +182,34 @@ def test_templates_run_sandboxed():
 def test_bad_template_source_is_a_one_line_error():
     with pytest.raises(ChatTemplateError, match="does not compile"):
         ChatTemplate("{% for m in messages %}")
+
+
+@pytest.mark.parametrize("source,expected", [
+    ("{{ 1/0 }}", "division by zero (ZeroDivisionError), at line 1"),
+    ("{{ [1] * 100000000 }}", "'*' would make a value of 100,000,000 items"),
+    ("{% set ns = namespace(s=[0]) %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
+     "'+' would make a value"),
+    ("{% set big = 'x' * 8000000 %}{{ 'aa'|replace('a', big) }}", "filter 'replace' made a value"),
+    ("{{ ('%0' ~ '100000000d') % 5 }}", "format width of 100000000"),
+    ("{{ 7 ** 99999999 }}", "too large a number"),
+    ("{% for i in range(100000) %}{{ 'x' * 100 }}{% endfor %}", "the rendered text passed"),
+])
+def test_templates_run_within_size_limits(source, expected):
+    with pytest.raises(ChatTemplateError) as info:
+        ChatTemplate(source).render([{"role": "user", "content": "x"}])
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_templates_run_within_a_time_budget():
+    from engine.text.template_sandbox import render_limited
+
+    template = ChatTemplate("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}")
+    with pytest.raises(Exception, match="longer than 0.2 s"):
+        render_limited(template._template, {"messages": []}, seconds=0.2)
+
+
+def test_a_template_over_the_source_limit_is_refused():
+    from engine.text.template_sandbox import MAX_SOURCE_CHARS
+
+    with pytest.raises(ChatTemplateError, match="characters long"):
+        ChatTemplate("x" * (MAX_SOURCE_CHARS + 1))

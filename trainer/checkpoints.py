@@ -80,11 +80,11 @@ class RunCheckpoint:
             raise TrainerError(f"checkpoint state {str(self.folder / STATE_FILE)!r} is corrupt: {exc}") from None
 
     def write_state(self, state: dict[str, Any]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         _replace_atomically(self.folder / STATE_FILE, lambda tmp: tmp.write_text(json.dumps(state, indent=2, sort_keys=True)))
 
     def save_tensors(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         _replace_atomically(self.folder / f"{name}.safetensors", lambda tmp: save_file(tensors, str(tmp)))
 
     def load_tensors(self, name: str) -> dict[str, torch.Tensor]:
@@ -95,7 +95,7 @@ class RunCheckpoint:
 
     def save_object(self, name: str, value: Any) -> None:
         """Optimizer states and the like (torch.save; read back with weights_only)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         _replace_atomically(self.folder / f"{name}.pt", lambda tmp: torch.save(value, tmp))
 
     def load_object(self, name: str) -> Any:

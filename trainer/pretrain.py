@@ -181,7 +181,7 @@ def _prepare_run(settings: PretrainSettings, directory: Path, resume: bool, log:
     # Build the run in a temporary directory so a failed start leaves nothing behind.
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp.mkdir(parents=True, mode=0o700)
     (tmp / RUN_TOKENIZER).write_bytes(tokenizer_bytes)
     torch.save(tokens, tmp / RUN_TOKENS)
     (tmp / RUN_SETTINGS).write_text(json.dumps(asdict(settings), indent=2))
@@ -360,7 +360,7 @@ def pretrain(
     shape = settings.shape()
     tokenizer_bytes = (directory / RUN_TOKENIZER).read_bytes()
     tokenizer = spm.SentencePieceProcessor(model_proto=tokenizer_bytes)
-    tokens = torch.load(directory / RUN_TOKENS)
+    tokens = torch.load(directory / RUN_TOKENS, weights_only=True)
     train_rows, held_rows = split_blocks(tokens, shape.block_size)
     baseline = unigram_baseline(train_rows, held_rows, tokenizer.vocab_size())
     eval_rows = held_rows[: settings.max_eval_rows]

@@ -92,11 +92,11 @@ def save_reward_model(model: ScalarHeadModel, directory: Path, metadata: dict[st
     directory = Path(directory)
     if directory.exists():
         raise TrainerError(f"reward model directory {str(directory)!r} already exists")
-    directory.parent.mkdir(parents=True, exist_ok=True)
+    directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp.mkdir(mode=0o700)
     try:
         state = merged_state_dict(model) if has_lora(model) else model.state_dict()
         # safetensors refuses aliased tensors; clone makes every entry its own storage.

@@ -11,13 +11,43 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import BinaryIO
 
 import click
 
+from chat_tui.errors import UserError
 from engine.sampling import SamplingParams  # no torch: the flags' defaults are the chat's
 
 SAMPLE_QUESTION = "What is the capital of France?"
 _CHAT = SamplingParams.chat_defaults()
+# Far more text than any model's context holds; reading stops here rather than at memory's end.
+MAX_PROMPT_BYTES = 4 * 2**20
+
+
+def read_prompt(stream: BinaryIO) -> str:
+    """The prompt piped to `ask -`: UTF-8 text of at most MAX_PROMPT_BYTES, else a
+    UserError saying what is wrong with it."""
+    data = stream.read(MAX_PROMPT_BYTES + 1)
+    if len(data) > MAX_PROMPT_BYTES:
+        raise UserError(f"the prompt on standard input is longer than {MAX_PROMPT_BYTES // 2**20} MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"the prompt on standard input is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start})"
+        ) from None
+
+
+def check_text(value: str, what: str) -> str:
+    """`value` if it is valid Unicode text; command-line arguments that were not UTF-8
+    arrive with lone surrogates in them, which no tokenizer can encode."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UserError(
+            f"{what} is not UTF-8 text (undecodable byte {ord(value[exc.start]) & 0xFF:#04x} at character {exc.start})"
+        ) from None
+    return value
 
 
 def _sampling_options(func):
@@ -66,16 +96,13 @@ def ask(
     int8: bool,
 ) -> None:
     """Ask the model PROMPT and print its reply (reads stdin when PROMPT is '-')."""
-    from chat_tui.errors import UserError
-    from chat_tui.paths import models_dir
-    from engine.engine import LLMEngine
-    from engine.loading import load_model
-    from engine.streaming import StreamingEngine
 
     if prompt is None:
         raise UserError("give a PROMPT (or '-' to read it from stdin), e.g. chat-tui ask " f"{SAMPLE_QUESTION!r}")
-    if prompt == "-":
-        prompt = sys.stdin.read()
+    prompt = read_prompt(sys.stdin.buffer) if prompt == "-" else check_text(prompt, "the prompt")
+    for text, what in ((system, "--system"), *((s, "--stop") for s in stop)):
+        if text is not None:
+            check_text(text, what)
     params = SamplingParams(
         temperature=temperature,
         top_p=top_p,
@@ -87,7 +114,12 @@ def ask(
         n=num_samples,
         stop=list(stop),
     )
-    params.validate()  # before the (slow) model load
+    params.validate()  # before the (slow) imports and model load
+    from chat_tui.paths import models_dir
+    from engine.engine import LLMEngine
+    from engine.loading import load_model
+    from engine.streaming import StreamingEngine
+
     load_started = time.perf_counter()
     loaded = load_model(model_name, device=device, dtype=dtype, store_root=models_dir())
     if int8:

@@ -26,12 +26,17 @@ def _time_default_import() -> float:
 
 
 def _levels(text: str) -> list[int]:
+    """The concurrency levels, each checked against the engine's batch limit before any
+    engine is sized from it."""
+    from engine.sampling import MAX_BATCH_SIZE
+
     try:
         levels = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers") from None
-    if not levels or any(level < 1 for level in levels):
-        raise click.BadParameter(f"{text!r}: concurrency levels must be positive integers")
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers", param_hint="--concurrency") from None
+    if not levels or any(not 1 <= level <= MAX_BATCH_SIZE for level in levels):
+        raise click.BadParameter(f"{text!r}: concurrency levels must be integers from 1 to {MAX_BATCH_SIZE}",
+                                 param_hint="--concurrency")
     return levels
 
 
@@ -67,7 +72,7 @@ def bench(
 
     levels = _levels(concurrency)
     if max_tokens < 1:
-        raise click.BadParameter(f"--max-tokens must be at least 1, got {max_tokens}")
+        raise click.BadParameter(f"must be at least 1, got {max_tokens}", param_hint="--max-tokens")
     compare_hf = not no_hf and not int8
     if compare_hf:
         try:
@@ -80,6 +85,9 @@ def bench(
     started = time.perf_counter()
     loaded = load_model(model_name, device=device, dtype=dtype, store_root=models_dir())
     load_s = time.perf_counter() - started
+    context = loaded.config.max_position_embeddings
+    if max_tokens >= context:  # the engine's cache is sized from it
+        raise UserError(f"--max-tokens {max_tokens} does not fit the model's context of {context} tokens")
     if int8:
         from engine.kernels.quantize import quantize_int8
 

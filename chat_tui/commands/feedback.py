@@ -55,8 +55,11 @@ def import_command(file: str) -> None:
 
     All or nothing: a malformed line is reported with its number and nothing is imported.
     """
+    from feedback.importing import read_pairs_file
+
+    pairs = read_pairs_file(file)  # the whole file checked before the database is opened or made
     with _open_store() as store:
-        result = store.import_pairs(file)
+        result = store.import_pair_records(pairs)
     skipped = f" ({result.num_skipped} skipped: chosen and rejected identical)" if result.num_skipped else ""
     click.echo(f"Imported {result.num_pairs} preference pairs from {file}{skipped}")
 

@@ -6,8 +6,11 @@ feedback store; the work itself is trainer.pretrain.pretrain.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from chat_tui.errors import UserError
 from trainer.pretrain import SIZES, PretrainEvent, PretrainSettings, pretrain as run_pretraining
 
 
@@ -53,6 +56,22 @@ class _EventPrinter:
         self.console.message(text)
 
 
+def refuse_taken_name(name: str, database: Path) -> None:
+    """A UserError when the feedback store already has a model version called `name`:
+    the finished model could not be registered under it."""
+    if not database.is_file():
+        return
+    from feedback import Store
+    from feedback.errors import NotFoundError
+
+    with Store(database) as store:
+        try:
+            version = store.get_model_version(name)
+        except NotFoundError:
+            return
+    raise UserError(f"--out {name!r} is already the name of model version {version.id} ({version.path}); choose another")
+
+
 @click.command(name="pretrain")
 @click.option("--data", "data", required=True, type=click.Path(), help="A text file, or a directory of .txt/.md files.")
 @click.option("--out", "out", required=True, help="Name of the new model in the store.")
@@ -90,6 +109,7 @@ def pretrain(
 
     from chat_tui.paths import data_dir, database_path, ensure_data_dir, models_dir
 
+    refuse_taken_name(out, database_path())  # before any training, not after it
     ensure_data_dir()
     settings = PretrainSettings(
         data=data, out=out, vocab_size=vocab_size, size=size, steps=steps, model_type=model_type,

@@ -66,6 +66,16 @@ def _die_with_parent(signum: int) -> None:
         os.kill(os.getpid(), signum)
 
 
+def checked_base_path(base: str) -> str:
+    """--base given as a model-store name or a path: the absolute path of a model that
+    loads (judged from its config and headers), or a one-line ModelLoadError."""
+    from chat_tui.paths import models_dir
+    from engine.loading import ModelStore
+    from engine.loading.model_store import check_model
+
+    return str(check_model(ModelStore(models_dir()).resolve(base)))
+
+
 def parse_overrides(items: tuple[str, ...]) -> dict[str, str]:
     """NAME=VALUE items as a dict; a click usage error for an item without '='."""
     values = {}
@@ -142,13 +152,16 @@ def train(algo, use_lora, top_layers, steps, device, base_name, seed, grad_accum
     from trainer.runtime import check_launch
 
     check_launch()
+    if base_name is not None and not database_path().is_file():
+        checked_base_path(base_name)  # no versions yet, so --base names a model on disk: check it before creating any
     ensure_data_dir()
     store = Store(database_path())
     choice = choose_model(store, base_name, None, lambda label, text: click.echo(f"{label}: {text}", err=True))
-    version_id = choice.version_id
-    if version_id is None:
-        version_id = register_loaded(store, choice, choice.path)
-    base = BaseVersion(choice.path, version_id, choice.label)
+    version_id, base_path = choice.version_id, choice.path
+    if version_id is None:  # --base names no version: a model on disk, checked before its row is added
+        base_path = checked_base_path(choice.path)
+        version_id = register_loaded(store, choice, base_path)
+    base = BaseVersion(base_path, version_id, choice.label)
     progress = echo = None
     if progress_json:
         from trainer.progress import JsonProgress

@@ -26,7 +26,12 @@ class ModelChoice:
 
 
 def choose_model(store: Any, requested: str | None, version_id: int | None, progress: Progress) -> ModelChoice:
-    """Resolve what to load. May import the default model (slow): call from a worker."""
+    """Resolve what to load. May import the default model (slow): call from a worker.
+    Removes what killed imports left in the model store first (the app's start)."""
+    from chat_tui.paths import models_dir
+    from engine.loading import ModelStore
+
+    ModelStore(models_dir()).remove_abandoned_staging()
     if version_id is not None:
         version = store.get_model_version(version_id)
         return ModelChoice(version.path, version.id, version.name)
@@ -66,9 +71,11 @@ def import_default_model(store: Any, progress: Progress) -> ModelChoice:
 
 
 def register_loaded(store: Any, choice: ModelChoice, loaded_path: str) -> int:
-    """Record a model given with --model as a version (not active), reusing one with its path."""
+    """Record a model given with --model as a version (not active), reusing one with its
+    path. The path is stored absolute, so the version is found from any folder."""
+    loaded_path = str(Path(loaded_path).resolve())
     for version in store.list_model_versions():
-        if version.path == loaded_path:
+        if str(Path(version.path).resolve()) == loaded_path:
             return version.id
     name = choice.label
     taken = {version.name for version in store.list_model_versions()}

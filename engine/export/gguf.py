@@ -29,7 +29,7 @@ from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType, TokenType
 from gguf import quants as gguf_quants
 
 from engine.config import LLAMA_FAMILY, ModelConfig
-from engine.errors import EngineError
+from engine.errors import EngineError, write_error
 from engine.loading.checkpoint import Checkpoint, stored_tensors
 from engine.loading.gguf_names import gguf_tensor_name, to_gguf_layout
 from engine.loading.gguf_tokenizer import PRE_TOKENIZERS
@@ -272,7 +272,10 @@ def export_gguf(model_dir: str | Path, output: str | Path, export_type: str = "f
     vocabulary = gguf_vocabulary(model_dir, checkpoint)
     tensors = _gguf_tensors(checkpoint)
 
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)
+    try:
+        handle, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)
+    except OSError as exc:  # a read-only folder, a full disk: said of the file asked for
+        raise write_error(exc, output) from None
     os.close(handle)
     tmp = Path(tmp_name)
     try:
@@ -286,6 +289,8 @@ def export_gguf(model_dir: str | Path, output: str | Path, export_type: str = "f
         writer.write_tensors_to_file()
         writer.close()
         os.replace(tmp, output)
+    except OSError as exc:
+        raise write_error(exc, output) from None
     finally:
         if tmp.exists():
             tmp.unlink()

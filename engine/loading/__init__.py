@@ -4,7 +4,8 @@
 store name, a model directory or a .gguf file (None or "default" for the default model)
 and returns a `LoadedModel` on the requested device. `import_model` copies a directory or
 GGUF file into the store. Every failure a user can cause is a one-line `ModelLoadError`
-naming the file and what is wrong with it.
+naming the file and what is wrong with it; every size and count a file states is checked
+(validation.py) before anything is built from it.
 
 The engine does not know where the store is: a caller that names a stored model (or the
 default one) passes the store's folder as `store_root`; a path needs none.

@@ -25,6 +25,7 @@ from engine.loading.checkpoint import TIED_HEAD, Checkpoint
 from engine.loading.gguf_names import from_gguf_layout, gguf_tensor_name, hf_tensor_name
 from engine.loading.gguf_tokenizer import tokenizer_from_gguf
 from engine.loading.hf_dir import check_vocabulary
+from engine.loading.validation import check_config, check_gguf_metadata
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 SUPPORTED_TYPES = {
@@ -50,6 +51,11 @@ def open_gguf(path: Path) -> GGUFReader:
                 f"{path}: truncated GGUF file (tensor {tensor.name} ends at byte {end}, file has {size})"
             )
     return reader
+
+
+def tensor_shapes(reader: GGUFReader) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape by name, in numpy's order (GGUF lists the fastest dimension first)."""
+    return {t.name: tuple(int(n) for n in reversed(list(t.shape))) for t in reader.tensors}
 
 
 def metadata(reader: GGUFReader, path: Path) -> dict[str, Any]:
@@ -179,7 +185,9 @@ def read_gguf(path: Path) -> Checkpoint:
     for tensor in reader.tensors:
         check_tensor_type(tensor, path)  # refuse before any slow work
     rope_freqs = dequantize(by_name[ROPE_FREQS], path) if ROPE_FREQS in by_name else None
+    check_gguf_metadata(fields, tensor_shapes(reader), path, rope_freqs)  # before anything is sized from them
     config = config_from_gguf(fields, set(by_name), path, rope_freqs)
+    check_config(config, path)
     tokenizer = tokenizer_from_gguf(fields, path)
     check_vocabulary(tokenizer, config, path)
     tensors: dict[str, torch.Tensor] = {}

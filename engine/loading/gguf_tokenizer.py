@@ -117,7 +117,10 @@ def _byte_level_bpe(
     for index, token in enumerate(tokens):
         vocab.setdefault(token, index)
     pairs = [tuple(m.split(" ", 1)) for m in merges]
-    backend = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=pairs, ignore_merges=ignore_merges))
+    try:
+        backend = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=pairs, ignore_merges=ignore_merges))
+    except Exception as exc:  # the Rust library raises plain Exception for merges the tokens do not allow
+        raise ModelLoadError(f"{source}: tokenizer.ggml.merges do not fit tokenizer.ggml.tokens ({exc})") from None
     backend.pre_tokenizer = make_pre()
     backend.decoder = decoders.ByteLevel()
     _add_whole_tokens(backend, tokens, types)

@@ -16,8 +16,9 @@ import torch
 from engine.config import ModelConfig
 from engine.errors import ModelLoadError
 from engine.loading.checkpoint import Checkpoint
-from engine.loading.safetensors_files import read_tensors, weight_files
+from engine.loading.safetensors_files import read_tensors, tensor_shapes, weight_files
 from engine.loading.tokenizer_files import read_json, read_tokenizer
+from engine.loading.validation import check_against_tensors, check_config, check_hf_values, check_token_ids
 from engine.models.registry import config_from_dict
 from engine.text.tokenizer import Tokenizer
 
@@ -25,15 +26,21 @@ STORE_INFO_FILE = "chat_tui_model.json"
 
 
 def read_hf_config(directory: Path) -> ModelConfig:
+    """The directory's config (its values checked by engine/loading/validation.py), with
+    generation_config.json's eos ids."""
     config_file = directory / "config.json"
     if not config_file.is_file():
         raise ModelLoadError(f"{directory}: no config.json, so this is not a model directory")
-    config = config_from_dict(read_json(config_file), source=str(config_file))
+    raw = read_json(config_file)
+    check_hf_values(raw, config_file)
+    config = config_from_dict(raw, source=str(config_file))
     generation_file = directory / "generation_config.json"
     if generation_file.is_file():
         eos = read_json(generation_file).get("eos_token_id")
+        check_token_ids(eos, "eos_token_id", generation_file)
         if eos is not None:
             config.eos_token_id = eos
+    check_config(config, config_file)
     return config
 
 
@@ -57,6 +64,7 @@ def read_hf_directory(directory: Path, device: str = "cpu", dtype: torch.dtype |
     """Config, weights (cast to `dtype` while reading, if given), tokenizer and template."""
     config = read_hf_config(directory)
     files = weight_files(directory)
+    check_against_tensors(config, tensor_shapes(files), directory / "config.json")
     tokenizer, template = read_tokenizer(directory)
     _fill_special_tokens(tokenizer, config)
     check_vocabulary(tokenizer, config, directory)

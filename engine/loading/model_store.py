@@ -3,8 +3,11 @@
 Each entry `ROOT/NAME/` holds config.json, model.safetensors, the tokenizer
 (tokenizer.json or tokenizer.model), tokenizer_config.json with special tokens and the chat
 template, chat_template.jinja, and `chat_tui_model.json` (where the model came from and
-when). A model is written into a hidden temporary folder beside its final place and
-renamed there only when complete, so the store never shows a half-written model.
+when). A model is written into a hidden staging folder beside its final place
+(`.NAME.PID-XXXX.partial`, PID the writing process) and renamed there only when complete,
+so the store never shows a half-written model. A staging folder whose process is gone
+(killed mid-import) is abandoned: the next write removes it, as does
+`remove_abandoned_staging` (the app's start and `chat-tui clean` call it).
 
 The store does not decide where ROOT is: every caller passes it (the app and the CLI
 pass the model folder of their data directory).
@@ -17,16 +20,19 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import ModelLoadError
+from engine.errors import ModelLoadError, write_error
 from engine.loading.checkpoint import Checkpoint, check_tensors, stored_tensors
-from engine.loading.gguf_file import read_gguf
-from engine.loading.hf_dir import STORE_INFO_FILE, read_hf_directory
-from engine.loading.safetensors_files import SINGLE_FILE, write_tensors
+from engine.loading.gguf_file import config_from_gguf, metadata, open_gguf, read_gguf
+from engine.loading.gguf_file import tensor_shapes as gguf_tensor_shapes
+from engine.loading.hf_dir import STORE_INFO_FILE, read_hf_config, read_hf_directory
+from engine.loading.safetensors_files import SINGLE_FILE, tensor_shapes, weight_files, write_tensors
+from engine.loading.validation import check_against_tensors, check_config, check_gguf_metadata
 from engine.models.registry import config_to_dict
 
 if TYPE_CHECKING:
@@ -34,6 +40,53 @@ if TYPE_CHECKING:
 
 VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 GGUF_MAGIC = b"GGUF"
+STAGING_SUFFIX = ".partial"
+_STAGING_OWNER = re.compile(r"\.(\d+)-[a-z0-9_]+\.partial$")
+# A staging folder that names no process (written before folders carried one) is taken to
+# be abandoned once nothing in it has changed for this long.
+STALE_STAGING_SECONDS = 10 * 60
+
+
+def staging_prefix(name: str) -> str:
+    """The start of a staging folder's name for model `name`: hidden, with our process id."""
+    return f".{name}.{os.getpid()}-"
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a process with this id is running (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def folder_size(path: Path) -> int:
+    """Bytes of the files under `path` (0 for what vanished meanwhile)."""
+    total = 0
+    for file in path.rglob("*"):
+        try:
+            total += file.lstat().st_size if file.is_file() else 0
+        except OSError:
+            pass
+    return total
+
+
+def is_abandoned_staging(entry: Path, now: float | None = None) -> bool:
+    """Whether `entry` is a staging folder no process will finish: its writer is gone, or
+    (for a folder that names none) nothing in it changed for STALE_STAGING_SECONDS."""
+    if not (entry.name.startswith(".") and entry.name.endswith(STAGING_SUFFIX) and entry.is_dir()):
+        return False
+    owner = _STAGING_OWNER.search(entry.name)
+    if owner is not None:
+        return not process_exists(int(owner.group(1)))
+    try:
+        changed = max([entry.stat().st_mtime] + [f.stat().st_mtime for f in entry.iterdir()])
+    except OSError:
+        return False
+    return (now if now is not None else time.time()) - changed > STALE_STAGING_SECONDS
 
 
 @dataclass
@@ -83,6 +136,23 @@ def read_checkpoint(path: Path) -> Checkpoint:
     raise ModelLoadError(f"{path}: not a model directory or a .gguf file")
 
 
+def check_model(path: str | Path) -> Path:
+    """`path` (made absolute) if it holds a model this runtime can load, judged from its
+    config and tensor headers without reading any weights; else a ModelLoadError."""
+    found = existing_path(path).resolve()
+    if found.is_dir():
+        config = read_hf_config(found)
+        check_against_tensors(config, tensor_shapes(weight_files(found)), found / "config.json")
+    elif is_gguf_file(found):
+        reader = open_gguf(found)
+        fields = metadata(reader, found)
+        check_gguf_metadata(fields, gguf_tensor_shapes(reader), found)
+        check_config(config_from_gguf(fields, {t.name for t in reader.tensors}, found, None), found)
+    else:
+        raise ModelLoadError(f"{found}: not a model directory or a .gguf file")
+    return found
+
+
 class ModelStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser()
@@ -108,6 +178,22 @@ class ModelStore:
                 info = {}
             models.append(StoredModel(entry.name, entry, info))
         return models
+
+    def abandoned_staging(self) -> list[Path]:
+        """Staging folders of imports whose process is gone (see the module docstring)."""
+        if not self.root.is_dir():
+            return []
+        return [entry for entry in sorted(self.root.iterdir()) if is_abandoned_staging(entry)]
+
+    def remove_abandoned_staging(self) -> list[tuple[Path, int]]:
+        """Delete the abandoned staging folders; returns each with the bytes it held."""
+        removed = []
+        for entry in self.abandoned_staging():
+            size = folder_size(entry)
+            shutil.rmtree(entry, ignore_errors=True)
+            if not entry.exists():
+                removed.append((entry, size))
+        return removed
 
     def resolve(self, name_or_path: str | Path) -> Path:
         """The directory of a stored model, or the given path when it exists."""
@@ -171,8 +257,12 @@ class ModelStore:
         final = self.path_of(name)
         if final.exists():
             raise ModelLoadError(f"a model named {name!r} is already in the store ({final})")
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=self.root))
+        try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.remove_abandoned_staging()
+            staging = Path(tempfile.mkdtemp(prefix=staging_prefix(name), suffix=STAGING_SUFFIX, dir=self.root))
+        except OSError as exc:  # a read-only or full disk: said of the model's place in the store
+            raise write_error(exc, final) from None
         try:
             self._write_files(checkpoint, staging, {"name": name, **info})
             try:
@@ -181,6 +271,8 @@ class ModelStore:
                 if (final / STORE_INFO_FILE).is_file():  # another process finished the same import first
                     raise ModelLoadError(f"a model named {name!r} is already in the store ({final})") from None
                 raise
+        except OSError as exc:
+            raise write_error(exc, final) from None
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)

@@ -28,6 +28,8 @@ def read_json(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelLoadError(f"{path}: not a readable JSON file ({exc})") from None
+    except RecursionError:
+        raise ModelLoadError(f"{path}: not a readable JSON file (nested too deeply)") from None
     if not isinstance(data, dict):
         raise ModelLoadError(f"{path}: expected a JSON object, found {type(data).__name__}")
     return data

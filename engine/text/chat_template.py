@@ -2,7 +2,8 @@
 
 Templates are Jinja2 source shipped with the checkpoint (tokenizer_config.json,
 chat_template.jinja or GGUF metadata); they are untrusted, so they run in Jinja's
-immutable sandbox. The environment matches what transformers gives templates
+immutable sandbox with limits on time, sizes and output (engine/text/template_sandbox.py),
+and any way a template fails, raising or over a limit, is one ChatTemplateError. The environment matches what transformers gives templates
 (trim_blocks, lstrip_blocks, loop controls, `raise_exception`, a `tojson` that keeps
 non-ASCII text, `strftime_now`, bos/eos/... token strings), so the rendered text is the
 same one a model was fine-tuned on. A model without a template gets ChatML.
@@ -20,9 +21,15 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.errors import EngineError
+from engine.text.template_sandbox import (
+    MAX_SOURCE_CHARS,
+    TEMPLATE_FILENAME,
+    LimitedSandbox,
+    TemplateLimitError,
+    render_limited,
+)
 
 if TYPE_CHECKING:
     from engine.text.tokenizer import Tokenizer
@@ -56,9 +63,30 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
+def _describe_failure(exc: BaseException) -> str:
+    """What went wrong in the template, and on which of its lines when that is known."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == TEMPLATE_FILENAME:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    if isinstance(exc, MemoryError):
+        text = "ran out of memory"
+    elif isinstance(exc, RecursionError):
+        text = "recursed too deeply"
+    elif isinstance(exc, TemplateLimitError):
+        text = str(exc)
+    else:
+        text = f"{exc} ({type(exc).__name__})" if str(exc) else type(exc).__name__
+    return f"{text}, at line {line}" if line else text
+
+
 @lru_cache(maxsize=16)
 def _compile(source: str) -> jinja2.Template:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    if len(source) > MAX_SOURCE_CHARS:
+        raise ChatTemplateError(f"chat template is {len(source):,} characters long (the limit is {MAX_SOURCE_CHARS:,})")
+    env = LimitedSandbox(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
@@ -66,6 +94,8 @@ def _compile(source: str) -> jinja2.Template:
         return env.from_string(source)
     except jinja2.exceptions.TemplateSyntaxError as exc:
         raise ChatTemplateError(f"chat template does not compile: {exc.message} (line {exc.lineno})") from None
+    except Exception as exc:  # the compiler on hostile source: nesting past Python's limits and the like
+        raise ChatTemplateError(f"chat template does not compile: {_describe_failure(exc)}") from None
 
 
 class ChatTemplate:
@@ -116,9 +146,11 @@ class ChatTemplate:
             "add_generation_prompt": add_generation_prompt,
         }
         try:
-            return self._template.render(**context)
+            return render_limited(self._template, context)
         except jinja2.exceptions.TemplateError as exc:
             raise ChatTemplateError(f"chat template refused the conversation: {exc}") from None
+        except (Exception, MemoryError) as exc:  # untrusted code: every way it fails is the template's
+            raise ChatTemplateError(f"chat template failed: {_describe_failure(exc)}") from None
 
     def stop_token_ids(self, tokenizer: "Tokenizer") -> list[int]:
         """Token ids that end an assistant turn under this template, eos included.
