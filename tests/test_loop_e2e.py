@@ -28,6 +28,7 @@ TRAIN_ARGS = ["--steps", "2", "--top-layers", "0", "--max-reply-tokens", "12"]
 
 
 def loop_config(model_dir: Path, out: Path, **changes) -> LoopConfig:
+    changes.setdefault("algos", ("ppo", "dpo"))
     return LoopConfig(
         out_dir=out, model=str(model_dir), taste=TASTE, k=K, max_taught=MAX_TAUGHT, num_train_prompts=NUM_TRAIN,
         num_held_out_prompts=NUM_HELD_OUT, max_new_tokens=12, threads=1,

@@ -92,3 +92,29 @@ def test_cli_lists_and_sets_settings(chat_tui_home):
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines() == ["Error: unknown setting 'bogus' (see chat-tui train --list-settings)"]
     assert not any(chat_tui_home.iterdir())
+
+
+def test_token_limits_are_bounded():
+    with pytest.raises(TrainerError, match="setting max_reply_tokens has a bad value: 1000000000"):
+        TrainSettings(device="cpu", max_reply_tokens=10**9).validate()
+
+
+def test_a_checkpoint_write_on_a_full_disk_is_one_error_and_keeps_the_old_file(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from trainer import checkpoints
+
+    checkpoint = checkpoints.RunCheckpoint(tmp_path / "run-1")
+    checkpoint.write_state({"policy_step": 2})
+
+    def full_disk_write(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0")  # what torch says
+
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 10**9, 0))
+    monkeypatch.setattr(checkpoints.torch, "save", full_disk_write)
+    with pytest.raises(TrainerError, match=r"cannot write the checkpoint '.*ppo-trainer-4.pt': No space left on device \(ENOSPC\)"):
+        checkpoint.save_object("ppo-trainer-4", {"step": 4})
+    assert checkpoint.read_state() == {"policy_step": 2}
+    assert sorted(p.name for p in (tmp_path / "run-1").iterdir()) == ["state.json"]  # no temporary file left

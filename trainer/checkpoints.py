@@ -12,6 +12,7 @@ Nothing here knows what a phase does; pipeline.py decides what to save and when.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -19,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from engine.errors import write_error
 from trainer.errors import TrainerError
 
 STATE_FILE = "state.json"
@@ -36,10 +39,20 @@ def run_folder(data_dir: Path, run_id: int) -> Path:
 
 
 def _replace_atomically(target: Path, write: Any) -> None:
+    """Write through a temporary sibling and rename it over `target`, so `target` is always
+    either the old file or the whole new one. A failed write (a full disk makes torch and
+    safetensors raise their own errors, not OSError) is a TrainerError naming the file and
+    the reason; the old file stays."""
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
         os.replace(tmp, target)
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        reason = write_error(exc if isinstance(exc, OSError) else OSError(str(exc)), target)
+        if reason.errno is None:
+            raise
+        raise TrainerError(f"cannot write the checkpoint {str(target)!r}: {os.strerror(reason.errno)}"
+                           f"{' (ENOSPC)' if reason.errno == errno.ENOSPC else ''}") from None
     finally:
         if tmp.exists():
             tmp.unlink()

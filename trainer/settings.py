@@ -29,6 +29,7 @@ MIN_PAIRS = 16  # preference pairs needed to train a reward model or run DPO
 MIN_DEMONSTRATIONS = 4  # demonstrations needed for an SFT phase
 MIN_PROMPTS = 4  # prompts needed for on-policy rollouts
 CPU_TOP_LAYERS = 4
+MAX_TOKENS = 32768  # the longest prompt or reply a setting may ask for (the chat's own limit)
 
 
 def setting(default: Any, help: str) -> Any:
@@ -116,8 +117,8 @@ class TrainSettings:
             "dpo_nll_weight": self.dpo_nll_weight >= 0,
             "kto_weight": self.kto_weight >= 0,
             "ditto_samples": self.ditto_samples >= 0,
-            "max_reply_tokens": self.max_reply_tokens >= 1,
-            "max_prompt_tokens": self.max_prompt_tokens >= 1,
+            "max_reply_tokens": 1 <= self.max_reply_tokens <= MAX_TOKENS,
+            "max_prompt_tokens": 1 <= self.max_prompt_tokens <= MAX_TOKENS,
             "eval_fraction": 0 <= self.eval_fraction < 1,
             "num_eval_prompts": self.num_eval_prompts >= 0,
             "checkpoint_every": self.checkpoint_every >= 1,
