@@ -33,7 +33,7 @@ def test_unknown_algorithm_names_the_choices():
 
 
 def test_phase_configs_take_their_values_from_the_settings():
-    settings = TrainSettings(device="cpu", kl_beta=0.07, temperature=0.9, max_reply_tokens=77, dpo_nll_weight=0.3,
+    settings = TrainSettings(algo="ppo", device="cpu", kl_beta=0.07, temperature=0.9, max_reply_tokens=77, dpo_nll_weight=0.3,
                              minibatch_rows=6, seed=5).resolved(on_gpu=False)
     ppo = PPOConfig.from_settings(settings, trunk_layers=3)
     assert (ppo.kl_beta, ppo.temperature, ppo.max_new_tokens, ppo.minibatch_rows, ppo.seed, ppo.trunk_layers) == (

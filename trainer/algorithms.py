@@ -72,7 +72,9 @@ ALGORITHMS: dict[str, Algorithm] = {
         ),
     )
 }
-DEFAULT_ALGORITHM = "ppo"
+# DPO (with the SFT phase, the taught-reply pairs and the thumbs term) is the one that
+# learned tastes other than length within a CPU round; docs/learning.md has the figures.
+DEFAULT_ALGORITHM = "dpo"
 
 
 def algorithm_names() -> tuple[str, ...]:

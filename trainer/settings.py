@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
+from engine.sampling import SamplingParams
 from trainer.algorithms import DEFAULT_ALGORITHM, get_algorithm
 from trainer.datasets import TrainingSets
 from trainer.errors import NotEnoughFeedbackError, TrainerError
@@ -35,6 +36,8 @@ MAX_TOKENS = 32768  # the longest prompt or reply a setting may ask for (the cha
 def setting(default: Any, help: str) -> Any:
     """A dataclass field with its help string (read by `describe_settings`)."""
     return field(default=default, metadata={"help": help})
+
+CHAT_MAX_NEW_TOKENS = SamplingParams().max_new_tokens
 
 
 @dataclass
@@ -51,9 +54,10 @@ class TrainSettings:
     gradient_accumulation_steps: int = setting(1, "batches whose gradients are summed before each optimizer step")
     eval_fraction: float = setting(0.1, "share of conversations held out for evaluation")
     max_prompt_tokens: int = setting(256, "longest prompt context kept (its end: the latest turns)")
-    # A short reply must be seen whole, end-of-turn included, or it looks the same as a
-    # long one cut at the limit.
-    max_reply_tokens: int = setting(128, "longest reply trained on or generated; longer replies are cut")
+    # The chat's own reply limit: a taste about how a reply ends (a question back, a
+    # summary) is invisible in a reply cut short, and a short reply must be seen whole,
+    # end-of-turn included, or it looks the same as a long one cut at the limit.
+    max_reply_tokens: int = setting(CHAT_MAX_NEW_TOKENS, "longest reply trained on or generated; longer replies are cut")
     minibatch_rows: int = setting(8, "rows (prompt + reply) per forward pass in the policy and reward phases")
     # SFT
     sft: bool | None = setting(None, "an SFT phase on demonstrations before the policy phase (None: the algorithm's default)")
