@@ -19,7 +19,18 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from engine.config import ModelConfig
 from engine.loading.checkpoint import stored_tensors
-from engine.models.llama import LlamaForCausalLM
+from engine.models.gemma3 import GEMMA3_MODEL_TYPE
+from engine.models.registry import build_model, config_to_dict
+
+# A Gemma 3 small enough for fast tests that still exercises what sets it apart: one
+# local layer with a 4-token window and its own rope base, one global layer, and a score
+# scale that is not 1/sqrt(head_dim).
+TINY_GEMMA3 = {
+    "layer_types": ["sliding_attention", "full_attention"],
+    "sliding_window": 4,
+    "rope_local_base_freq": 100.0,
+    "query_pre_attn_scalar": 24.0,
+}
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -63,7 +74,8 @@ def make_tiny_model_dir(
     tie_word_embeddings: bool = False,
     seed: int = 0,
 ) -> Path:
-    """Write a tiny random model directory at `path` and return it."""
+    """Write a tiny random model directory at `path` and return it; model_type "gemma3_text"
+    makes a two-layer Gemma 3 (TINY_GEMMA3, tied embeddings) whatever `num_layers` says."""
     path.mkdir(parents=True, exist_ok=True)
     tok = train_bpe_tokenizer()
     eos_id = tok.token_to_id("<|im_end|>")
@@ -81,15 +93,19 @@ def make_tiny_model_dir(
         bos_token_id=tok.token_to_id("<|im_start|>"),
         eos_token_id=eos_id,
     )
+    if model_type == GEMMA3_MODEL_TYPE:
+        config.num_hidden_layers, config.tie_word_embeddings = 2, True
+        for key, value in TINY_GEMMA3.items():
+            setattr(config, key, value)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = build_model(config)
     with torch.no_grad():
         # Tied heads with N(0, 1) embeddings make every distribution one-hot; scale them down.
-        if tie_word_embeddings:
+        if config.tie_word_embeddings:
             model.model.embed_tokens.weight.mul_(0.1)
     state = {k: v.contiguous() for k, v in stored_tensors(model.state_dict(), config).items()}
     save_file(state, str(path / "model.safetensors"))
-    (path / "config.json").write_text(json.dumps(config.to_hf_dict(), indent=2))
+    (path / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
     tok.save(str(path / "tokenizer.json"))
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
