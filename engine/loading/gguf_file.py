@@ -93,6 +93,10 @@ def read_gguf(path: Path) -> Checkpoint:
     """Config, float32 tensors under HF names, tokenizer and chat template of a GGUF file."""
     file = open_gguf(path)
     fields = file.fields
+    parts = fields.get("split.count", 1)
+    if isinstance(parts, int) and parts > 1:
+        raise ModelLoadError(f"{path}: one part of a GGUF file split in {parts}; merge the parts first "
+                             "(llama.cpp's llama-gguf-split --merge)")
     layout = gguf_layout(fields, path)  # refuse an architecture not covered before anything else
     by_name = {t.name: t for t in file.tensors}
     for tensor in file.tensors:
