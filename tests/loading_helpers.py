@@ -290,3 +290,13 @@ def llama_tokenizer_fields(model_file: Path) -> dict:
         "add_bos_token": True,
         "add_space_prefix": True,
     }
+
+
+def transformers_gguf_reading(path: Path):
+    """(tokenizer, model) as transformers reads a GGUF file itself: the reference the
+    real-model tests hold the engine against (fp32, eval mode)."""
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    return tokenizer, model.eval()

@@ -112,3 +112,10 @@ def test_store_directory_loads_in_transformers(tmp_path):
     ids = torch.tensor([ours.tokenizer.encode("Paris is the capital of France. Hello world!")])
     with torch.no_grad():
         assert (hf(ids).logits - ours.model(ids)).abs().max() < 1e-4
+
+
+def test_the_cpp_decode_step_leaves_gemma3_to_its_own_forward(tiny_gemma):
+    """The C++ step computes the Llama block; a Gemma 3 must never be handed to it."""
+    from engine.kernels import llama_decode
+
+    assert llama_decode.weight_addresses(tiny_gemma.model) is None

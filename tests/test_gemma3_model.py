@@ -16,7 +16,7 @@ from chat_tui.model_downloads import PACKAGED
 from engine.engine import LLMEngine
 from engine.loading import load_model
 from engine.sampling import SamplingParams
-from loading_helpers import MIXED_TEXT
+from loading_helpers import MIXED_TEXT, transformers_gguf_reading
 
 GGUF = PACKAGED["gemma3-270m"].path()
 
@@ -34,10 +34,7 @@ def loaded():
 
 @pytest.fixture(scope="module")
 def reference():
-    transformers = pytest.importorskip("transformers")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(GGUF.parent, gguf_file=GGUF.name)
-    model = transformers.AutoModelForCausalLM.from_pretrained(GGUF.parent, gguf_file=GGUF.name, dtype=torch.float32)
-    return tokenizer, model.eval()
+    return transformers_gguf_reading(GGUF)
 
 
 def test_config_facts(loaded):

@@ -254,3 +254,22 @@ def test_llama3_rope_scaling_from_rope_freqs(tmp_path, bpe):
     unscaled = load_model(path)
     unscaled.model.model.rotary.inv_freq.mul_(torch.tensor(divisors))
     assert (_logits(source, ids) - _logits(unscaled.model, ids)).abs().max().item() > 1e-3
+
+
+def test_pre_tokenizers_split_text_as_transformers_gguf_reader_does():
+    """Every `tokenizer.ggml.pre` name both know cuts text into the same pieces."""
+    from tokenizers import Regex, pre_tokenizers
+
+    from engine.loading.gguf_tokenizer import PRE_TOKENIZERS
+
+    mapping = pytest.importorskip("transformers.integrations.gguf.gguf_tokenizer_mapping")
+    text = MIXED_TEXT + " it's DON'T CamelCase über-Straße 1234567 x/y\r\n\tend  "
+    shared = sorted(set(PRE_TOKENIZERS) & set(mapping.GGUF_PRE_TOKENIZER_SPLITS))
+    assert {"qwen2", "llama-bpe", "tekken", "deepseek-r1-qwen"} <= set(shared)
+    for name in shared:
+        theirs = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(mapping.GGUF_PRE_TOKENIZER_SPLITS[name]), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+        make, _ = PRE_TOKENIZERS[name]
+        assert make().pre_tokenize_str(text) == theirs.pre_tokenize_str(text), name

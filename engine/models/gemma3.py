@@ -33,7 +33,16 @@ from torch import nn
 
 from engine.config import SUPPORTED_ROPE_TYPES, ModelConfig, rope_inverse_frequencies
 from engine.errors import ModelLoadError
-from engine.models.llama import MLP, Attention, AttentionCache, Backbone, CausalLM, apply_rotary, causal_attention
+from engine.models.llama import (
+    MLP,
+    Attention,
+    AttentionCache,
+    Backbone,
+    CausalLM,
+    apply_rotary,
+    causal_attention,
+    rms_normalize,
+)
 
 GEMMA3_MODEL_TYPE = "gemma3_text"
 GEMMA3_ARCHITECTURE = "Gemma3ForCausalLM"
@@ -177,9 +186,7 @@ class GemmaRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (x32 * (1.0 + self.weight.float())).to(x.dtype)
+        return (rms_normalize(x.float(), self.eps) * (1.0 + self.weight.float())).to(x.dtype)
 
 
 class ScaledEmbedding(nn.Embedding):
