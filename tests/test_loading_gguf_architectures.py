@@ -159,3 +159,23 @@ def test_export_of_a_standard_gemma3_reads_in_transformers(tmp_path, bpe):
     ids = load_model(stored).tokenizer.encode(TEXT)
     want = logits(load_model(stored).model, ids)
     assert (logits(transformers_reading(out), ids) - want).abs().max() < 1e-4
+
+
+def test_what_the_decoder_cannot_run_is_refused_naming_the_file(tmp_path, bpe):
+    import numpy as np
+
+    from engine.errors import ModelLoadError
+
+    factors = {"rope_factors_long.weight": (np.ones(8, dtype=np.float32), None)}
+    path = write_gguf(tmp_path / "phi3-128k.gguf", sources(bpe)["phi3"], Q.F32, gpt2_tokenizer_fields(bpe),
+                      architecture="phi3", extra_tensors=factors)
+    with pytest.raises(ModelLoadError, match=r"phi3-128k\.gguf: long-context rope factors \(LongRoPE\)"):
+        read_gguf(path)
+    split = tmp_path / "model-00001-of-00002.gguf"
+    writer = gguf.GGUFWriter(str(split), "qwen2")
+    writer.add_uint16("split.count", 2)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    with pytest.raises(ModelLoadError, match=r"model-00001-of-00002\.gguf: one part of a GGUF file split in 2"):
+        read_gguf(split)

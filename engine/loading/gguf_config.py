@@ -6,9 +6,10 @@ engine/loading/gguf_names.py:
 - llama: Llama 2/3, Mistral (llama.cpp writes Mistral models as "llama"), TinyLlama,
   SmolLM; Llama 3.1 rope scaling arrives as a `rope_freqs` tensor;
 - qwen2: Qwen2 / Qwen2.5, with biases on q/k/v;
-- phi3: Phi-3 and Phi-4 with full rotary embeddings (Phi-3.5/4-mini's partial rotary and
-  long-context rope factors are refused); it is the same decoder as Llama once its fused
-  projections are split, so it becomes a "llama" model;
+- phi3: Phi-3 and Phi-4 with full rotary embeddings and no long-context rope factors
+  (Phi-4-mini's partial rotary and the 128k models' LongRoPE factors are refused); it is
+  the same decoder as Llama once its fused projections are split, so it becomes a
+  "llama" model;
 - gemma3: Gemma 3 text models (engine/models/gemma3.py). llama.cpp fixes what the file
   does not say: every sixth layer global, the local layers' rope base 10000, and the score
   scale 1/sqrt(head_dim) (1/sqrt(hidden/heads) for the 62-layer 27B); where a file does
