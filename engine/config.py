@@ -1,7 +1,7 @@
 """Model configuration, built from a checkpoint's own metadata.
 
 `ModelConfig` describes one Llama-family network (Llama 2/3, Mistral, TinyLlama, SmolLM,
-Qwen2) and is made from an HF `config.json` dict (`from_hf_dict`) or by the GGUF loader
+Qwen2; Gemma 3 and PaLM add a few fields and read their own config.json) and is made from an HF `config.json` dict (`from_hf_dict`) or by the GGUF loader
 from GGUF keys. Nothing here is ever guessed from a file name. `to_hf_dict` writes the
 config back in HF's shape so a model directory we save is an ordinary HF directory.
 """
@@ -42,7 +42,11 @@ class ModelConfig:
     bos_token_id: int | None = 1
     eos_token_id: int | list[int] | None = 2
     pad_token_id: int | None = None
-    sliding_window: int | None = None  # recorded, not applied: contexts here are short
+    sliding_window: int | None = None  # Llama family: recorded, not applied (contexts here are short)
+    # Gemma 3 only (engine/models/gemma3.py reads and writes them):
+    layer_types: list[str] | None = None  # per layer "sliding_attention" or "full_attention"
+    rope_local_base_freq: float | None = None  # rope base of the sliding-window layers
+    query_pre_attn_scalar: float | None = None  # attention scores scale by its -1/2 power
     extra: dict[str, Any] = field(default_factory=dict)  # model-specific keys (e.g. PaLM's)
 
     def __post_init__(self) -> None:
@@ -113,7 +117,8 @@ class ModelConfig:
 
     def to_hf_dict(self) -> dict[str, Any]:
         """An HF-style `config.json` dict that `from_hf_dict` reads back unchanged."""
-        out = {k: v for k, v in asdict(self).items() if k not in ("qkv_bias", "o_bias", "extra")}
+        gemma_only = ("layer_types", "rope_local_base_freq", "query_pre_attn_scalar")
+        out = {k: v for k, v in asdict(self).items() if k not in ("qkv_bias", "o_bias", "extra", *gemma_only)}
         out["attention_bias"] = self.o_bias
         out["hidden_act"] = "silu"
         out["architectures"] = [

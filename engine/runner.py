@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from engine.graphed_decode import GraphedDecode
 from engine.kernels import llama_decode
 from engine.kernels.cpu_linear import fast_linear, warm_up
+from engine.models.llama import causal_attention
 from engine.sampling import SamplingParams
 from engine.sampling_ops import sample_next_tokens
 
@@ -37,7 +38,9 @@ class _PrefillCache:
     slots: torch.Tensor  # (T,) flat slot of each packed token
     lengths: list[int]  # the prompts' lengths, in packing order (they sum to T)
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None = None
+    ) -> torch.Tensor:
         r = self.runner
         r.k_flat[layer][self.slots] = k[0].transpose(0, 1)  # (T, Hkv, D)
         r.v_flat[layer][self.slots] = v[0].transpose(0, 1)
@@ -45,10 +48,7 @@ class _PrefillCache:
         # work for nothing, and the products around attention (the bulk of the FLOPs)
         # already run on every prompt's tokens at once.
         parts = zip(q.split(self.lengths, dim=2), k.split(self.lengths, dim=2), v.split(self.lengths, dim=2))
-        return torch.cat(
-            [F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, enable_gqa=True) for qp, kp, vp in parts],
-            dim=2,
-        )
+        return torch.cat([causal_attention(qp, kp, vp, None, window) for qp, kp, vp in parts], dim=2)
 
 
 @dataclass
@@ -59,9 +59,16 @@ class _DecodeCache:
     new_slots: torch.Tensor  # (B,) where each row's new token goes
     blocks: torch.Tensor  # (B * nb,) block ids covering every row's history, row-major
     mask: torch.Tensor  # (B, 1, 1, nb * block_size) True where a slot holds a real token
+    positions: torch.Tensor  # (B,) position of each row's new token
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None = None
+    ) -> torch.Tensor:
         r = self.runner
+        mask = self.mask
+        if window is not None:  # a sliding-window layer sees its last `window` positions
+            span = torch.arange(mask.shape[-1], device=mask.device)
+            mask = mask & (span[None] > (self.positions - window)[:, None])[:, None, None]
         r.k_flat[layer][self.new_slots] = k[:, :, 0]  # (B, Hkv, D)
         r.v_flat[layer][self.new_slots] = v[:, :, 0]
         B, span = self.mask.shape[0], self.mask.shape[-1]
@@ -70,7 +77,7 @@ class _DecodeCache:
         keys = r.k_cache[layer].index_select(0, self.blocks).view(B, span, r.num_kv_heads, r.head_dim)
         values = r.v_cache[layer].index_select(0, self.blocks).view(B, span, r.num_kv_heads, r.head_dim)
         return F.scaled_dot_product_attention(
-            q, keys.transpose(1, 2), values.transpose(1, 2), attn_mask=self.mask, enable_gqa=True
+            q, keys.transpose(1, 2), values.transpose(1, 2), attn_mask=mask, enable_gqa=True
         )  # (B, Hq, 1, D)
 
 
@@ -248,7 +255,7 @@ class ModelRunner:
         new_slots = new_blocks * self.block_size + positions % self.block_size
         span = torch.arange(block_tables.shape[1] * self.block_size, device=self.device)
         mask = (span[None] <= positions[:, None])[:, None, None]  # (B, 1, 1, S)
-        cache = _DecodeCache(self, new_slots, block_tables.reshape(-1), mask)
+        cache = _DecodeCache(self, new_slots, block_tables.reshape(-1), mask, positions)
         with self._linear_context():
             hidden = self.model.hidden_states(token_ids[:, None], positions[:, None], cache=cache)
             return self.model.lm_head(hidden[:, -1]).float()  # (B, V)

@@ -21,7 +21,8 @@ from tokenizers import Tokenizer as HFTokenizer
 from engine.config import ModelConfig
 from engine.export.gguf import write_hyperparameters
 from engine.loading.checkpoint import stored_tensors
-from engine.loading.gguf_names import gguf_tensor_name, to_gguf_layout
+from engine.loading.gguf_names import LAYOUTS, LLAMA, to_gguf_layout
+from engine.models.registry import config_from_dict
 from engine.text import sentencepiece_proto as spp
 from tiny_models import train_bpe_tokenizer
 
@@ -155,6 +156,19 @@ def _as_gguf_tensor(values: np.ndarray, qtype: GGMLQuantizationType) -> tuple[np
     return gguf_quants.quantize(values, qtype), qtype
 
 
+# Phi-3's fused projections keep their HF tensors whole in GGUF (llama.cpp's converter
+# writes them as they are), under these names.
+PHI3_FUSED_NAMES = {"self_attn.qkv_proj.weight": "attn_qkv.weight", "mlp.gate_up_proj.weight": "ffn_up.weight"}
+
+
+def engine_config_of(hf_config) -> ModelConfig:
+    """The engine config of a transformers config (Phi-3 is the Llama decoder to the engine)."""
+    raw = hf_config.to_dict()
+    if raw["model_type"] == "phi3":
+        raw = {**raw, "model_type": "llama"}
+    return config_from_dict(raw)
+
+
 def write_gguf(
     path: Path,
     hf_model,
@@ -164,17 +178,20 @@ def write_gguf(
     architecture: str = "llama",
     extra_tensors: dict[str, tuple[np.ndarray, GGMLQuantizationType | None]] | None = None,
 ) -> Path:
-    """A GGUF file of a transformers Llama model, laid out as llama.cpp's converter does.
+    """A GGUF file of a transformers model, laid out as llama.cpp's converter does for
+    `architecture` (an architecture the engine does not cover is laid out as llama).
 
     The hyper-parameters are written as the exporter writes them (engine/export/gguf.py),
-    Q and K rows are permuted and tensor names are llama.cpp's (engine/loading/gguf_names.py;
-    test_export_gguf pins that table to llama.cpp's names), norms are F32 and matrices use
-    `qtype`. `tokenizer_fields` are written as `tokenizer.ggml.*` metadata.
+    tensor names and layout (llama's Q/K row order, Gemma's 1 + norm) are llama.cpp's
+    (engine/loading/gguf_names.py; the tests that load these files in transformers too
+    check that they are llama.cpp's), norms are F32 and matrices use `qtype`.
+    `tokenizer_fields` are written as `tokenizer.ggml.*` metadata.
     """
     cfg = hf_model.config
+    layout = LAYOUTS.get(architecture, LLAMA)
     writer = GGUFWriter(str(path), architecture)
     writer.add_name("tiny-test-model")
-    write_hyperparameters(writer, ModelConfig.from_hf_dict(cfg.to_dict()))
+    write_hyperparameters(writer, engine_config_of(cfg))
     writer.add_file_type(int(qtype))
     for key, value in (tokenizer_fields or {}).items():
         _add_tokenizer_field(writer, key, value)
@@ -183,8 +200,13 @@ def write_gguf(
 
     state = {k: v.detach().float().numpy() for k, v in stored_tensors(hf_model.state_dict(), cfg).items()}
     for name, values in state.items():
-        data, raw = _as_gguf_tensor(to_gguf_layout(name, values, cfg), qtype)
-        writer.add_tensor(gguf_tensor_name(name), data, raw_dtype=raw)
+        part = name.split(".", 3)[-1]
+        if part in PHI3_FUSED_NAMES:
+            gguf_name = f"blk.{name.split('.')[2]}.{PHI3_FUSED_NAMES[part]}"
+        else:
+            gguf_name = layout.to_gguf(name)
+        data, raw = _as_gguf_tensor(to_gguf_layout(name, values, cfg, layout), qtype)
+        writer.add_tensor(gguf_name, data, raw_dtype=raw)
     for name, (data, raw) in (extra_tensors or {}).items():
         writer.add_tensor(name, data, raw_dtype=raw)
     writer.write_header_to_file()
@@ -242,3 +264,13 @@ def llama_tokenizer_fields(model_file: Path) -> dict:
         "add_bos_token": True,
         "add_space_prefix": True,
     }
+
+
+def transformers_gguf_reading(path: Path):
+    """(tokenizer, model) as transformers reads a GGUF file itself: the reference the
+    real-model tests hold the engine against (fp32, eval mode)."""
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    return tokenizer, model.eval()

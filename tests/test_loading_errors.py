@@ -105,11 +105,11 @@ def make_unsupported_gguf_architecture(tmp, good):
 
 
 def make_unsupported_quantization(tmp, good):
-    block_elems, block_bytes = 32, 18  # IQ4_NL: 32 values in 18 bytes
+    block_elems, block_bytes = 32, 17  # MXFP4 (gpt-oss's experts): 32 values in 17 bytes
     raw = np.zeros((4, 64 // block_elems * block_bytes), dtype=np.uint8)
-    p = write_gguf(tmp / "iq4.gguf", good["source"], Q.F32, gpt2_tokenizer_fields(good["bpe"]),
-                   extra_tensors={"blk.0.extra.weight": (raw, Q.IQ4_NL)})
-    return p, "quantization type IQ4_NL, which is not supported"
+    p = write_gguf(tmp / "mxfp4.gguf", good["source"], Q.F32, gpt2_tokenizer_fields(good["bpe"]),
+                   extra_tensors={"blk.0.extra.weight": (raw, Q.MXFP4)})
+    return p, "quantization type MXFP4, which is not supported"
 
 
 def make_tokenizer_missing(tmp, good):

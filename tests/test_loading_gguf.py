@@ -8,6 +8,8 @@ sentencepiece-style tokenizer in the metadata.
 from __future__ import annotations
 
 import copy
+
+import gguf
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,7 @@ from gguf import GGMLQuantizationType as Q
 from gguf import quants as gguf_quants
 
 from engine.loading import load_model
-from engine.loading.gguf_file import dequantize, open_gguf, read_gguf
+from engine.loading.gguf_file import SUPPORTED_TYPES, dequantize, open_gguf, read_gguf
 from engine.loading.gguf_names import permute_qk, unpermute_qk
 from loading_helpers import (
     MIXED_TEXT,
@@ -142,22 +144,54 @@ def test_gguf_sentencepiece_tokenizer_matches_sentencepiece(tmp_path, sp_model):
     assert (_logits(source, ids) - _logits(loaded.model, ids)).abs().max().item() < 1e-4
 
 
-def test_k_quant_tensors_dequantize_like_gguf(tmp_path, bpe):
-    """Q4_K/Q5_K/Q6_K cannot be written by gguf-py; raw blocks check our reading of them."""
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+def test_every_quantized_type_dequantizes_like_gguf(tmp_path, bpe):
+    """Most k- and i-quants cannot be written by gguf-py; random raw blocks of every type
+    we accept, read through our parser, must give what gguf's own reader and
+    dequantizer give for the same bytes (NaN where a random scale is one)."""
     rng = np.random.default_rng(0)
     source = tiny_hf_model(tiny_hf_config(vocab_size=bpe.get_vocab_size(), tie=True))
     extra = {}
-    for qtype in (Q.Q4_K, Q.Q5_K, Q.Q6_K):
+    quantized = sorted(SUPPORTED_TYPES - {Q.F32, Q.F16, Q.BF16}, key=lambda t: t.name)
+    for qtype in quantized:
         block_elems, block_bytes = gguf_quants.GGML_QUANT_SIZES[qtype]
         raw = rng.integers(0, 256, size=(3, 512 // block_elems * block_bytes), dtype=np.uint8)
         extra[f"extra_{qtype.name}.weight"] = (raw, qtype)
     path = write_gguf(tmp_path / "k.gguf", source, Q.F32, gpt2_tokenizer_fields(bpe), extra_tensors=extra)
-    reader = open_gguf(path)
-    for tensor in reader.tensors:
+    reference = {t.name: t for t in gguf.GGUFReader(path).tensors}
+    file = open_gguf(path)
+    checked = []
+    for tensor in file.tensors:
         if tensor.name.startswith("extra_"):
-            ours = dequantize(tensor, path)
+            ours = dequantize(file, tensor)
+            want = reference[tensor.name]
             assert ours.shape == (3, 512)
-            np.testing.assert_array_equal(ours, gguf_quants.dequantize(np.array(tensor.data), tensor.tensor_type))
+            np.testing.assert_array_equal(ours, gguf_quants.dequantize(np.array(want.data), want.tensor_type))
+            checked.append(tensor.name)
+    assert len(checked) == len(quantized) >= 18
+
+
+def test_q2_k_and_q3_k_blocks_by_hand(tmp_path, bpe):
+    """Blocks built by hand from ggml's layout, values known: each 16-value group of a
+    256-value block has its own scale, in order."""
+    q2 = np.zeros(84, dtype=np.uint8)  # scales[16] (low nibble scale, high nibble min), qs[64], d, dmin
+    scales = np.arange(16) % 15 + 1  # 4-bit scales 1..15, then 1 again; mins 0
+    q2[:16] = scales
+    q2[16:80] = 0b10101010  # every 2-bit quant is 2
+    q2[80:84] = np.frombuffer(np.array([0.5, 0.0], dtype=np.float16).tobytes(), dtype=np.uint8)
+    q3 = np.zeros(110, dtype=np.uint8)  # hmask[32], qs[64], scales[12] (6-bit, offset 32), d
+    q3[:32] = 0xFF  # high bit set: no -4
+    q3[32:96] = 0b01010101  # every 2-bit quant is 1
+    q3[96:104] = 0x11  # low 4 bits of every scale: 1 ...
+    q3[104:108] = 0xAA  # ... high 2 bits: 2, so 33 - 32 = 1
+    q3[108:110] = np.frombuffer(np.array([0.25], dtype=np.float16).tobytes(), dtype=np.uint8)
+    source = tiny_hf_model(tiny_hf_config(vocab_size=bpe.get_vocab_size(), tie=True))
+    extra = {"q2.weight": (q2[None], Q.Q2_K), "q3.weight": (q3[None], Q.Q3_K)}
+    path = write_gguf(tmp_path / "hand.gguf", source, Q.F32, gpt2_tokenizer_fields(bpe), extra_tensors=extra)
+    file = open_gguf(path)
+    by_name = {t.name: t for t in file.tensors}
+    np.testing.assert_array_equal(dequantize(file, by_name["q2.weight"])[0], np.repeat(scales * 0.5 * 2, 16))
+    np.testing.assert_array_equal(dequantize(file, by_name["q3.weight"])[0], np.full(256, 0.25))
 
 
 def test_gguf_import_into_store_loads_the_same(tmp_path, bpe):
@@ -209,3 +243,22 @@ def test_llama3_rope_scaling_from_rope_freqs(tmp_path, bpe):
     unscaled = load_model(path)
     unscaled.model.model.rotary.inv_freq.mul_(torch.tensor(divisors))
     assert (_logits(source, ids) - _logits(unscaled.model, ids)).abs().max().item() > 1e-3
+
+
+def test_pre_tokenizers_split_text_as_transformers_gguf_reader_does():
+    """Every `tokenizer.ggml.pre` name both know cuts text into the same pieces."""
+    from tokenizers import Regex, pre_tokenizers
+
+    from engine.loading.gguf_tokenizer import PRE_TOKENIZERS
+
+    mapping = pytest.importorskip("transformers.integrations.gguf.gguf_tokenizer_mapping")
+    text = MIXED_TEXT + " it's DON'T CamelCase über-Straße 1234567 x/y\r\n\tend  "
+    shared = sorted(set(PRE_TOKENIZERS) & set(mapping.GGUF_PRE_TOKENIZER_SPLITS))
+    assert {"qwen2", "llama-bpe", "tekken", "deepseek-r1-qwen"} <= set(shared)
+    for name in shared:
+        theirs = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(mapping.GGUF_PRE_TOKENIZER_SPLITS[name]), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+        make, _ = PRE_TOKENIZERS[name]
+        assert make().pre_tokenize_str(text) == theirs.pre_tokenize_str(text), name

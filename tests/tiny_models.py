@@ -25,8 +25,20 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from engine.config import ModelConfig
 from engine.loading.checkpoint import stored_tensors
+from engine.models.gemma3 import GEMMA3_MODEL_TYPE
 from engine.models.llama import LlamaForCausalLM
 from engine.models.palm import PalmForCausalLM, palm_config
+from engine.models.registry import build_model, config_to_dict
+
+# A Gemma 3 small enough for fast tests that still exercises what sets it apart: one
+# local layer with a 4-token window and its own rope base, one global layer, and a score
+# scale that is not 1/sqrt(head_dim).
+TINY_GEMMA3 = {
+    "layer_types": ["sliding_attention", "full_attention"],
+    "sliding_window": 4,
+    "rope_local_base_freq": 100.0,
+    "query_pre_attn_scalar": 24.0,
+}
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -128,23 +140,30 @@ def make_tiny_model_dir(
     rms_norm_eps: float = 1e-6,
 ) -> Path:
     """Write a tiny random model directory at `path` (tokenizer: train_bpe_tokenizer()'s
-    unless given) and return it."""
+    unless given) and return it; model_type "gemma3_text" makes a two-layer Gemma 3
+    (TINY_GEMMA3, tied embeddings) whatever `num_layers` says."""
     tok = tokenizer or train_bpe_tokenizer()
-    model = tiny_llama(
-        tok.get_vocab_size(), seed, model_type=model_type, hidden_size=hidden_size, num_hidden_layers=num_layers,
-        num_attention_heads=num_heads, num_key_value_heads=num_kv_heads, rms_norm_eps=rms_norm_eps,
-        max_position_embeddings=max_position_embeddings, tie_word_embeddings=tie_word_embeddings,
-        qkv_bias=model_type == "qwen2", bos_token_id=tok.token_to_id("<|im_start|>"),
-        eos_token_id=tok.token_to_id("<|im_end|>"),
+    config = ModelConfig(
+        model_type=model_type, vocab_size=tok.get_vocab_size(), hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2, num_hidden_layers=num_layers, num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads, rms_norm_eps=rms_norm_eps, max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=tie_word_embeddings, qkv_bias=model_type == "qwen2",
+        bos_token_id=tok.token_to_id("<|im_start|>"), eos_token_id=tok.token_to_id("<|im_end|>"),
     )
+    if model_type == GEMMA3_MODEL_TYPE:
+        config.num_hidden_layers, config.tie_word_embeddings = 2, True
+        for key, value in TINY_GEMMA3.items():
+            setattr(config, key, value)
+    torch.manual_seed(seed)
+    model = build_model(config).eval()
     with torch.no_grad():
         # Tied heads with N(0, 1) embeddings make every distribution one-hot; scale them down.
-        if tie_word_embeddings:
+        if config.tie_word_embeddings:
             model.model.embed_tokens.weight.mul_(0.1)
-    state = {k: v.contiguous() for k, v in stored_tensors(model.state_dict(), model.config).items()}
+    state = {k: v.contiguous() for k, v in stored_tensors(model.state_dict(), config).items()}
     path.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path / "model.safetensors"))
-    (path / "config.json").write_text(json.dumps(model.config.to_hf_dict(), indent=2))
+    (path / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
     write_bpe_dir(path, tok, CHATML_TEMPLATE)
     return path
 

@@ -44,11 +44,12 @@ def resolve_version(version: str) -> Path:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The file to write (replaced if it exists).")
 def export_command(version: str, file_format: str, export_type: str, output: Path) -> None:
-    """Export model VERSION as a llama-architecture GGUF file (for llama.cpp and Ollama).
+    """Export model VERSION as a GGUF file (for llama.cpp and Ollama).
 
     VERSION is a model version's name or id, a model in the store, or a model directory.
-    The tokenizer and chat template go into the file's metadata. Llama-family models
-    (Llama, Mistral, Qwen2, SmolLM, TinyLlama) export; PaLM models cannot.
+    The file's architecture is the one llama.cpp runs the model with: llama (Llama,
+    Mistral, SmolLM, TinyLlama, Phi-3), qwen2 or gemma3. The tokenizer and chat template
+    go into the file's metadata. PaLM models cannot be exported.
     """
     from engine.export.gguf import export_gguf
 

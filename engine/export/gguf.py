@@ -1,16 +1,19 @@
-"""Export a Llama-family model directory to a llama-architecture GGUF file.
+"""Export a model directory to a GGUF file for llama.cpp and Ollama.
 
-The file runs in llama.cpp and Ollama and loads back through engine/loading/gguf_file.py.
-It holds the `llama.*` hyper-parameters, every weight under llama.cpp's tensor names with
-the query/key rows reordered for llama.cpp's rotary layout (both from
-engine/loading/gguf_names.py), the tokenizer as metadata (byte-level BPE as "gpt2" with
-tokens and merges, or a sentencepiece model as "llama" with tokens, scores and piece
-types), the special token ids, and the chat template. Weights are written as f32, f16, or q8_0 (matrices whose rows split into 32-value
-blocks; the rest f16, norms f32 as llama.cpp does). The file is written beside the target
-and renamed into place, so a failed export leaves nothing behind.
+The file's architecture is the one llama.cpp uses for the model: "llama" for Llama,
+Mistral, SmolLM and TinyLlama, "qwen2" for Qwen2, "gemma3" for Gemma 3 text models. It
+holds the `<arch>.*` hyper-parameters, every weight under llama.cpp's tensor names and in
+its layout (query/key rows reordered for the llama architecture's rotary layout, Gemma's
+norms stored as 1 + weight; both from engine/loading/gguf_names.py), the tokenizer as
+metadata (byte-level BPE as "gpt2" with tokens and merges, or a sentencepiece model as
+"llama" with tokens, scores and piece types), the special token ids, and the chat
+template. Weights are written as f32, f16, or q8_0 (matrices whose rows split into
+32-value blocks; the rest f16, norms f32 as llama.cpp does). The file is written beside
+the target and renamed into place, so a failed export leaves nothing behind. The file
+loads back through engine/loading/gguf_file.py.
 
-PaLM models (parallel attention/feed-forward blocks, LayerNorm) have no llama-architecture
-equivalent and are refused. Reading model directories is engine/loading's job; the
+PaLM models (parallel attention/feed-forward blocks, LayerNorm) have no GGUF
+architecture and are refused. Reading model directories is engine/loading's job; the
 command is `chat-tui models export`.
 """
 
@@ -28,18 +31,22 @@ import torch
 from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType, TokenType
 from gguf import quants as gguf_quants
 
-from engine.config import LLAMA_FAMILY, ModelConfig
+from engine.config import ModelConfig
 from engine.errors import EngineError, write_error
 from engine.loading.checkpoint import Checkpoint, stored_tensors
-from engine.loading.gguf_names import gguf_tensor_name, to_gguf_layout
+from engine.loading.gguf_config import GEMMA3_27B_LAYERS
+from engine.loading.gguf_names import GEMMA3, LLAMA, QWEN2, GGUFLayout, to_gguf_layout
 from engine.loading.gguf_tokenizer import PRE_TOKENIZERS
 from engine.loading.hf_dir import read_hf_config, read_hf_directory
 from engine.text import sentencepiece_proto as spp
+from engine.models.gemma3 import DEFAULT_LOCAL_ROPE_BASE, sliding_window_layers
 from engine.text.chat_template import ChatTemplate
 
 EXPORT_TYPES = ("f16", "q8_0", "f32")
 _FILE_TYPES = {"f32": LlamaFileType.ALL_F32, "f16": LlamaFileType.MOSTLY_F16, "q8_0": LlamaFileType.MOSTLY_Q8_0}
 Q8_BLOCK = 32
+# Engine model type -> the GGUF layout llama.cpp runs it with.
+EXPORT_LAYOUTS: dict[str, GGUFLayout] = {"llama": LLAMA, "mistral": LLAMA, "qwen2": QWEN2, "gemma3_text": GEMMA3}
 
 # Text that tells byte-level pre-tokenizers apart: contractions, digit runs, letters after
 # punctuation, runs of spaces and newlines, non-ASCII letters.
@@ -63,13 +70,13 @@ class GGUFVocabulary:
 
 
 def check_exportable(model_dir: Path) -> ModelConfig:
-    """The model's config, or an ExportError when GGUF's llama architecture cannot hold it
+    """The model's config, or an ExportError when no GGUF architecture can hold it
     (a ModelLoadError when there is no readable config at all)."""
     config = read_hf_config(model_dir)
-    if config.model_type not in LLAMA_FAMILY:
+    if config.model_type not in EXPORT_LAYOUTS:
         raise ExportError(
-            f"{model_dir.name}: a {config.model_type!r} model cannot be exported to GGUF: the llama "
-            f"architecture has no equivalent of its blocks (only {', '.join(LLAMA_FAMILY)} models export)"
+            f"{model_dir.name}: a {config.model_type!r} model cannot be exported to GGUF: no GGUF "
+            f"architecture has an equivalent of its blocks (only {', '.join(EXPORT_LAYOUTS)} models export)"
         )
     rope_type = (config.rope_scaling or {}).get("rope_type", "default")
     if rope_type not in ("default", "linear"):
@@ -180,17 +187,17 @@ def _encode_tensor(values: np.ndarray, export_type: str) -> tuple[np.ndarray, GG
     return values.astype(np.float16), GGMLQuantizationType.F16
 
 
-def _gguf_tensors(checkpoint: Checkpoint) -> list[tuple[str, np.ndarray]]:
-    """(GGUF name, float32 array) in llama.cpp's layout, Q/K rows reordered for its rope."""
+def _gguf_tensors(checkpoint: Checkpoint, layout: GGUFLayout) -> list[tuple[str, np.ndarray]]:
+    """(GGUF name, float32 array) in llama.cpp's layout for the architecture."""
     config = checkpoint.config
     out = []
     # llama.cpp, too, reads the embedding as the output matrix when output.weight is absent.
     for hf_name, tensor in stored_tensors(checkpoint.tensors, config).items():
-        name = gguf_tensor_name(hf_name)
+        name = layout.to_gguf(hf_name)
         if name is None:
-            raise ExportError(f"weight {hf_name!r} has no llama-architecture GGUF tensor name")
+            raise ExportError(f"weight {hf_name!r} has no {layout.architecture}-architecture GGUF tensor name")
         values = tensor.detach().to(torch.float32).cpu().numpy()
-        out.append((name, to_gguf_layout(hf_name, values, config)))
+        out.append((name, to_gguf_layout(hf_name, values, config, layout)))
     return out
 
 
@@ -198,9 +205,9 @@ def _gguf_tensors(checkpoint: Checkpoint) -> list[tuple[str, np.ndarray]]:
 
 
 def write_hyperparameters(writer: GGUFWriter, config: ModelConfig) -> None:
-    """The `llama.*` keys of a Llama-family config: sizes, heads, norm epsilon, rope base
-    and linear rope scaling. (llama.cpp keeps llama3 scaling as a `rope_freqs` tensor,
-    which this export does not write.)"""
+    """The `<arch>.*` keys of a config (the writer's architecture): sizes, heads, norm
+    epsilon, rope base and linear rope scaling, and Gemma 3's sliding window. (llama.cpp
+    keeps llama3 scaling as a `rope_freqs` tensor, which this export does not write.)"""
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
     writer.add_block_count(config.num_hidden_layers)
@@ -214,9 +221,26 @@ def write_hyperparameters(writer: GGUFWriter, config: ModelConfig) -> None:
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_rope_freq_base(config.rope_theta)
     if config.rope_scaling and config.rope_scaling.get("rope_type") == "linear":
-        writer.add_string("llama.rope.scaling.type", "linear")
+        writer.add_string(f"{writer.arch}.rope.scaling.type", "linear")
         writer.add_rope_scaling_factor(float(config.rope_scaling["factor"]))
     writer.add_vocab_size(config.vocab_size)
+    if config.layer_types is not None:
+        _write_gemma3_keys(writer, config)
+
+
+def _write_gemma3_keys(writer: GGUFWriter, config: ModelConfig) -> None:
+    """The sliding window, and what llama.cpp otherwise assumes for Gemma 3 (every sixth
+    layer global, local rope base 10000, scores scaled by 1/sqrt(head_dim)) only where
+    this model differs from it."""
+    writer.add_sliding_window(int(config.sliding_window or 0))
+    if config.layer_types != sliding_window_layers(config.num_hidden_layers):
+        writer.add_sliding_window_pattern([kind == "sliding_attention" for kind in config.layer_types or []])
+    if config.rope_local_base_freq not in (None, DEFAULT_LOCAL_ROPE_BASE):
+        writer.add_rope_freq_base_swa(float(config.rope_local_base_freq))
+    assumed = (config.hidden_size // config.num_attention_heads if config.num_hidden_layers == GEMMA3_27B_LAYERS
+               else config.head_dim)
+    if config.query_pre_attn_scalar not in (None, float(assumed)):
+        writer.add_attention_scale(float(config.query_pre_attn_scalar) ** -0.5)
 
 
 def _write_metadata(writer: GGUFWriter, config: ModelConfig, vocabulary: GGUFVocabulary, checkpoint: Checkpoint,
@@ -259,7 +283,8 @@ def _write_metadata(writer: GGUFWriter, config: ModelConfig, vocabulary: GGUFVoc
 
 
 def export_gguf(model_dir: str | Path, output: str | Path, export_type: str = "f16", name: str | None = None) -> Path:
-    """Write `model_dir` (an HF-layout Llama-family model directory) as a GGUF file at `output`."""
+    """Write `model_dir` (an HF-layout model directory of a type in `EXPORT_LAYOUTS`) as a
+    GGUF file at `output`."""
     if export_type not in EXPORT_TYPES:
         raise ExportError(f"GGUF type {export_type!r} is not one of {', '.join(EXPORT_TYPES)}")
     model_dir, output = Path(model_dir), Path(output).expanduser()
@@ -267,10 +292,10 @@ def export_gguf(model_dir: str | Path, output: str | Path, export_type: str = "f
         raise ExportError(f"cannot write {output}: folder {output.parent} does not exist")
     if output.is_dir():
         raise ExportError(f"cannot write {output}: it is a folder")
-    check_exportable(model_dir)
+    layout = EXPORT_LAYOUTS[check_exportable(model_dir).model_type]
     checkpoint = read_hf_directory(model_dir, dtype=torch.float32)
     vocabulary = gguf_vocabulary(model_dir, checkpoint)
-    tensors = _gguf_tensors(checkpoint)
+    tensors = _gguf_tensors(checkpoint, layout)
 
     try:
         handle, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)
@@ -279,7 +304,7 @@ def export_gguf(model_dir: str | Path, output: str | Path, export_type: str = "f
     os.close(handle)
     tmp = Path(tmp_name)
     try:
-        writer = GGUFWriter(tmp, arch="llama")
+        writer = GGUFWriter(tmp, arch=layout.architecture)
         _write_metadata(writer, checkpoint.config, vocabulary, checkpoint, name or model_dir.name, export_type)
         for tensor_name, values in tensors:
             data, qtype = _encode_tensor(values, export_type)

@@ -2,10 +2,12 @@
 
 `load_model` is the one entry point the engine, the app and the trainer use. It takes a
 store name, a model directory or a .gguf file (None or "default" for the default model)
-and returns a `LoadedModel` on the requested device. `import_model` copies a directory or
-GGUF file into the store. Every failure a user can cause is a one-line `ModelLoadError`
-naming the file and what is wrong with it; every size and count a file states is checked
-(validation.py) before anything is built from it.
+and returns a `LoadedModel` on the requested device. `import_model` copies a directory, a
+GGUF file or a model of Ollama's store (`ollama:NAME[:TAG]`) into the store; `discover`
+(engine/loading/discover.py) finds the models already on the machine. Every failure a
+user can cause is a one-line `ModelLoadError` naming the file and what is wrong with it;
+every size and count a file states is checked (validation.py) before anything is built
+from it.
 
 The engine does not know where the store is: a caller that names a stored model (or the
 default one) passes the store's folder as `store_root`; a path needs none.
@@ -85,8 +87,8 @@ def _model_path(path_or_name: str | Path | None, store: ModelStore | None) -> Pa
 
 
 def import_model(path: str | Path, name: str | None = None, *, store_root: str | Path) -> Path:
-    """Copy a model directory or GGUF file into the store at `store_root`; returns its
-    store directory."""
+    """Copy a model directory, GGUF file or `ollama:NAME[:TAG]` into the store at
+    `store_root`; returns its store directory."""
     return ModelStore(store_root).import_model(path, name=name)
 
 

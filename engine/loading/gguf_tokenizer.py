@@ -33,6 +33,18 @@ LLAMA3_SPLIT = (
 QWEN2_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# Mistral's tekken (Nemo, Small 3): cased words kept apart, single digits.
+TEKKEN_SPLIT = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+    r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# GPT-4o's rule (Phi-4-mini, Llama 4): tekken's words with contractions attached, digits in threes.
+GPT4O_SPLIT = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 
 def _split(pattern: str) -> pre_tokenizers.PreTokenizer:
@@ -54,8 +66,9 @@ def _digits_then_gpt2() -> pre_tokenizers.PreTokenizer:
     ])
 
 
-# tokenizer.ggml.pre -> (pre-tokenizer factory, BPE ignore_merges). Llama 3 takes a word
-# that is itself a token whole, without merging ("ignore_merges").
+# tokenizer.ggml.pre -> (pre-tokenizer factory, BPE ignore_merges), as llama.cpp maps the
+# names of the covered families' files. Llama 3 and tekken take a word that is itself a
+# token whole, without merging ("ignore_merges").
 PRE_TOKENIZERS: dict[str, tuple[Any, bool]] = {
     "default": (_gpt2, False),
     "gpt-2": (_gpt2, False),
@@ -65,8 +78,16 @@ PRE_TOKENIZERS: dict[str, tuple[Any, bool]] = {
     "refact": (_digits_then_gpt2, False),
     "llama-bpe": (lambda: _split(LLAMA3_SPLIT), True),
     "llama3": (lambda: _split(LLAMA3_SPLIT), True),
-    "smaug-bpe": (lambda: _split(LLAMA3_SPLIT), True),
+    "llama-v3": (lambda: _split(LLAMA3_SPLIT), True),
+    "falcon3": (lambda: _split(LLAMA3_SPLIT), True),
+    "pixtral": (lambda: _split(LLAMA3_SPLIT), True),
+    "smaug-bpe": (lambda: _split(LLAMA3_SPLIT), False),
+    "dbrx": (lambda: _split(LLAMA3_SPLIT), False),
     "qwen2": (lambda: _split(QWEN2_SPLIT), False),
+    "deepseek-r1-qwen": (lambda: _split(QWEN2_SPLIT), False),
+    "megrez": (lambda: _split(QWEN2_SPLIT), False),
+    "tekken": (lambda: _split(TEKKEN_SPLIT), True),
+    "gpt-4o": (lambda: _split(GPT4O_SPLIT), False),
 }
 
 

@@ -1,13 +1,15 @@
 """The model store: a folder of ordinary HF-layout model directories, one per model.
 
-Each entry `ROOT/NAME/` holds config.json, model.safetensors, the tokenizer
-(tokenizer.json or tokenizer.model), tokenizer_config.json with special tokens and the chat
-template, chat_template.jinja, and `chat_tui_model.json` (where the model came from and
-when). A model is written into a hidden staging folder beside its final place
-(`.NAME.PID-XXXX.partial`, PID the writing process) and renamed there only when complete,
-so the store never shows a half-written model. A staging folder whose process is gone
-(killed mid-import) is abandoned: the next write removes it, as does
-`remove_abandoned_staging` (the app's start and `chat-tui clean` call it).
+Models come in as HF-layout directories, GGUF files, or models of Ollama's store
+(`ollama:NAME[:TAG]`, found by engine/loading/ollama.py). Each entry `ROOT/NAME/` holds
+config.json, model.safetensors, the tokenizer (tokenizer.json or tokenizer.model),
+tokenizer_config.json with special tokens and the chat template, chat_template.jinja, and
+`chat_tui_model.json` (where the model came from and when). A model is written into a
+hidden staging folder beside its final place (`.NAME.PID-XXXX.partial`, PID the writing
+process) and renamed there only when complete, so the store never shows a half-written
+model. A staging folder whose process is gone (killed mid-import) is abandoned: the next
+write removes it, as does `remove_abandoned_staging` (the app's start and `chat-tui clean`
+call it).
 
 The store does not decide where ROOT is: every caller passes it (the app and the CLI
 pass the model folder of their data directory).
@@ -28,9 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import ModelLoadError, write_error
 from engine.loading.checkpoint import Checkpoint, check_tensors, stored_tensors
-from engine.loading.gguf_file import config_from_gguf, metadata, open_gguf, read_gguf
+from engine.loading.gguf_config import config_from_gguf
+from engine.loading.gguf_file import open_gguf, read_gguf
 from engine.loading.gguf_file import tensor_shapes as gguf_tensor_shapes
 from engine.loading.hf_dir import STORE_INFO_FILE, read_hf_config, read_hf_directory
+from engine.loading.ollama import find_model, is_ollama_reference, stop_token_ids
 from engine.loading.safetensors_files import SINGLE_FILE, tensor_shapes, weight_files, write_tensors
 from engine.loading.validation import check_against_tensors, check_config, check_gguf_metadata
 from engine.models.registry import config_to_dict
@@ -126,6 +130,11 @@ def existing_path(path: str | Path) -> Path:
     return found
 
 
+def _store_name(text: str) -> str:
+    """A default store name made of the characters a store name may hold."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "-", text)
+
+
 def read_checkpoint(path: Path) -> Checkpoint:
     """Read a model directory or GGUF file as stored (no dtype change)."""
     path = existing_path(path)
@@ -144,10 +153,9 @@ def check_model(path: str | Path) -> Path:
         config = read_hf_config(found)
         check_against_tensors(config, tensor_shapes(weight_files(found)), found / "config.json")
     elif is_gguf_file(found):
-        reader = open_gguf(found)
-        fields = metadata(reader, found)
-        check_gguf_metadata(fields, gguf_tensor_shapes(reader), found)
-        check_config(config_from_gguf(fields, {t.name for t in reader.tensors}, found, None), found)
+        file = open_gguf(found)
+        check_gguf_metadata(file.fields, gguf_tensor_shapes(file), found)
+        check_config(config_from_gguf(file.fields, {t.name for t in file.tensors}, found, None), found)
     else:
         raise ModelLoadError(f"{found}: not a model directory or a .gguf file")
     return found
@@ -206,16 +214,37 @@ class ModelStore:
         raise ModelLoadError(f"{text!r} is not a model in the store (known: {known}) nor an existing path")
 
     def import_model(self, path: str | Path, name: str | None = None) -> Path:
-        """Copy a model directory or GGUF file into the store as an HF-layout directory."""
+        """Copy a model directory, a GGUF file or a model of Ollama's store
+        (`ollama:NAME[:TAG]`) into the store as an HF-layout directory."""
+        if isinstance(path, str) and is_ollama_reference(path):
+            return self._import_ollama(path, name)
         source = Path(path).expanduser()
         checkpoint = read_checkpoint(source)
         check_tensors(checkpoint.config, checkpoint.tensors, source)
         if name is None:
-            name = re.sub(r"[^A-Za-z0-9._+-]", "-", source.stem if source.is_file() else source.resolve().name)
+            name = _store_name(source.stem if source.is_file() else source.resolve().name)
         info = {
             "source": checkpoint.metadata.get("format", "hf"),
             "imported_from": str(source.resolve()),
         }
+        return self.write(checkpoint, name, info)
+
+    def _import_ollama(self, reference: str, name: str | None) -> Path:
+        """The model blob an Ollama manifest names, with its stop strings as stop tokens
+        (where they are whole tokens) and the rest of its params recorded."""
+        model = find_model(reference)
+        checkpoint = read_checkpoint(model.model_blob)
+        check_tensors(checkpoint.config, checkpoint.tensors, model.model_blob)
+        config = checkpoint.config
+        stops = stop_token_ids(model.params, checkpoint.tokenizer.token_to_id)
+        eos = config.eos_token_ids + [i for i in stops if i not in config.eos_token_ids]
+        if eos != config.eos_token_ids:
+            config.eos_token_id = eos
+        if name is None:
+            tag = model.reference.tag
+            name = _store_name(model.reference.model + ("" if tag == "latest" else f"-{tag}"))
+        info = {"source": "ollama", "imported_from": model.name, "ollama_manifest": str(model.manifest),
+                "ollama_params": model.params}
         return self.write(checkpoint, name, info)
 
     def save_model(

@@ -1,4 +1,4 @@
-"""The Llama-family decoder: Llama 2/3, Mistral, TinyLlama, SmolLM, Qwen2.
+"""The Llama-family decoder: Llama 2/3, Mistral, TinyLlama, SmolLM, Qwen2, Phi-3.
 
 RMSNorm, rotary embeddings (with linear or llama3 scaling), SwiGLU, grouped-query
 attention, tied or untied embeddings, optional q/k/v (Qwen2) or all-projection biases.
@@ -26,9 +26,18 @@ from engine.config import ModelConfig, rope_inverse_frequencies
 class AttentionCache(Protocol):
     """What the model needs from a KV cache: store this step's k/v, attend over history."""
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q: (B, Hq, T, D); k, v: (B, Hkv, T, D), rotary already applied. Returns (B, Hq, T, D)."""
+    def attend(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None = None
+    ) -> torch.Tensor:
+        """q: (B, Hq, T, D); k, v: (B, Hkv, T, D), rotary already applied. Returns (B, Hq, T, D).
+        window: attend only to the last `window` positions, the token's own included
+        (sliding-window layers, e.g. Gemma 3's local ones); None for the whole history."""
         ...
+
+
+def rms_normalize(x32: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / sqrt(mean(x^2) + eps) over the last dimension (x in fp32)."""
+    return x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
 
 
 class RMSNorm(nn.Module):
@@ -38,10 +47,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(dtype)
+        return self.weight * rms_normalize(x.float(), self.eps).to(x.dtype)
 
 
 class RotaryEmbedding(nn.Module):
@@ -67,19 +73,31 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos + rotate_half(x) * sin
 
 
+def causal_mask(length: int, window: int | None, device: torch.device) -> torch.Tensor:
+    """(T, T) True where query i may attend to key j: j <= i, and i - j < window if given."""
+    i = torch.arange(length, device=device)
+    distance = i[:, None] - i[None, :]  # (T, T)
+    allowed = distance >= 0
+    return allowed if window is None else allowed & (distance < window)
+
+
 def causal_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, padding_mask: torch.Tensor | None
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, padding_mask: torch.Tensor | None, window: int | None = None
 ) -> torch.Tensor:
-    """Attention of each token over itself and earlier tokens of the same row.
+    """Attention of each token over itself and earlier tokens of the same row (only the
+    last `window` positions of them when a window is given).
 
     q: (B, Hq, T, D); k, v: (B, Hkv, T, D); padding_mask: (B, T), 1 for real tokens.
     Padded query rows attend to themselves only, so they stay finite.
     """
-    if padding_mask is None:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
     T = q.shape[2]
-    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    allowed = causal[None] & padding_mask.bool()[:, None, :]  # (B, T, T)
+    if window is not None and window >= T:
+        window = None  # the window covers every row: plain causal attention
+    if padding_mask is None and window is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    if padding_mask is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, window, q.device), enable_gqa=True)
+    allowed = causal_mask(T, window, q.device)[None] & padding_mask.bool()[:, None, :]  # (B, T, T)
     allowed = allowed | torch.eye(T, dtype=torch.bool, device=q.device)[None]
     return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None], enable_gqa=True)
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from engine.config import LLAMA_FAMILY, ModelConfig
 from engine.errors import ModelLoadError
+from engine.models.gemma3 import GEMMA3_MODEL_TYPE, Gemma3ForCausalLM, gemma3_config_from_dict, gemma3_config_to_dict
 from engine.models.llama import LlamaForCausalLM
 from engine.models.palm import PalmForCausalLM, palm_config_from_dict, palm_config_to_dict
 
@@ -27,8 +28,13 @@ class Architecture:
 
 _LLAMA = Architecture(ModelConfig.from_hf_dict, ModelConfig.to_hf_dict, LlamaForCausalLM)
 _PALM = Architecture(palm_config_from_dict, palm_config_to_dict, PalmForCausalLM)
+_GEMMA3 = Architecture(gemma3_config_from_dict, gemma3_config_to_dict, Gemma3ForCausalLM)
 
-ARCHITECTURES: dict[str, Architecture] = {**{name: _LLAMA for name in LLAMA_FAMILY}, "palm": _PALM}
+ARCHITECTURES: dict[str, Architecture] = {
+    **{name: _LLAMA for name in LLAMA_FAMILY},
+    "palm": _PALM,
+    GEMMA3_MODEL_TYPE: _GEMMA3,
+}
 
 
 def architecture_for(model_type: str | None, source: str = "config.json") -> Architecture:
