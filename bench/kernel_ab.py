@@ -73,7 +73,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         builds = {"base": kernel_of(sources_at(args.base, Path(scratch)), argtypes),
                   "work": kernel_of(ROOT / "engine" / "kernels", argtypes)}
-        addresses = llama_decode.weight_addresses(loaded.model)
+        addresses = llama_decode.weight_table(loaded.model)
         print(f"working tree against {args.base}: median ms per decode step, {args.calls} calls each, alternating")
         for rows in (int(r) for r in args.rows.split(",")):
             engine = LLMEngine(loaded, max_batch_size=max(rows, 8), max_cached_tokens=max(rows, 8) * 2048)

@@ -5,8 +5,11 @@ It holds the `llama.*` hyper-parameters, every weight under llama.cpp's tensor n
 the query/key rows reordered for llama.cpp's rotary layout (both from
 engine/loading/gguf_names.py), the tokenizer as metadata (byte-level BPE as "gpt2" with
 tokens and merges, or a sentencepiece model as "llama" with tokens, scores and piece
-types), the special token ids, and the chat template. Weights are written as f32, f16, or q8_0 (matrices whose rows split into 32-value
-blocks; the rest f16, norms f32 as llama.cpp does). The file is written beside the target
+types), the special token ids, and the chat template. Weights are written as f32, f16,
+q8_0 or q4_0: matrices whose rows split into 32-value blocks in the quantized type (for
+q4_0, the output matrix, or the embedding that serves as it, in q8_0, as llama.cpp's own
+quantizer writes it for such shapes and as the engine decodes it:
+engine/kernels/quantized_copy.py), the rest f16, norms f32 as llama.cpp does. The file is written beside the target
 and renamed into place, so a failed export leaves nothing behind.
 
 PaLM models (parallel attention/feed-forward blocks, LayerNorm) have no llama-architecture
@@ -30,6 +33,7 @@ from gguf import quants as gguf_quants
 
 from engine.config import LLAMA_FAMILY, ModelConfig
 from engine.errors import EngineError
+from engine.kernels.quantized_copy import HEAD_QUANT
 from engine.loading.checkpoint import Checkpoint, stored_tensors
 from engine.loading.gguf_names import gguf_tensor_name, to_gguf_layout
 from engine.loading.gguf_tokenizer import PRE_TOKENIZERS
@@ -37,9 +41,11 @@ from engine.loading.hf_dir import read_hf_config, read_hf_directory
 from engine.text import sentencepiece_proto as spp
 from engine.text.chat_template import ChatTemplate
 
-EXPORT_TYPES = ("f16", "q8_0", "f32")
-_FILE_TYPES = {"f32": LlamaFileType.ALL_F32, "f16": LlamaFileType.MOSTLY_F16, "q8_0": LlamaFileType.MOSTLY_Q8_0}
-Q8_BLOCK = 32
+EXPORT_TYPES = ("f16", "q8_0", "q4_0", "f32")
+_FILE_TYPES = {"f32": LlamaFileType.ALL_F32, "f16": LlamaFileType.MOSTLY_F16, "q8_0": LlamaFileType.MOSTLY_Q8_0,
+               "q4_0": LlamaFileType.MOSTLY_Q4_0}
+_QUANTIZED = {"q8_0": GGMLQuantizationType.Q8_0, "q4_0": GGMLQuantizationType.Q4_0}
+Q8_BLOCK = 32  # values per block of both quantized types
 
 # Text that tells byte-level pre-tokenizers apart: contractions, digit runs, letters after
 # punctuation, runs of spaces and newlines, non-ASCII letters.
@@ -171,12 +177,14 @@ def gguf_vocabulary(model_dir: Path, checkpoint: Checkpoint) -> GGUFVocabulary:
 # -- tensors --------------------------------------------------------------------------------
 
 
-def _encode_tensor(values: np.ndarray, export_type: str) -> tuple[np.ndarray, GGMLQuantizationType]:
-    """The tensor's bytes in the export type: norms/biases stay f32, as llama.cpp keeps them."""
+def _encode_tensor(values: np.ndarray, export_type: str, is_head: bool = False) -> tuple[np.ndarray, GGMLQuantizationType]:
+    """The tensor's bytes in the export type: norms/biases stay f32, as llama.cpp keeps them.
+    is_head: the matrix the output logits come from, kept in HEAD_QUANT under q4_0."""
     if export_type == "f32" or values.ndim == 1:
         return values.astype(np.float32), GGMLQuantizationType.F32
-    if export_type == "q8_0" and values.shape[-1] % Q8_BLOCK == 0:
-        return gguf_quants.quantize(values.astype(np.float32), GGMLQuantizationType.Q8_0), GGMLQuantizationType.Q8_0
+    if export_type in _QUANTIZED and values.shape[-1] % Q8_BLOCK == 0:
+        qtype = _QUANTIZED[HEAD_QUANT if is_head else export_type]
+        return gguf_quants.quantize(values.astype(np.float32), qtype), qtype
     return values.astype(np.float16), GGMLQuantizationType.F16
 
 
@@ -278,8 +286,10 @@ def export_gguf(model_dir: str | Path, output: str | Path, export_type: str = "f
     try:
         writer = GGUFWriter(tmp, arch="llama")
         _write_metadata(writer, checkpoint.config, vocabulary, checkpoint, name or model_dir.name, export_type)
+        # llama.cpp computes the logits with the embedding when the file has no output matrix.
+        head = "output.weight" if any(n == "output.weight" for n, _ in tensors) else "token_embd.weight"
         for tensor_name, values in tensors:
-            data, qtype = _encode_tensor(values, export_type)
+            data, qtype = _encode_tensor(values, export_type, is_head=tensor_name == head)
             writer.add_tensor(tensor_name, data, raw_dtype=qtype)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
