@@ -155,7 +155,7 @@ class ChatScreen(ReplyFeedback, Screen):
         self.status.detail = ""
         self.status.model_label = requested or ""
         load_in_background(
-            self.services.store, requested, version_id, self.services.device,
+            self.services.store, requested, version_id, self.services.device, self.services.quant,
             on_progress=lambda label, detail: self.post_message(self.LoadProgress(number, label, detail)),
             on_loaded=lambda serving: self.post_message(self.LoadFinished(number, serving, None)),
             on_failed=lambda error: self.post_message(self.LoadFinished(number, None, error)),

@@ -19,18 +19,19 @@ def load_in_background(
     requested: str | None,
     version_id: int | None,
     device: str,
+    quant: str,
     on_progress: Progress,
     on_loaded: Callable[[ServingModel], None],
     on_failed: Callable[[BaseException], None],
 ) -> threading.Thread:
-    """Choose, load (on `device`) and start serving a model off the UI thread; report
-    through callbacks."""
+    """Choose, load (on `device`, decoding from weights of type `quant`) and start serving
+    a model off the UI thread; report through callbacks."""
 
     def run() -> None:
         try:
             choice = choose_model(store, requested, version_id, on_progress)
             on_progress(choice.label, "")
-            serving = load_serving_model(choice.path, choice.version_id, choice.label, device)
+            serving = load_serving_model(choice.path, choice.version_id, choice.label, device, quant)
             if serving.version_id is None:
                 serving.version_id = register_loaded(store, choice, str(serving.loaded.path))
         except BaseException as error:  # handed to the UI, which shows it: a failed load is never a crash

@@ -37,16 +37,19 @@ class ServingModel:
         return self.loaded.config.max_position_embeddings
 
 
-def load_serving_model(path: str | Path, version_id: int | None, label: str, device: str = "cpu") -> ServingModel:
+def load_serving_model(path: str | Path, version_id: int | None, label: str, device: str = "cpu",
+                       quant: str = "none") -> ServingModel:
     """Load the model at `path` (or of that name in the model store) on `device` and start
-    an engine loop for it. Blocking: run in a worker."""
+    an engine loop for it, decoding from weights of type `quant` (the engine loop's
+    warm-up makes the quantized copy before the first reply; each version loaded gets
+    its own). Blocking: run in a worker."""
     from chat_tui.paths import models_dir
     from engine.engine import LLMEngine
     from engine.loading import load_model
     from engine.streaming import StreamingEngine
 
     loaded = load_model(path, device=device, store_root=models_dir())
-    front = StreamingEngine(LLMEngine(loaded, max_batch_size=8)).start()
+    front = StreamingEngine(LLMEngine(loaded, max_batch_size=8, quant=quant)).start()
     return ServingModel(loaded=loaded, front=front, version_id=version_id, label=label)
 
 
