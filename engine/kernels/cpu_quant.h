@@ -61,7 +61,8 @@ struct Matrix {
     int64_t kind;
 };
 
-// 64 values of one input row, quantized: q = round(x / scale) per block of 32;
+// 64 values of one input row, quantized: q = x / scale rounded to the nearest integer
+// (halves to even, as llama.cpp's vector code rounds inputs) per block of 32;
 // `scale` lanes 0-7 hold the first block's scale and 8-15 the second's, as the product's
 // lanes fall; `correction` is -128 times each block's sum of q, in lanes 0 and 8.
 struct alignas(64) QuantPair {
@@ -73,26 +74,38 @@ struct alignas(64) QuantPair {
 inline int64_t pairs_of(int64_t K) { return (K + kPair - 1) / kPair; }
 
 // Quantizes one row of K floats into pairs_of(K) pairs (zeros past K).
+// Quantizes the n (0-64) values at x into one pair (zeros past n).
+inline void quantize_pair(const float* x, int64_t n, QuantPair& pair) {
+    typedef int8_t c16 __attribute__((vector_size(16)));
+    const v16 round = v16{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer, halves to even
+    for (int64_t half = 0; half < 2; half++) {
+        const int64_t start = half * kBlock, count = n - start;  // values in this block: count, at most 32
+        const v16 a = count > 0 ? cpu_kernels::load_part(x + start, count < 16 ? count : 16) : v16{};
+        const v16 b = count > 16 ? cpu_kernels::load_part(x + start + 16, count < 32 ? count - 16 : 16) : v16{};
+        const v16 magnitude_a = a < 0 ? -a : a, magnitude_b = b < 0 ? -b : b;
+        const float scale = cpu_kernels::hmax(magnitude_a > magnitude_b ? magnitude_a : magnitude_b) / 127.0f;
+        const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
+        const i16 qa = __builtin_convertvector((a * inverse + round) - round, i16);
+        const i16 qb = __builtin_convertvector((b * inverse + round) - round, i16);
+        const c16 bytes_a = __builtin_convertvector(qa, c16), bytes_b = __builtin_convertvector(qb, c16);
+        std::memcpy(pair.q + start, &bytes_a, 16);
+        std::memcpy(pair.q + start + 16, &bytes_b, 16);
+        const i16 sums = qa + qb;
+        int32_t sum = 0;
+        for (int lane = 0; lane < 16; lane++) sum += sums[lane];
+        for (int lane = 0; lane < 8; lane++) {
+            pair.scale[half * 8 + lane] = scale;
+            pair.correction[half * 8 + lane] = 0;
+        }
+        pair.correction[half * 8] = -128 * sum;
+    }
+}
+
+// Quantizes one row of K floats into pairs_of(K) pairs.
 inline void quantize_row(const float* x, int64_t K, QuantPair* out) {
     for (int64_t p = 0; p < pairs_of(K); p++) {
-        QuantPair& pair = out[p];
-        std::memset(&pair, 0, sizeof pair);
-        for (int64_t half = 0; half < 2; half++) {
-            const int64_t start = p * kPair + half * kBlock;
-            const int64_t n = start < K ? (K - start < kBlock ? K - start : kBlock) : 0;
-            float most = 0.0f;
-            for (int64_t i = 0; i < n; i++) most = std::fmax(most, std::fabs(x[start + i]));
-            const float scale = most / 127.0f;
-            const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
-            int32_t sum = 0;
-            for (int64_t i = 0; i < n; i++) {
-                const int32_t q = static_cast<int32_t>(std::lround(x[start + i] * inverse));
-                pair.q[half * kBlock + i] = static_cast<int8_t>(q);
-                sum += q;
-            }
-            for (int lane = 0; lane < 8; lane++) pair.scale[half * 8 + lane] = scale;
-            pair.correction[half * 8] = -128 * sum;
-        }
+        const int64_t n = K - p * kPair;
+        quantize_pair(x + p * kPair, n < kPair ? n : kPair, out[p]);
     }
 }
 

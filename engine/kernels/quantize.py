@@ -60,14 +60,6 @@ def _pairs(columns: int) -> int:
     return -(-columns // PAIR)
 
 
-def _roundf(x: torch.Tensor) -> torch.Tensor:
-    """C's roundf (halves away from zero), as the gguf reference computes it: exact for
-    every float, where floor(|x| + 0.5) is not (0.49999997 + 0.5 rounds up to 1)."""
-    a = x.abs()
-    floored = a.floor()
-    return x.sign() * (floored + (2 * (a - floored)).floor())
-
-
 def _quantize_function():
     return native_library.function("quantize_weights", [
         ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
@@ -141,12 +133,13 @@ def from_gguf_blocks(raw: np.ndarray, quant: str, rows: int, columns: int) -> Qu
 
 def quantized_inputs(x: torch.Tensor) -> torch.Tensor:
     """What the kernel multiplies in place of a product's input rows x (..., K): each block
-    of 32 rounded to one of -127..127 steps of its max|x| / 127, as float64 values (the
-    kernel's sums of these times the weights are exact integers times the two scales)."""
+    of 32 rounded to the nearest (halves to even) of -127..127 steps of its max|x| / 127,
+    as float64 values (the kernel's sums of these times the weights are exact integers
+    times the two scales)."""
     columns = x.shape[-1]
     padded = _pairs(columns) * PAIR
     blocks = torch.nn.functional.pad(x.float(), (0, padded - columns)).reshape(-1, BLOCK)
     scale = blocks.abs().amax(-1) / 127
     inverse = torch.where(scale == 0, 0.0, 1.0 / scale)
-    values = _roundf(blocks * inverse[:, None]).double() * scale.double()[:, None]
+    values = torch.round(blocks * inverse[:, None]).double() * scale.double()[:, None]
     return values.reshape(*x.shape[:-1], padded)[..., :columns]
