@@ -5,6 +5,8 @@ GGUF file's blocks are served as they are, and the cost in quality is small."""
 from __future__ import annotations
 
 import dataclasses
+import gc
+import weakref
 from functools import partial
 
 import pytest
@@ -190,3 +192,18 @@ def test_quantized_logits_stay_close_to_fp32(tiny, quant, largest_kl):
     quantized = forced_logits(tiny.model, windows, QuantizedCopy(quant)).log_softmax(-1)
     kl = torch.nn.functional.kl_div(quantized, reference, log_target=True, reduction="none").sum(-1)
     assert 0 < float(kl.mean()) < largest_kl
+
+
+def test_a_weight_table_keeps_its_quantized_matrices_alive(tiny):
+    # The kernel reads raw addresses: a table held after its copy is gone must still point
+    # at live memory, and nothing must outlive the table.
+    copy = QuantizedCopy("q4_0")
+    table = llama_decode.weight_table(tiny.model, copy)
+    matrices = [weakref.ref(made.matrix.data) for made in copy._made.values()]
+    del copy
+    llama_decode.weight_table(tiny.model)  # the model's cached table is now the fp32 one
+    gc.collect()
+    assert all(ref() is not None for ref in matrices)
+    del table
+    gc.collect()
+    assert all(ref() is None for ref in matrices)

@@ -46,7 +46,6 @@ from engine.config import ModelConfig
 from engine.kernels import decode_probe, native_library
 from engine.kernels.built_once import BuiltOnce
 from engine.kernels.quant_types import QUANT_TYPES
-from engine.kernels.quantize import QuantizedMatrix
 from engine.kernels.quantized_copy import QuantizedCopy
 from engine.models.llama import LlamaForCausalLM, RMSNorm
 from engine.module_changes import Placement
@@ -113,7 +112,6 @@ class _WeightTable:
     copy: QuantizedCopy | None  # where the quantized matrices came from
     matrices: list[tuple[str, torch.Tensor]]  # the names and fp32 tensors of the matrices
     table: torch.Tensor  # int64 (entries, 3) for the kernel
-    quantized: list[QuantizedMatrix]  # what the table points at, alive as long as it is
 
 
 _tables: weakref.WeakKeyDictionary[nn.Module, _WeightTable] = weakref.WeakKeyDictionary()
@@ -148,8 +146,9 @@ def weight_table(model: nn.Module, copy: QuantizedCopy | None = None) -> torch.T
             matrix = copy.matrix(name, weight, is_head)
             entries[index] = [matrix.data.data_ptr(), matrix.scales.data_ptr(), matrix.kind]
             quantized.append(matrix)
-    table = _WeightTable(placement, copy, [(name, weight) for _, name, weight, _ in matrices],
-                         torch.tensor(entries, dtype=torch.int64), quantized)
+    addresses = torch.tensor(entries, dtype=torch.int64)
+    addresses.quantized = quantized  # the table keeps what it points at alive, wherever it is held
+    table = _WeightTable(placement, copy, [(name, weight) for _, name, weight, _ in matrices], addresses)
     _tables[model] = table
     return table.table
 
