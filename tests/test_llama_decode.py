@@ -17,7 +17,7 @@ from engine.kernels.built_once import NOT_TRIED
 from engine.kernels import decode_probe
 from engine.loading import load_model
 from engine.sampling import SamplingParams
-from decode_helpers import kernel_steps, tiny, tiny_with_biases  # noqa: F401 (fixtures)
+from decode_helpers import kernel_steps
 from tiny_models import make_tiny_model_dir
 from trainer.lora import apply_lora
 
@@ -73,7 +73,7 @@ def test_probing_the_kernel_leaves_torchs_random_state_alone(monkeypatch):
     assert torch.equal(torch.rand(4), want)
 
 
-@pytest.mark.parametrize("which", ["tiny", "tiny_with_biases"])
+@pytest.mark.parametrize("which", ["tiny_llama", "tiny_qwen2"])
 def test_greedy_tokens_and_logprobs_match_the_models_own_forward(which, request, monkeypatch):
     loaded = request.getfixturevalue(which)
     prompts = [PROMPT, [12, 13], list(range(20, 57))]  # mixed lengths, some past a 16-token block
@@ -86,13 +86,13 @@ def test_greedy_tokens_and_logprobs_match_the_models_own_forward(which, request,
         torch.testing.assert_close(torch.tensor(ours.logprobs), torch.tensor(theirs.logprobs), rtol=0, atol=1e-4)
 
 
-def test_a_large_batch_takes_the_kernel_and_matches_the_models_own_forward(tiny, monkeypatch):
+def test_a_large_batch_takes_the_kernel_and_matches_the_models_own_forward(tiny_llama, monkeypatch):
     # 70 rows: eight full 8-row tiles, then the 4- and 2-row tiles for the other 6.
     prompts = [[5 + i % 50, 6 + i % 7, 7 + i % 11] + list(range(20, 20 + i % 19)) for i in range(70)]
     params = SamplingParams(temperature=0, max_new_tokens=6, ignore_eos=True, logprobs=True)
 
     def generate():
-        engine = LLMEngine(tiny, max_batch_size=128)
+        engine = LLMEngine(tiny_llama, max_batch_size=128)
         return [out.completions[0] for out in engine.generate(prompts, params)]
 
     monkeypatch.setattr(engine_runner, "DECODE_KERNEL_MAX_ROWS", 0)  # every step through the model's forward
@@ -123,13 +123,13 @@ def _decode_beside(loaded, prompt: list[int], others: list[list[int]], prompt_fi
     return engine.pop_output(target).completions[0]
 
 
-def test_a_row_gets_the_same_bits_alone_and_in_a_batch(tiny):
+def test_a_row_gets_the_same_bits_alone_and_in_a_batch(tiny_llama):
     # Sampled at temperature 1, so logprobs of every position are compared, not just argmaxes.
     params = SamplingParams(temperature=1.0, max_new_tokens=20, ignore_eos=True, logprobs=True, seed=7)
     others = [[12, 13], list(range(20, 57)), [30, 31, 32, 33, 34]]
-    alone = _generate(tiny, True, [PROMPT], params)[0]
+    alone = _generate(tiny_llama, True, [PROMPT], params)[0]
     for prompt_first in (True, False):
-        ours = _decode_beside(tiny, PROMPT, others, prompt_first, params)
+        ours = _decode_beside(tiny_llama, PROMPT, others, prompt_first, params)
         assert ours.token_ids == alone.token_ids
         assert ours.logprobs == alone.logprobs  # exactly
 
@@ -201,9 +201,9 @@ def test_palm_models_are_not_covered():
     assert llama_decode.weight_table(model) is None
 
 
-def test_without_the_kernel_decode_falls_back_to_the_models_forward(tiny, monkeypatch):
+def test_without_the_kernel_decode_falls_back_to_the_models_forward(tiny_llama, monkeypatch):
     monkeypatch.setattr(llama_decode._function, "result", None)  # as if building had failed here
     steps = kernel_steps(monkeypatch)
-    out = _generate(tiny, fast=True)[0]
+    out = _generate(tiny_llama, fast=True)[0]
     assert not steps
-    assert out.token_ids == _generate(tiny, fast=False)[0].token_ids
+    assert out.token_ids == _generate(tiny_llama, fast=False)[0].token_ids

@@ -23,7 +23,7 @@ from engine.kernels.quantize import quantize_matrix
 from engine.kernels.quantized_copy import HEAD_QUANT, QuantizedCopy, quantized_copy
 from engine.loading import load_model
 from engine.sampling import SamplingParams
-from decode_helpers import kernel_steps, tiny, tiny_with_biases  # noqa: F401 (fixtures)
+from decode_helpers import kernel_steps
 from tiny_models import make_tiny_model_dir
 
 PARAMS = SamplingParams(temperature=0, max_new_tokens=20, ignore_eos=True, logprobs=True)
@@ -71,18 +71,18 @@ def test_the_quantized_probe_rejects_fp32_products():
     assert not decode_probe.probe(fp32_step, "q4_0")
 
 
-def test_the_kernel_matches_the_reference_to_float_rounding(tiny):
+def test_the_kernel_matches_the_reference_to_float_rounding(tiny_llama):
     # Tighter than the probe's bound: on this machine no input rounds differently.
     windows = [list(range(3, 40)), list(range(60, 97))]
     copy = QuantizedCopy("q8_0")
-    got = forced_logits(tiny.model, windows, copy)
-    with torch.inference_mode(), decode_probe.reference_forward(tiny.model, copy):
-        want = tiny.model(torch.tensor(windows))
+    got = forced_logits(tiny_llama.model, windows, copy)
+    with torch.inference_mode(), decode_probe.reference_forward(tiny_llama.model, copy):
+        want = tiny_llama.model(torch.tensor(windows))
     torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("quant", QUANTS)
-@pytest.mark.parametrize("which", ["tiny", "tiny_with_biases"])
+@pytest.mark.parametrize("which", ["tiny_llama", "tiny_qwen2"])
 def test_every_decode_step_reads_the_quantized_copy(quant, which, request, monkeypatch):
     loaded = request.getfixturevalue(which)
     prompts = [PROMPT, [12, 13], list(range(20, 57))]
@@ -102,10 +102,10 @@ def test_every_decode_step_reads_the_quantized_copy(quant, which, request, monke
 
 
 @pytest.mark.parametrize("quant", QUANTS)
-def test_a_row_gets_the_same_bits_alone_and_in_a_batch(tiny, quant):
+def test_a_row_gets_the_same_bits_alone_and_in_a_batch(tiny_llama, quant):
     params = SamplingParams(temperature=1.0, max_new_tokens=16, ignore_eos=True, logprobs=True, seed=7)
-    alone = _generate(tiny, quant, [PROMPT], params)[0]
-    engine = LLMEngine(tiny, max_batch_size=8, quant=quant)
+    alone = _generate(tiny_llama, quant, [PROMPT], params)[0]
+    engine = LLMEngine(tiny_llama, max_batch_size=8, quant=quant)
     target = engine.add_request(PROMPT, params)
     engine.step()  # the prompt's prefill alone, as above; then decode beside others
     for prompt in ([12, 13], list(range(20, 57)), [30, 31, 32, 33, 34], [40] * 9):
@@ -132,9 +132,9 @@ def test_weights_changed_in_place_are_quantized_again(tmp_path, monkeypatch):
     assert after.logprobs == fresh.logprobs
 
 
-def test_the_lm_head_is_kept_in_8_bits(tiny_with_biases):
+def test_the_lm_head_is_kept_in_8_bits(tiny_qwen2):
     copy = QuantizedCopy("q4_0")
-    table = llama_decode.weight_table(tiny_with_biases.model, copy)
+    table = llama_decode.weight_table(tiny_qwen2.model, copy)
     head_kind = int(table[-1, 2])
     assert head_kind == 1 and HEAD_QUANT == "q8_0"
     assert int(table[1, 2]) == 2  # layer 0's q projection
@@ -180,28 +180,28 @@ def test_a_gguf_files_blocks_are_not_used_once_the_weights_changed(tmp_path):
     assert "model.layers.0.self_attn.k_proj.weight" in copy.from_file
 
 
-def test_quantized_types_decode_on_the_cpu_only_and_by_name(tiny):
+def test_quantized_types_decode_on_the_cpu_only_and_by_name(tiny_llama):
     with pytest.raises(InvalidRequestError, match="'q3'"):
-        LLMEngine(tiny, quant="q3")
+        LLMEngine(tiny_llama, quant="q3")
 
 
 @pytest.mark.parametrize("quant, largest_kl", [("q8_0", 1e-3), ("q4_0", 0.1)])
-def test_quantized_logits_stay_close_to_fp32(tiny, quant, largest_kl):
+def test_quantized_logits_stay_close_to_fp32(tiny_llama, quant, largest_kl):
     windows = [list(range(3, 40)), list(range(60, 97))]
-    reference = forced_logits(tiny.model, windows, None).log_softmax(-1)
-    quantized = forced_logits(tiny.model, windows, QuantizedCopy(quant)).log_softmax(-1)
+    reference = forced_logits(tiny_llama.model, windows, None).log_softmax(-1)
+    quantized = forced_logits(tiny_llama.model, windows, QuantizedCopy(quant)).log_softmax(-1)
     kl = torch.nn.functional.kl_div(quantized, reference, log_target=True, reduction="none").sum(-1)
     assert 0 < float(kl.mean()) < largest_kl
 
 
-def test_a_weight_table_keeps_its_quantized_matrices_alive(tiny):
+def test_a_weight_table_keeps_its_quantized_matrices_alive(tiny_llama):
     # The kernel reads raw addresses: a table held after its copy is gone must still point
     # at live memory, and nothing must outlive the table.
     copy = QuantizedCopy("q4_0")
-    table = llama_decode.weight_table(tiny.model, copy)
+    table = llama_decode.weight_table(tiny_llama.model, copy)
     matrices = [weakref.ref(made.matrix.data) for made in copy._made.values()]
     del copy
-    llama_decode.weight_table(tiny.model)  # the model's cached table is now the fp32 one
+    llama_decode.weight_table(tiny_llama.model)  # the model's cached table is now the fp32 one
     gc.collect()
     assert all(ref() is not None for ref in matrices)
     del table
