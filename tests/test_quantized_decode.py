@@ -50,6 +50,7 @@ def test_the_quantized_kernel_passes_its_probe_here(quant):
 @pytest.mark.parametrize("heads, kv_heads, head_dim, hidden, intermediate", [
     (10, 1, 20, 40, 72),  # widths that leave part of a block, and part of a pair, empty
     (4, 4, 32, 128, 256),  # whole pairs, several of them per row; several 4-row tiles of weights
+    (4, 2, 32, 96, 160),  # a kv head's query heads fill a pair: attention quantizes its own output
     (6, 2, 16, 48, 80),
 ])
 def test_the_quantized_kernel_computes_the_quantized_products(quant, heads, kv_heads, head_dim, hidden, intermediate):

@@ -219,9 +219,16 @@ void weigh_values(const Dims& s, const float* v_cache, const int64_t* table, int
 // cached k and v once between them, where one item per query head read them `group`
 // times. Tokens are walked block by block, so finding a token's k and v costs no division,
 // and scored 16 at a time, their 16 dot products summed across lanes at once.
-void attend(const Dims& s, const float* q, const float* k_cache, const float* v_cache, const int64_t* tables,
-            const int64_t* positions, float* scores, float* out) {
+//
+// Where the output feeds quantized products and one kv head's query heads fill whole
+// pairs of quantization blocks (group * head_dim a multiple of 64, as in every model
+// seen), each item quantizes its heads' outputs while they are in L1, saving a pass and
+// a barrier; it returns whether it did (else the caller quantizes the output).
+bool attend(const Dims& s, const float* q, const float* k_cache, const float* v_cache, const int64_t* tables,
+            const int64_t* positions, float* scores, const Input& output) {
     const int64_t D = s.head_dim, group = s.heads / s.kv_heads, stride = token_stride(s);
+    float* out = output.x;
+    const bool quantize = output.quantized && group * D % cpu_quant::kPair == 0;
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
     // Rows differ in length, so items are handed out as threads come free.
 #pragma omp for schedule(dynamic, 1)
@@ -273,7 +280,14 @@ void attend(const Dims& s, const float* q, const float* k_cache, const float* v_
             }
             weigh_values(s, v_cache, table, kv, length, heads, score, inverse, out + head0 * D);
         }
+        if (quantize) {
+            const int64_t start = (r * s.heads + kv * group) * D, pairs = group * D / cpu_quant::kPair;
+            for (int64_t p = 0; p < pairs; p++)
+                cpu_quant::quantize_pair(out + start + p * cpu_quant::kPair, cpu_quant::kPair,
+                                         output.quantized[start / cpu_quant::kPair + p]);
+        }
     }
+    return quantize;
 }
 
 // silu(g) * u for n <= 16 values in place of g.
@@ -341,8 +355,8 @@ extern "C" void llama_decode(const int64_t* dims, float eps, const int64_t* weig
             product_of(h_in, B, w[kV], kv_width, Output{v.data(), vector(kVBias), false});
 #pragma omp barrier
             rotate_and_store(s, q.data(), k.data(), v.data(), cos, sin, kc, vc, tables, positions);
-            attend(s, q.data(), kc, vc, tables, positions, scores.data(), attended.data());
-            quantize_input(attended_in, B);
+            if (!attend(s, q.data(), kc, vc, tables, positions, scores.data(), attended_in))
+                quantize_input(attended_in, B);
             product_of(attended_in, B, w[kO], d, Output{x, vector(kOBias), true});
 #pragma omp barrier
             rms_norm_rows(x, vector(kPostNorm), h_in, B, eps);
