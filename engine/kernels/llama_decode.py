@@ -110,8 +110,15 @@ def _matrices(model: nn.Module, tensors: list[torch.Tensor | None]) -> list[tupl
 class _WeightTable:
     placement: Placement  # of the fp32 tensors when it was built
     copy: QuantizedCopy | None  # where the quantized matrices came from
-    matrices: list[tuple[str, torch.Tensor]]  # the names and fp32 tensors of the matrices
+    tracked: list[torch.Tensor]  # with a copy: the fp32 matrices it stands for (those that count writes)
+    versions: list[int]  # their counts of in-place writes then
     table: torch.Tensor  # int64 (entries, 3) for the kernel
+
+    def holds(self, copy: QuantizedCopy | None) -> bool:
+        """Still right for `copy`: no tensor moved, and no matrix the copy stands for was
+        written to since (checked per step, so only a list of counters is read)."""
+        return (self.copy is copy and self.placement.holds()
+                and [tensor._version for tensor in self.tracked] == self.versions)
 
 
 _tables: weakref.WeakKeyDictionary[nn.Module, _WeightTable] = weakref.WeakKeyDictionary()
@@ -130,8 +137,7 @@ def weight_table(model: nn.Module, copy: QuantizedCopy | None = None) -> torch.T
     `.data` moves it); in-place updates such as an optimizer's keep it valid, and a
     quantized copy is made again for the matrices they changed."""
     cached = _tables.get(model)
-    if (cached is not None and cached.copy is copy and cached.placement.holds()
-            and (copy is None or copy.holds(cached.matrices))):
+    if cached is not None and cached.holds(copy):
         return cached.table
     tensors = _kernel_tensors(model)
     if tensors is None:
@@ -148,7 +154,9 @@ def weight_table(model: nn.Module, copy: QuantizedCopy | None = None) -> torch.T
             quantized.append(matrix)
     addresses = torch.tensor(entries, dtype=torch.int64)
     addresses.quantized = quantized  # the table keeps what it points at alive, wherever it is held
-    table = _WeightTable(placement, copy, [(name, weight) for _, name, weight, _ in matrices], addresses)
+    # Inference tensors count no writes (and are not trained): nothing to watch.
+    tracked = [weight for _, _, weight, _ in matrices if not weight.is_inference()] if copy is not None else []
+    table = _WeightTable(placement, copy, tracked, [tensor._version for tensor in tracked], addresses)
     _tables[model] = table
     return table.table
 

@@ -102,14 +102,6 @@ class QuantizedCopy:
         self.from_file.add(name)
         return matrix
 
-    def holds(self, names_and_weights: list[tuple[str, torch.Tensor]]) -> bool:
-        """Whether every matrix made for these weights still stands for them."""
-        for name, weight in names_and_weights:
-            made = self._made.get(name)
-            if made is None or made.address != weight.data_ptr() or made.version != _version(weight):
-                return False
-        return True
-
     @property
     def nbytes(self) -> int:
         return sum(made.matrix.nbytes for made in self._made.values())
