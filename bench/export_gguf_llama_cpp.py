@@ -4,12 +4,10 @@
 
 Exports the model (default: the default SmolLM2 model) with engine.export.gguf, then
 generates greedily from the same chat prompt with our engine (on the source directory)
-and with llama.cpp through llama-cpp-python (on the exported file), and prints both and
-how many leading tokens agree. Also reports the export time, the file size, and the
-largest logit difference after loading the file back through our own GGUF loader.
-
-llama-cpp-python is optional and not a project dependency (it compiles C++; PyPI has no
-prebuilt wheel for this platform). Without it, only our side runs.
+and, where bench/llama_cpp_build.py has built llama.cpp, with `llama-simple` on the
+exported file (bench/llama_cpp.py's agreement check), and prints both and how many
+leading tokens agree. Also reports the export time, the file size, and the largest logit
+difference after loading the file back through our own GGUF loader.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ from pathlib import Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="Store name or model directory (default: the default model).")
-    parser.add_argument("--type", default="f16", choices=["f16", "q8_0", "f32"])
+    parser.add_argument("--type", default="f16", choices=["f16", "q8_0", "q4_0", "f32"])
     parser.add_argument("--tokens", type=int, default=16)
     args = parser.parse_args()
     if "CHAT_TUI_HOME" not in os.environ:
@@ -65,20 +63,14 @@ def main() -> None:
     our_ids = LLMEngine(ours).generate([prompt], params)[0].completions[0].token_ids
     print(f"ours:      {ours.tokenizer.decode(our_ids)!r}")
 
-    try:
-        from llama_cpp import Llama
-    except ImportError:
-        print("llama-cpp-python is not installed; skipping the llama.cpp comparison")
+    import llama_cpp
+    from llama_cpp_build import built_programs
+
+    programs = built_programs()
+    if programs is None:
+        print("llama.cpp is not built; `python bench/llama_cpp_build.py` builds it (20+ minutes)")
         return
-    llm = Llama(model_path=str(out), n_ctx=512, verbose=False, logits_all=False)
-    their_ids: list[int] = []
-    for token in llm.generate(prompt, top_k=1, temp=0.0, repeat_penalty=1.0):
-        their_ids.append(int(token))
-        if len(their_ids) == args.tokens:
-            break
-    print(f"llama.cpp: {ours.tokenizer.decode(their_ids)!r}")
-    agree = next((i for i, (a, b) in enumerate(zip(our_ids, their_ids)) if a != b), min(len(our_ids), len(their_ids)))
-    print(f"first {agree} of {args.tokens} greedy tokens agree")
+    llama_cpp.agreement({args.type: out}, programs["llama-simple"])
 
 
 if __name__ == "__main__":

@@ -57,12 +57,14 @@ def main() -> None:
     parser.add_argument("--rows", default="1,8", help="comma-separated batch sizes")
     parser.add_argument("--context", type=int, default=150, help="about how many tokens each row has cached")
     parser.add_argument("--calls", type=int, default=40, help="calls of each build per batch size")
+    parser.add_argument("--quant", default="none", help="weights to decode from: none, q8_0 or q4_0")
     args = parser.parse_args()
 
     from chat_tui.benchmarks.engine_bench import chat_prompts
     from chat_tui.paths import models_dir
     from engine.engine import LLMEngine
     from engine.kernels import llama_decode
+    from engine.kernels.quantized_copy import quantized_copy
     from engine.loading import load_model
     from engine.sampling import SamplingParams
 
@@ -73,8 +75,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         builds = {"base": kernel_of(sources_at(args.base, Path(scratch)), argtypes),
                   "work": kernel_of(ROOT / "engine" / "kernels", argtypes)}
-        addresses = llama_decode.weight_addresses(loaded.model)
-        print(f"working tree against {args.base}: median ms per decode step, {args.calls} calls each, alternating")
+        addresses = llama_decode.weight_table(loaded.model, quantized_copy(loaded, args.quant))
+        print(f"working tree against {args.base}: median ms per decode step ({args.quant} weights), "
+              f"{args.calls} calls each, alternating")
         for rows in (int(r) for r in args.rows.split(",")):
             engine = LLMEngine(loaded, max_batch_size=max(rows, 8), max_cached_tokens=max(rows, 8) * 2048)
             prompts = chat_prompts(loaded, rows)

@@ -14,6 +14,7 @@ import sys
 import click
 
 from chat_tui.errors import user_error_types
+from chat_tui.quant_choice import CHAT_QUANT, QUANT_TYPES
 
 # Subcommand name -> "module:attribute" of its click command.
 COMMANDS: dict[str, str] = {
@@ -44,9 +45,12 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, invoke_without_command=True)
 @click.option("--model", "model", default=None, help="Model name in the store or a path (default: the active version).")
 @click.option("--device", default="cpu", show_default=True, help="Where the chat's model runs: cpu, auto (the GPU if any), cuda, cuda:N or mps.")
+@click.option("--quant", type=click.Choice(QUANT_TYPES), default=None,
+              help=f"Weights the chat decodes from on the CPU: 8-bit (q8_0), 4-bit (q4_0) blocks, or none (fp32). "
+                   f"Default: {CHAT_QUANT} on the CPU, none elsewhere.")
 @click.version_option(package_name="chat-tui")
 @click.pass_context
-def cli(ctx: click.Context, model: str | None, device: str) -> None:
+def cli(ctx: click.Context, model: str | None, device: str, quant: str | None) -> None:
     """A terminal chat assistant whose local model learns from your feedback.
 
     Run with no command to open the chat.
@@ -54,7 +58,7 @@ def cli(ctx: click.Context, model: str | None, device: str) -> None:
     if ctx.invoked_subcommand is None:
         from chat_tui.commands.open_chat import open_chat
 
-        open_chat(model, device)
+        open_chat(model, device, quant)
 
 
 def run_command(command: click.Command) -> None:

@@ -9,7 +9,7 @@ shares (`config`, `bundle`, `devices`, `errors`, `module_changes`). Beside it:
 - models/: one file per architecture (Llama family, PaLM) and the registry;
 - loading/: HF directories, GGUF files, the model store, the default model;
 - text/: tokenizers, streaming detokenization, chat templates;
-- kernels/: the C++ CPU kernels, the fast linear layers, int8 weights;
+- kernels/: the C++ CPU kernels, the fast linear layers, quantized weights;
 - export/: writing a model as GGUF.
 
 This `__init__` imports nothing heavy so that `engine.errors` can be imported without torch.

@@ -22,6 +22,8 @@ import torch
 from engine.block_manager import BlockManager
 from engine.bundle import LoadedModel
 from engine.errors import InvalidRequestError
+from engine.kernels.quant_types import QUANT_TYPES
+from engine.kernels.quantized_copy import quantized_copy
 from engine.runner import ModelRunner
 from engine.sampling import MAX_BATCH_SIZE, SamplingParams
 from engine.scheduler import Scheduler
@@ -54,6 +56,7 @@ class LLMEngine:
         max_prefill_tokens: int = 4096,
         fast_cpu_kernels: bool = True,
         decode_graphs: bool | None = None,
+        quant: str = "none",
     ) -> None:
         """fast_cpu_kernels: for an fp32 model on the CPU, decode through the C++ step of
         engine/kernels/llama_decode.py where it covers the model and run other linear layers through
@@ -61,7 +64,11 @@ class LLMEngine:
         comparisons).
         decode_graphs: decode in fixed-shape steps replayed from CUDA graphs
         (engine/graphed_decode.py); default on for a model on a CUDA device. Elsewhere the
-        same steps run eagerly (tests use that)."""
+        same steps run eagerly (tests use that).
+        quant: "q8_0" or "q4_0" to decode from 8-bit or 4-bit block-quantized copies of
+        the weight matrices (engine/kernels/quantized_copy.py; CPU only, through the C++
+        step); "none" decodes from the weights as they are. Prefill uses the weights as they
+        are either way."""
         if not 1 <= max_batch_size <= MAX_BATCH_SIZE:  # before anything is sized from it
             raise InvalidRequestError(f"max_batch_size must be from 1 to {MAX_BATCH_SIZE}, got {max_batch_size}")
         self.loaded = loaded
@@ -78,11 +85,17 @@ class LLMEngine:
         self.block_manager = BlockManager(num_blocks, block_size)
         self.scheduler = Scheduler(self.block_manager, max_batch_size, max_prefill_tokens)
         param = next(self.model.parameters())
+        if quant not in QUANT_TYPES:
+            raise InvalidRequestError(f"{quant!r} is not a weight type (one of {', '.join(QUANT_TYPES)})")
+        if quant != "none" and param.device.type != "cpu":
+            raise InvalidRequestError(f"quantized weights ({quant}) are decoded on the CPU only, not on {param.device}")
+        self.quant = quant
         max_blocks_per_seq = min(num_blocks, -(-self.max_context // block_size))
         self.runner = ModelRunner(
             self.model, num_blocks, block_size, max_batch_size, max_blocks_per_seq, param.device, param.dtype,
             fast_cpu_kernels=fast_cpu_kernels,
             decode_graphs=decodes_with_graphs(param.device, decode_graphs),
+            quantized=quantized_copy(loaded, quant),
         )
         self._default_stop_ids = frozenset(loaded.stop_token_ids)
         self._requests: dict[str, Request] = {}

@@ -18,7 +18,7 @@ what it recorded: the same shapes and the same memory. So here:
 
 A graph also has every weight's address baked in. In-place updates (an optimizer step
 between PPO rollouts) keep it valid; a weight that moved (`.to()`, assigned `.data`, LoRA
-or int8 layers added) makes every graph stale, and they are recorded again.
+layers added) makes every graph stale, and they are recorded again.
 
 Only CUDA records graphs. Elsewhere the same step runs eagerly on the same buffers,
 which is how the CPU tests check padding and bucketing; they also watch every operation

@@ -3,8 +3,8 @@
 The C++ decode step (engine/kernels/llama_decode.py) keeps a table of weight addresses, and a
 CUDA graph (engine/graphed_decode.py) has every address baked into its kernels. Both stay
 valid through in-place updates (an optimizer step between PPO rollouts), and both go
-stale when a tensor moves: `.to()`, assigning `.data`, LoRA wrapping a projection, int8
-layers replacing one, `load_state_dict(assign=True)`.
+stale when a tensor moves: `.to()`, assigning `.data`, LoRA wrapping a projection,
+`load_state_dict(assign=True)`.
 
 `registrations()` counts, process-wide, every time any module gets a new submodule or
 parameter (PyTorch's global registration hooks); `addresses_of` reads where tensors'

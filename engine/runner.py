@@ -8,9 +8,10 @@ which blocks they own is decided by the scheduler and the block manager; the run
 mirrors their decisions into tensors.
 
 Which decode path a step takes: the C++ step (engine/kernels/llama_decode.py) for an fp32 Llama
-on the CPU; with `decode_graphs` (the engine's default on CUDA), fixed-shape steps replayed
+on the CPU, from the weights' quantized copy when the engine has one
+(engine/kernels/quantized_copy.py); with `decode_graphs` (the engine's default on CUDA), fixed-shape steps replayed
 from CUDA graphs (engine/graphed_decode.py); otherwise the model's own forward. All three
-read the same cache and give the same tokens.
+read the same cache; from fp32 weights they give the same tokens.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from engine.graphed_decode import GraphedDecode
 from engine.kernels import llama_decode
 from engine.kernels.cpu_linear import fast_linear, warm_up
+from engine.kernels.quantized_copy import QuantizedCopy
 from engine.models.llama import causal_attention
 from engine.sampling import SamplingParams
 from engine.sampling_ops import sample_next_tokens
@@ -100,12 +102,15 @@ class ModelRunner:
         dtype: torch.dtype,
         fast_cpu_kernels: bool = True,
         decode_graphs: bool = False,
+        quantized: QuantizedCopy | None = None,
     ) -> None:
         """num_blocks: cache blocks the block manager hands out (ids 0..num_blocks-1); the
         runner keeps one more, a scratch block for the padding rows of graphed steps.
-        decode_graphs: decode through engine/graphed_decode.py (CUDA graphs on a GPU)."""
+        decode_graphs: decode through engine/graphed_decode.py (CUDA graphs on a GPU).
+        quantized: decode from this quantized copy of the weights (C++ step only)."""
         config = model.config
         self.model = model
+        self.quantized = quantized
         self.device = device
         self.dtype = dtype
         self.fast_cpu_kernels = fast_cpu_kernels
@@ -188,10 +193,15 @@ class ModelRunner:
     def _decode_kernel_weights(self, rows: int) -> torch.Tensor | None:
         """The weight table for the C++ decode step (engine/kernels/llama_decode.py) when it covers
         this step: an fp32 Llama on the CPU as the model is now (LoRA may have been added
-        since), at most DECODE_KERNEL_MAX_ROWS rows, and the kernel built here. None otherwise."""
+        since), at most DECODE_KERNEL_MAX_ROWS rows, and the kernel built here. Its matrices
+        are the quantized copy's when there is one and its type passed the kernel's probe
+        here (else fp32). None when the step is not covered."""
         if not self.fast_cpu_kernels or rows > DECODE_KERNEL_MAX_ROWS or self.device.type != "cpu":
             return None
-        return llama_decode.weight_addresses(self.model) if llama_decode.available() else None
+        if not llama_decode.available():
+            return None
+        quantized = self.quantized if self.quantized and llama_decode.available(self.quantized.quant) else None
+        return llama_decode.weight_table(self.model, quantized)
 
     def warm_up(self, batch_size: int | None = None, context: int | None = None) -> None:
         """Build and probe the C++ CPU kernels now rather than in the first reply: the
@@ -201,7 +211,7 @@ class ModelRunner:
         if self.fast_cpu_kernels:
             warm_up(self.device, self.dtype)
             if self.device.type == "cpu":
-                llama_decode.available()
+                self._decode_kernel_weights(1)  # builds and probes the kernel, makes the quantized copy
         if self.graphed is not None and batch_size is not None and context is not None:
             with torch.inference_mode():
                 self.graphed.prepare(batch_size, -(-context // self.block_size))

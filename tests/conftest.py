@@ -46,3 +46,22 @@ def sp_model(tmp_path_factory):
     from loading_helpers import train_sentencepiece
 
     return train_sentencepiece(tmp_path_factory.mktemp("sp"))
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    """A tiny random Llama, loaded (the C++ decode step's tests share it)."""
+    from engine.loading import load_model
+    from tiny_models import make_tiny_model_dir
+
+    return load_model(make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model"))
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen2(tmp_path_factory):
+    """A tiny random Qwen2: q/k/v biases, and a tied LM head."""
+    from engine.loading import load_model
+    from tiny_models import make_tiny_model_dir
+
+    directory = make_tiny_model_dir(tmp_path_factory.mktemp("qwen") / "model", model_type="qwen2", tie_word_embeddings=True)
+    return load_model(directory)

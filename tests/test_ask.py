@@ -74,6 +74,30 @@ def test_ask_samples_as_the_chat_does_unless_told_otherwise():
     assert (defaults["top_k"], defaults["min_p"]) == (0, 0.0)  # the chat has no such settings: off
 
 
+def test_an_unknown_quant_type_is_refused_by_name():
+    result = _run_cli("ask", "--quant", "q3_k", "hello")
+    assert result.returncode != 0 and "'q3_k' is not one of 'none', 'q8_0', 'q4_0'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_ask_quant_decodes_from_quantized_weights(tmp_path, bpe, monkeypatch):
+    import engine.kernels.llama_decode as llama_decode
+
+    source = tiny_hf_model(tiny_hf_config("llama", vocab_size=400), seed=3)
+    directory = write_hf_model_dir(tmp_path / "m", source, lambda d: write_bpe_dir(d, bpe, CHATML_TEMPLATE))
+    kinds = set()
+    original = llama_decode.decode_logits
+    monkeypatch.setattr(llama_decode, "decode_logits",
+                        lambda model, table, *a: kinds.update(table[:, 2].tolist()) or original(model, table, *a))
+    args = ["ask", "--model", str(directory), "--temperature", "0", "--max-tokens", "12", "--json", QUESTION]
+    plain = json.loads(CliRunner().invoke(cli, args).output)
+    assert kinds == {0}
+    result = CliRunner().invoke(cli, args + ["--quant", "q4_0"])
+    assert result.exit_code == 0, result.output
+    assert kinds == {0, 1, 2}  # q4_0 layers, a q8_0 head
+    assert len(json.loads(result.output)["token_ids"]) == len(plain["token_ids"]) or plain["finish_reason"] == "stop"
+
+
 def _run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", "from chat_tui.cli import main; main()", *args],
                           capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
@@ -86,6 +110,7 @@ def _run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
         (["--temperature", "-1"], "temperature"),
         (["--n", "0"], "n must be"),
         (["--model", "/no/such/model"], "/no/such/model"),
+        (["--quant", "q8_0", "--device", "cuda"], "CPU only"),
     ],
 )
 def test_bad_input_is_one_line_without_traceback(args, fragment):

@@ -65,3 +65,18 @@ def test_every_packages_user_error_reads_as_its_own_message_and_a_bug_shows_its_
                   NotEnoughFeedbackError("'x' is bad")):
         assert describe_error(error) == "'x' is bad"
     assert describe_error(KeyError("x")) == "KeyError: 'x'"
+
+
+def test_bench_quant_reports_speed_and_the_quality_cost(tmp_path):
+    directory = make_tiny_model_dir(tmp_path / "tiny")
+    result = CliRunner().invoke(
+        cli, ["bench", "--model", str(directory), "--concurrency", "1", "--max-tokens", "8", "--quant", "q8_0", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["quant"] == "q8_0"
+    assert report["levels"][0]["decode_tokens_per_s"] > 0 and report["levels"][0]["hf_e2e_tokens_per_s"] is None
+    quality = report["quality"]
+    assert quality["quant"] == "q8_0" and quality["tokens"] >= 128
+    assert 0 < quality["kl_to_fp32"] < 0.01 and 0.5 < quality["top1_agreement"] <= 1
+    assert quality["perplexity"] > 1 and quality["fp32_perplexity"] > 1

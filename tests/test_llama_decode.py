@@ -5,6 +5,7 @@ does not cover."""
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import pytest
 import torch
@@ -13,9 +14,10 @@ import engine.kernels.llama_decode as llama_decode
 import engine.runner as engine_runner
 from engine.engine import LLMEngine
 from engine.kernels.built_once import NOT_TRIED
-from engine.kernels.quantize import quantize_int8
+from engine.kernels import decode_probe
 from engine.loading import load_model
 from engine.sampling import SamplingParams
+from decode_helpers import kernel_steps
 from tiny_models import make_tiny_model_dir
 from trainer.lora import apply_lora
 
@@ -23,29 +25,9 @@ PARAMS = SamplingParams(temperature=0, max_new_tokens=24, ignore_eos=True, logpr
 PROMPT = [5, 6, 7, 8, 9, 10, 11]
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return load_model(make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model"))
-
-
-@pytest.fixture(scope="module")
-def tiny_with_biases(tmp_path_factory):
-    """Qwen2-style q/k/v biases, and a tied LM head."""
-    directory = make_tiny_model_dir(tmp_path_factory.mktemp("qwen") / "model", model_type="qwen2", tie_word_embeddings=True)
-    return load_model(directory)
-
-
-def _count_kernel_steps(monkeypatch) -> list[int]:
-    """Rows of every decode step that goes through the kernel (the real kernel still runs)."""
-    rows = []
-    original = llama_decode.decode_logits
-
-    def counting(model, addresses, token_ids, *args):
-        rows.append(token_ids.numel())
-        return original(model, addresses, token_ids, *args)
-
-    monkeypatch.setattr(llama_decode, "decode_logits", counting)
-    return rows
+def _kernel_step():
+    """The kernel's call, as the probe takes it."""
+    return partial(llama_decode._call, llama_decode._function.get())
 
 
 def _generate(loaded, fast: bool, prompts=(PROMPT,), params=PARAMS):
@@ -64,20 +46,20 @@ def test_the_kernel_builds_and_passes_its_probe_here():
 ])
 def test_the_kernel_agrees_with_the_model_on_other_head_shapes(heads, kv_heads, head_dim):
     config = dataclasses.replace(
-        llama_decode.PROBE_CONFIG, num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim
+        decode_probe.PROBE_CONFIG, num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim
     )
-    assert llama_decode._probe(llama_decode._function.get(), config)
+    assert decode_probe.probe(_kernel_step(), config=config)
 
 
 @pytest.mark.parametrize("block_size", [4, 24, 32])
 def test_the_kernel_agrees_with_the_model_with_other_block_sizes(block_size):
     # Attention scores 16 cached tokens of a block at a time: fewer than 16 in a block (4),
     # a block of one full group and a partial one (24), two full groups (32).
-    assert llama_decode._probe(llama_decode._function.get(), block_size=block_size)
+    assert decode_probe.probe(_kernel_step(), block_size=block_size)
 
 
 def test_the_probe_rejects_a_kernel_that_computes_nothing():
-    assert not llama_decode._probe(lambda *args: None)
+    assert not decode_probe.probe(lambda *args: None)
 
 
 def test_probing_the_kernel_leaves_torchs_random_state_alone(monkeypatch):
@@ -91,34 +73,34 @@ def test_probing_the_kernel_leaves_torchs_random_state_alone(monkeypatch):
     assert torch.equal(torch.rand(4), want)
 
 
-@pytest.mark.parametrize("which", ["tiny", "tiny_with_biases"])
+@pytest.mark.parametrize("which", ["tiny_llama", "tiny_qwen2"])
 def test_greedy_tokens_and_logprobs_match_the_models_own_forward(which, request, monkeypatch):
     loaded = request.getfixturevalue(which)
     prompts = [PROMPT, [12, 13], list(range(20, 57))]  # mixed lengths, some past a 16-token block
     plain = _generate(loaded, False, prompts)
-    steps = _count_kernel_steps(monkeypatch)
+    steps = kernel_steps(monkeypatch)
     fast = _generate(loaded, True, prompts)
-    assert sum(steps) == len(prompts) * (PARAMS.max_new_tokens - 1)  # every decode row took the kernel
+    assert sum(rows for rows, _ in steps) == len(prompts) * (PARAMS.max_new_tokens - 1)  # every decode row took the kernel
     for ours, theirs in zip(fast, plain):
         assert ours.token_ids == theirs.token_ids
         torch.testing.assert_close(torch.tensor(ours.logprobs), torch.tensor(theirs.logprobs), rtol=0, atol=1e-4)
 
 
-def test_a_large_batch_takes_the_kernel_and_matches_the_models_own_forward(tiny, monkeypatch):
+def test_a_large_batch_takes_the_kernel_and_matches_the_models_own_forward(tiny_llama, monkeypatch):
     # 70 rows: eight full 8-row tiles, then the 4- and 2-row tiles for the other 6.
     prompts = [[5 + i % 50, 6 + i % 7, 7 + i % 11] + list(range(20, 20 + i % 19)) for i in range(70)]
     params = SamplingParams(temperature=0, max_new_tokens=6, ignore_eos=True, logprobs=True)
 
     def generate():
-        engine = LLMEngine(tiny, max_batch_size=128)
+        engine = LLMEngine(tiny_llama, max_batch_size=128)
         return [out.completions[0] for out in engine.generate(prompts, params)]
 
     monkeypatch.setattr(engine_runner, "DECODE_KERNEL_MAX_ROWS", 0)  # every step through the model's forward
     plain = generate()
     monkeypatch.setattr(engine_runner, "DECODE_KERNEL_MAX_ROWS", 128)
-    steps = _count_kernel_steps(monkeypatch)
+    steps = kernel_steps(monkeypatch)
     fast = generate()
-    assert steps and max(steps) == 70
+    assert steps and max(rows for rows, _ in steps) == 70
     for ours, theirs in zip(fast, plain):
         assert ours.token_ids == theirs.token_ids
         torch.testing.assert_close(torch.tensor(ours.logprobs), torch.tensor(theirs.logprobs), rtol=0, atol=1e-4)
@@ -141,13 +123,13 @@ def _decode_beside(loaded, prompt: list[int], others: list[list[int]], prompt_fi
     return engine.pop_output(target).completions[0]
 
 
-def test_a_row_gets_the_same_bits_alone_and_in_a_batch(tiny):
+def test_a_row_gets_the_same_bits_alone_and_in_a_batch(tiny_llama):
     # Sampled at temperature 1, so logprobs of every position are compared, not just argmaxes.
     params = SamplingParams(temperature=1.0, max_new_tokens=20, ignore_eos=True, logprobs=True, seed=7)
     others = [[12, 13], list(range(20, 57)), [30, 31, 32, 33, 34]]
-    alone = _generate(tiny, True, [PROMPT], params)[0]
+    alone = _generate(tiny_llama, True, [PROMPT], params)[0]
     for prompt_first in (True, False):
-        ours = _decode_beside(tiny, PROMPT, others, prompt_first, params)
+        ours = _decode_beside(tiny_llama, PROMPT, others, prompt_first, params)
         assert ours.token_ids == alone.token_ids
         assert ours.logprobs == alone.logprobs  # exactly
 
@@ -172,10 +154,10 @@ def test_weights_given_new_storage_between_requests_are_read_there(tmp_path):
     loaded = load_model(make_tiny_model_dir(tmp_path / "model", seed=4))
     engine = LLMEngine(loaded, max_batch_size=4)
     before = engine.generate([PROMPT], PARAMS)[0].completions[0]
-    table = llama_decode.weight_addresses(loaded.model)
+    table = llama_decode.weight_table(loaded.model)
     for layer in loaded.model.model.layers:
         layer.mlp.up_proj.weight.data = layer.mlp.up_proj.weight.data * -2.0  # a new tensor; the old one is freed
-    assert not torch.equal(llama_decode.weight_addresses(loaded.model), table)
+    assert not torch.equal(llama_decode.weight_table(loaded.model), table)
     after = engine.generate([PROMPT], PARAMS)[0].completions[0]
     reference = _generate(loaded, fast=False)[0]
     assert after.logprobs != before.logprobs
@@ -186,13 +168,13 @@ def test_lora_added_to_a_live_engine_takes_the_models_forward(tmp_path, monkeypa
     loaded = load_model(make_tiny_model_dir(tmp_path / "model", seed=5))
     engine = LLMEngine(loaded, max_batch_size=4)
     engine.generate([PROMPT], PARAMS)
-    assert llama_decode.weight_addresses(loaded.model) is not None
+    assert llama_decode.weight_table(loaded.model) is not None
     apply_lora(loaded.model)
     with torch.no_grad():  # adapters that change the output, unlike freshly initialised ones
         for name, parameter in loaded.model.named_parameters():
             if "lora_b" in name.lower():
                 parameter.fill_(0.05)
-    steps = _count_kernel_steps(monkeypatch)
+    steps = kernel_steps(monkeypatch)
     after = engine.generate([PROMPT], PARAMS)[0].completions[0]
     assert not steps
     reference = _generate(loaded, fast=False)[0]
@@ -203,13 +185,11 @@ def test_lora_added_to_a_live_engine_takes_the_models_forward(tmp_path, monkeypa
 def test_models_it_does_not_cover_take_their_own_forward(tmp_path, monkeypatch):
     lora = load_model(make_tiny_model_dir(tmp_path / "lora"))
     apply_lora(lora.model)
-    int8 = load_model(make_tiny_model_dir(tmp_path / "int8"))
-    quantize_int8(int8.model)
     double = load_model(make_tiny_model_dir(tmp_path / "double"))
     double.model.double()
-    for loaded in (lora, int8, double):
-        assert llama_decode.weight_addresses(loaded.model) is None
-    steps = _count_kernel_steps(monkeypatch)
+    for loaded in (lora, double):
+        assert llama_decode.weight_table(loaded.model) is None
+    steps = kernel_steps(monkeypatch)
     out = LLMEngine(lora, max_batch_size=4).generate([PROMPT], PARAMS)[0].completions[0]
     assert not steps and len(out.token_ids) == PARAMS.max_new_tokens
 
@@ -218,12 +198,12 @@ def test_palm_models_are_not_covered():
     from engine.models.palm import PalmForCausalLM, palm_config
 
     model = PalmForCausalLM(palm_config(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4))
-    assert llama_decode.weight_addresses(model) is None
+    assert llama_decode.weight_table(model) is None
 
 
-def test_without_the_kernel_decode_falls_back_to_the_models_forward(tiny, monkeypatch):
+def test_without_the_kernel_decode_falls_back_to_the_models_forward(tiny_llama, monkeypatch):
     monkeypatch.setattr(llama_decode._function, "result", None)  # as if building had failed here
-    steps = _count_kernel_steps(monkeypatch)
-    out = _generate(tiny, fast=True)[0]
+    steps = kernel_steps(monkeypatch)
+    out = _generate(tiny_llama, fast=True)[0]
     assert not steps
-    assert out.token_ids == _generate(tiny, fast=False)[0].token_ids
+    assert out.token_ids == _generate(tiny_llama, fast=False)[0].token_ids

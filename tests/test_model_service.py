@@ -36,7 +36,7 @@ def start(service: ModelService, store, outcomes: queue.Queue, requested: str | 
         events.append(("finished", outcome[0]))
         outcomes.put(outcome)
 
-    return service.load_in_background(store, requested, None, "cpu", on_progress=progress, on_finished=finished)
+    return service.load_in_background(store, requested, None, "cpu", "none", on_progress=progress, on_finished=finished)
 
 
 def test_later_loads_supersede_earlier_ones_which_never_get_installed(store):

@@ -10,7 +10,8 @@ batches then run through transformers' `generate` (greedy, `min_new_tokens` =
 `max_new_tokens`, left padding) for the ratio.
 
 The batch-1 roofline is the measured memory bandwidth over the bytes of weights one
-decode step reads (every linear layer and the LM head; embeddings contribute one row).
+decode step reads (every linear layer and the LM head, at the bits per weight of the
+type decoded from; embeddings contribute one row).
 
 transformers is a bench-only dependency (`pip install -e .[bench]`), imported here only.
 """
@@ -27,6 +28,8 @@ import torch
 
 from engine.bundle import LoadedModel
 from engine.engine import LLMEngine, decodes_with_graphs
+from engine.kernels.quant_types import BITS_PER_WEIGHT
+from engine.kernels.quantized_copy import HEAD_QUANT
 from engine.sampling import SamplingParams
 
 QUESTIONS = [
@@ -75,6 +78,7 @@ class BenchReport:
     threads: int
     fast_cpu_kernels: bool  # engine/kernels/llama_decode.py and engine/kernels/cpu_linear.py (else PyTorch's own)
     decode_graphs: bool  # decode steps replayed from CUDA graphs (engine/graphed_decode.py)
+    quant: str  # the weights decoded from: none, q8_0, q4_0
     max_tokens: int
     weight_bytes_per_token: int
     bandwidth_gb_s: float
@@ -82,6 +86,7 @@ class BenchReport:
     levels: list[LevelResult] = field(default_factory=list)
     load_s: float | None = None  # loading the model from the store
     import_s: float | None = None  # importing the default model into an empty store
+    quality: dict | None = None  # a quantized type's cost (chat_tui/benchmarks/quant_quality.py)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -96,10 +101,18 @@ def chat_prompts(loaded: LoadedModel, count: int) -> list[list[int]]:
     ]
 
 
-def weight_bytes_per_decode_step(model: torch.nn.Module) -> int:
+def weight_bytes_per_decode_step(model: torch.nn.Module, quant: str = "none") -> int:
     """Bytes of weights a batch-1 decode step reads: all parameters and buffers of linear
     layers and norms, but only one row of the embedding table (a tied LM head is read
-    in full as the head)."""
+    in full as the head); with a quantized type, the linear layers' weights at its bits
+    per weight (the LM head's at HEAD_QUANT's)."""
+    if quant != "none":
+        total = weight_bytes_per_decode_step(model)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                bits = BITS_PER_WEIGHT[HEAD_QUANT if module is getattr(model, "lm_head", None) else quant]
+                total -= module.weight.numel() * (module.weight.element_size() - bits / 8)
+        return int(total)
     total = 0
     seen: set[int] = set()
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
@@ -131,15 +144,16 @@ def measure_bandwidth_gb_s(size_mb: int = 1024, repeats: int = 5) -> float:
 
 def run_engine_level(
     loaded: LoadedModel, concurrency: int, max_tokens: int, fast_cpu_kernels: bool = True,
-    decode_graphs: bool | None = None,
+    decode_graphs: bool | None = None, quant: str = "none",
 ) -> LevelResult:
     engine = LLMEngine(
         loaded, max_batch_size=max(concurrency, 1), max_cached_tokens=concurrency * (max_tokens + 128),
-        fast_cpu_kernels=fast_cpu_kernels, decode_graphs=decode_graphs,
+        fast_cpu_kernels=fast_cpu_kernels, decode_graphs=decode_graphs, quant=quant,
     )
     params = SamplingParams(temperature=0, max_new_tokens=max_tokens, ignore_eos=True)
     prompts = chat_prompts(loaded, concurrency)
-    # Builds the CPU kernels (once per process), or records the level's CUDA graphs.
+    # Builds the CPU kernels (once per process) and the quantized copy, or records the
+    # level's CUDA graphs.
     engine.warm_up(concurrency, max(len(p) for p in prompts) + max_tokens)
     # A short run at the level's own batch size, so first-call set-up is not timed.
     engine.generate(prompts, SamplingParams(temperature=0, max_new_tokens=2, ignore_eos=True))
@@ -205,11 +219,12 @@ def run_hf_level(model_dir: str, loaded: LoadedModel, concurrency: int, max_toke
 
 def run_benchmark(
     loaded: LoadedModel, concurrency_levels: list[int], max_tokens: int, compare_hf: bool, log=print,
-    fast_cpu_kernels: bool = True, decode_graphs: bool | None = None,
+    fast_cpu_kernels: bool = True, decode_graphs: bool | None = None, quant: str = "none",
 ) -> BenchReport:
-    """decode_graphs: None for the engine's default (CUDA graphs on a GPU)."""
+    """decode_graphs: None for the engine's default (CUDA graphs on a GPU). quant: the
+    weights to decode from (engine/kernels/quantized_copy.py)."""
     param = next(loaded.model.parameters())
-    bytes_per_token = weight_bytes_per_decode_step(loaded.model)
+    bytes_per_token = weight_bytes_per_decode_step(loaded.model, quant)
     bandwidth = measure_bandwidth_gb_s() if param.device.type == "cpu" else _gpu_bandwidth_gb_s(param.device)
     report = BenchReport(
         model=loaded.name,
@@ -218,6 +233,7 @@ def run_benchmark(
         threads=torch.get_num_threads(),
         fast_cpu_kernels=fast_cpu_kernels,
         decode_graphs=decodes_with_graphs(param.device, decode_graphs),
+        quant=quant,
         max_tokens=max_tokens,
         weight_bytes_per_token=bytes_per_token,
         bandwidth_gb_s=bandwidth,
@@ -228,7 +244,7 @@ def run_benchmark(
         f"-> {report.roofline_tokens_per_s:.1f} tokens/s"
     )
     for c in concurrency_levels:
-        level = run_engine_level(loaded, c, max_tokens, fast_cpu_kernels, decode_graphs)
+        level = run_engine_level(loaded, c, max_tokens, fast_cpu_kernels, decode_graphs, quant)
         if compare_hf:
             level.hf_e2e_tokens_per_s = run_hf_level(str(loaded.path), loaded, c, max_tokens)
         report.levels.append(level)

@@ -16,6 +16,7 @@ from typing import BinaryIO
 import click
 
 from chat_tui.errors import UserError
+from chat_tui.quant_choice import QUANT_TYPES, check_quant_device
 from engine.sampling import SamplingParams  # no torch: the flags' defaults are the chat's
 
 SAMPLE_QUESTION = "What is the capital of France?"
@@ -76,7 +77,8 @@ def _sampling_options(func):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (a list for --n > 1) instead of streaming text.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, auto (the GPU if any), cuda, cuda:N or mps.")
 @click.option("--dtype", default=None, help="float32 (CPU default), bfloat16 (GPU default) or float16.")
-@click.option("--int8", "int8", is_flag=True, help="int8 weight-only linear layers (CPU).")
+@click.option("--quant", type=click.Choice(QUANT_TYPES), default="none", show_default=True,
+              help="Decode from 8-bit (q8_0) or 4-bit (q4_0) block-quantized weights (CPU); none: the weights as they are.")
 def ask(
     prompt: str | None,
     model_name: str | None,
@@ -93,7 +95,7 @@ def ask(
     as_json: bool,
     device: str,
     dtype: str | None,
-    int8: bool,
+    quant: str,
 ) -> None:
     """Ask the model PROMPT and print its reply (reads stdin when PROMPT is '-')."""
 
@@ -115,6 +117,7 @@ def ask(
         stop=list(stop),
     )
     params.validate()  # before the (slow) imports and model load
+    check_quant_device(quant, device)
     from chat_tui.paths import models_dir
     from engine.engine import LLMEngine
     from engine.loading import load_model
@@ -122,14 +125,10 @@ def ask(
 
     load_started = time.perf_counter()
     loaded = load_model(model_name, device=device, dtype=dtype, store_root=models_dir())
-    if int8:
-        from engine.kernels.quantize import quantize_int8
-
-        quantize_int8(loaded.model)
     load_s = time.perf_counter() - load_started
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     prompt_ids = loaded.encode_chat(messages)
-    engine = LLMEngine(loaded, max_batch_size=max(8, num_samples))
+    engine = LLMEngine(loaded, max_batch_size=max(8, num_samples), quant=quant)
 
     if as_json or num_samples > 1:
         output = engine.generate([prompt_ids], params)[0]

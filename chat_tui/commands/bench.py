@@ -2,7 +2,9 @@
 
 Prints decode tokens/s, time to first token and peak memory for each concurrency level,
 the same workload through transformers' `generate` (a bench-only dependency) as a
-ratio, and the machine's batch-1 roofline. The measuring code is in
+ratio, and the machine's batch-1 roofline. With --quant, the engine decodes from
+quantized weights and the quality they cost is printed beside the speed
+(chat_tui/benchmarks/quant_quality.py). The measuring code is in
 chat_tui/benchmarks/engine_bench.py.
 """
 
@@ -11,8 +13,11 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from dataclasses import asdict
 
 import click
+
+from chat_tui.quant_choice import QUANT_TYPES, check_quant_device
 
 
 def _time_default_import() -> float:
@@ -46,7 +51,9 @@ def _levels(text: str) -> list[int]:
 @click.option("--max-tokens", type=int, default=128, show_default=True, help="New tokens per request.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, auto (the GPU if any), cuda, cuda:N or mps.")
 @click.option("--dtype", default=None, help="float32 (CPU default) or bfloat16 (GPU default).")
-@click.option("--int8", "int8", is_flag=True, help="int8 weight-only linear layers (CPU).")
+@click.option("--quant", type=click.Choice(QUANT_TYPES), default="none", show_default=True,
+              help="Decode from 8-bit (q8_0) or 4-bit (q4_0) block-quantized weights (CPU), and report their "
+                   "quality cost beside the speed; none: the weights as they are.")
 @click.option("--plain-torch", is_flag=True,
               help="CPU fp32: PyTorch's own kernels instead of the engine's C++ and oneDNN ones (for comparison).")
 @click.option("--no-graphs", is_flag=True, help="GPU: decode step by step instead of replaying CUDA graphs (for comparison).")
@@ -58,7 +65,7 @@ def bench(
     max_tokens: int,
     device: str,
     dtype: str | None,
-    int8: bool,
+    quant: str,
     plain_torch: bool,
     no_graphs: bool,
     no_hf: bool,
@@ -73,7 +80,8 @@ def bench(
     levels = _levels(concurrency)
     if max_tokens < 1:
         raise click.BadParameter(f"must be at least 1, got {max_tokens}", param_hint="--max-tokens")
-    compare_hf = not no_hf and not int8
+    check_quant_device(quant, device)
+    compare_hf = not no_hf and quant == "none"
     if compare_hf:
         try:
             import transformers  # noqa: F401
@@ -88,16 +96,18 @@ def bench(
     context = loaded.config.max_position_embeddings
     if max_tokens >= context:  # the engine's cache is sized from it
         raise UserError(f"--max-tokens {max_tokens} does not fit the model's context of {context} tokens")
-    if int8:
-        from engine.kernels.quantize import quantize_int8
-
-        quantize_int8(loaded.model)
     log = (lambda _msg: None) if as_json else click.echo
     if import_s is not None:
         log(f"import of the default model into a fresh store: {import_s:.1f} s")
     log(f"load of {loaded.name} from the store: {load_s:.2f} s")
     report = run_benchmark(loaded, levels, max_tokens, compare_hf, log=log, fast_cpu_kernels=not plain_torch,
-                           decode_graphs=False if no_graphs else None)
+                           decode_graphs=False if no_graphs else None, quant=quant)
     report.load_s, report.import_s = load_s, import_s
+    if quant != "none":
+        from chat_tui.benchmarks.quant_quality import measure_quality
+
+        quality = measure_quality(loaded, [quant])[0]
+        report.quality = asdict(quality)
+        log(f"quality of {quality.line()}")
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))

@@ -148,7 +148,7 @@ class ChatScreen(ReplyFeedback, Screen):
         self.status.detail = ""
         self.status.model_label = requested or ""
         self.services.model.load_in_background(
-            self.services.store, requested, version_id, self.services.device,
+            self.services.store, requested, version_id, self.services.device, self.services.quant,
             on_progress=lambda number, label, detail: self.post_message(self.LoadProgress(number, label, detail)),
             on_finished=lambda number, serving, error: self.post_message(self.LoadFinished(number, serving, error)),
         )

@@ -21,6 +21,7 @@ class AppServices:
     store: Any  # feedback.Store
     requested_model: str | None = None
     device: str = "cpu"  # where every model the chat loads runs
+    quant: str = "none"  # the weights it decodes from (chat_tui/quant_choice.py)
     should_load_model: bool = True  # False in UI-only tests
     session: ChatSession = field(init=False)
     model: ModelService = field(init=False)

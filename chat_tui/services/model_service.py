@@ -44,16 +44,19 @@ class ServingModel:
         return self.loaded.config.max_position_embeddings
 
 
-def load_serving_model(path: str | Path, version_id: int | None, label: str, device: str = "cpu") -> ServingModel:
+def load_serving_model(path: str | Path, version_id: int | None, label: str, device: str = "cpu",
+                       quant: str = "none") -> ServingModel:
     """Load the model at `path` (or of that name in the model store) on `device`, warm its
-    engine up and start an engine loop for it. Blocking: run in a worker."""
+    engine up (which makes the quantized copy of the weights when `quant` names a type)
+    and start an engine loop for it. Each version loaded gets its own copy. Blocking: run
+    in a worker."""
     from chat_tui.paths import models_dir
     from engine.engine import LLMEngine
     from engine.loading import load_model
     from engine.streaming import StreamingEngine
 
     loaded = load_model(path, device=device, store_root=models_dir())
-    engine = LLMEngine(loaded, max_batch_size=8)
+    engine = LLMEngine(loaded, max_batch_size=8, quant=quant)
     # Here rather than in the engine loop's thread: the one-time set-up builds a probe
     # model, which must not overlap another load (see ModelService's lock).
     engine.warm_up()
@@ -84,10 +87,11 @@ class ModelService:
         return self.serving is not None
 
     def load_in_background(
-        self, store: Any, requested: str | None, version_id: int | None, device: str,
+        self, store: Any, requested: str | None, version_id: int | None, device: str, quant: str,
         on_progress: LoadProgress, on_finished: LoadFinished,
     ) -> int:
-        """Choose, load (on `device`) and start serving a model in a daemon thread; returns
+        """Choose, load (on `device`, decoding from weights of type `quant`) and start
+        serving a model in a daemon thread; returns
         the load's number, which every callback carries. Call `finish_load` with the
         outcome on the UI thread."""
         self.num_loads += 1
@@ -103,7 +107,7 @@ class ModelService:
                     choice = choose_model(store, requested, version_id,
                                           lambda label, detail: on_progress(number, label, detail))
                     on_progress(number, choice.label, "")
-                    serving = load_serving_model(choice.path, choice.version_id, choice.label, device)
+                    serving = load_serving_model(choice.path, choice.version_id, choice.label, device, quant)
                     if serving.version_id is None:
                         serving.version_id = register_loaded(store, choice, str(serving.loaded.path))
                 except BaseException as error:  # handed to the UI, which shows it: a failed load is never a crash

@@ -7,10 +7,13 @@ its layout (query/key rows reordered for the llama architecture's rotary layout,
 norms stored as 1 + weight; both from engine/loading/gguf_names.py), the tokenizer as
 metadata (byte-level BPE as "gpt2" with tokens and merges, or a sentencepiece model as
 "llama" with tokens, scores and piece types), the special token ids, and the chat
-template. Weights are written as f32, f16, or q8_0 (matrices whose rows split into
-32-value blocks; the rest f16, norms f32 as llama.cpp does). The file is written beside
-the target and renamed into place, so a failed export leaves nothing behind. The file
-loads back through engine/loading/gguf_file.py.
+template. Weights are written as f32, f16, q8_0 or q4_0: matrices whose rows split into
+32-value blocks in the quantized type (for q4_0, the output matrix, or the embedding that
+serves as it, in q8_0, as llama.cpp's own quantizer writes it for such shapes and as the
+engine decodes it: engine/kernels/quantized_copy.py), the rest f16, norms f32 as
+llama.cpp does. The file is written beside the target and renamed into place, so a
+failed export leaves nothing behind. It runs in llama.cpp and Ollama and loads back
+through engine/loading/gguf_file.py.
 
 PaLM models (parallel attention/feed-forward blocks, LayerNorm) have no GGUF
 architecture and are refused. Reading model directories is engine/loading's job; the
@@ -33,6 +36,7 @@ from gguf import quants as gguf_quants
 
 from engine.config import ModelConfig
 from engine.errors import EngineError, write_error
+from engine.kernels.quantized_copy import HEAD_QUANT
 from engine.loading.checkpoint import Checkpoint, stored_tensors
 from engine.loading.gguf_config import GEMMA3_27B_LAYERS
 from engine.loading.gguf_names import GEMMA3, LLAMA, QWEN2, GGUFLayout, to_gguf_layout
@@ -42,9 +46,11 @@ from engine.text import sentencepiece_proto as spp
 from engine.models.gemma3 import DEFAULT_LOCAL_ROPE_BASE, sliding_window_layers
 from engine.text.chat_template import ChatTemplate
 
-EXPORT_TYPES = ("f16", "q8_0", "f32")
-_FILE_TYPES = {"f32": LlamaFileType.ALL_F32, "f16": LlamaFileType.MOSTLY_F16, "q8_0": LlamaFileType.MOSTLY_Q8_0}
-Q8_BLOCK = 32
+EXPORT_TYPES = ("f16", "q8_0", "q4_0", "f32")
+_FILE_TYPES = {"f32": LlamaFileType.ALL_F32, "f16": LlamaFileType.MOSTLY_F16, "q8_0": LlamaFileType.MOSTLY_Q8_0,
+               "q4_0": LlamaFileType.MOSTLY_Q4_0}
+_QUANTIZED = {"q8_0": GGMLQuantizationType.Q8_0, "q4_0": GGMLQuantizationType.Q4_0}
+Q8_BLOCK = 32  # values per block of both quantized types
 # Engine model type -> the GGUF layout llama.cpp runs it with.
 EXPORT_LAYOUTS: dict[str, GGUFLayout] = {"llama": LLAMA, "mistral": LLAMA, "qwen2": QWEN2, "gemma3_text": GEMMA3}
 
@@ -178,12 +184,14 @@ def gguf_vocabulary(model_dir: Path, checkpoint: Checkpoint) -> GGUFVocabulary:
 # -- tensors --------------------------------------------------------------------------------
 
 
-def _encode_tensor(values: np.ndarray, export_type: str) -> tuple[np.ndarray, GGMLQuantizationType]:
-    """The tensor's bytes in the export type: norms/biases stay f32, as llama.cpp keeps them."""
+def _encode_tensor(values: np.ndarray, export_type: str, is_head: bool = False) -> tuple[np.ndarray, GGMLQuantizationType]:
+    """The tensor's bytes in the export type: norms/biases stay f32, as llama.cpp keeps them.
+    is_head: the matrix the output logits come from, kept in HEAD_QUANT under q4_0."""
     if export_type == "f32" or values.ndim == 1:
         return values.astype(np.float32), GGMLQuantizationType.F32
-    if export_type == "q8_0" and values.shape[-1] % Q8_BLOCK == 0:
-        return gguf_quants.quantize(values.astype(np.float32), GGMLQuantizationType.Q8_0), GGMLQuantizationType.Q8_0
+    if export_type in _QUANTIZED and values.shape[-1] % Q8_BLOCK == 0:
+        qtype = _QUANTIZED[HEAD_QUANT if is_head else export_type]
+        return gguf_quants.quantize(values.astype(np.float32), qtype), qtype
     return values.astype(np.float16), GGMLQuantizationType.F16
 
 
@@ -306,8 +314,10 @@ def export_gguf(model_dir: str | Path, output: str | Path, export_type: str = "f
     try:
         writer = GGUFWriter(tmp, arch=layout.architecture)
         _write_metadata(writer, checkpoint.config, vocabulary, checkpoint, name or model_dir.name, export_type)
+        # llama.cpp computes the logits with the embedding when the file has no output matrix.
+        head = "output.weight" if any(n == "output.weight" for n, _ in tensors) else "token_embd.weight"
         for tensor_name, values in tensors:
-            data, qtype = _encode_tensor(values, export_type)
+            data, qtype = _encode_tensor(values, export_type, is_head=tensor_name == head)
             writer.add_tensor(tensor_name, data, raw_dtype=qtype)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()

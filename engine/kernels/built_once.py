@@ -2,8 +2,7 @@
 
 The engine's fast CPU paths each need something made at run time that a machine may not
 allow: a C++ library (engine/kernels/native_library.py) and the kernels checked on it
-(engine/kernels/few_rows_gemm.py, engine/kernels/llama_decode.py), and an int8 kernel torch inductor
-compiles (engine/kernels/quantize.py). `BuiltOnce` makes it on first use, in one
+(engine/kernels/few_rows_gemm.py, engine/kernels/llama_decode.py, once per weight type). `BuiltOnce` makes it on first use, in one
 thread even when two engine threads ask at once, and keeps the result: the built thing,
 or None when building failed, so a missing compiler costs one warning rather than one
 per call. Not here: what is built, or the fallback a caller takes on None.

@@ -23,9 +23,9 @@ rollouts) is always used as it is now.
 
 Decode of the Llama-family models goes further (engine/kernels/llama_decode.py: the whole step in
 C++, products included); this module serves what that does not cover (LoRA adapters,
-PaLM, int8, prefill).
+PaLM, prefill).
 
-Not here: choosing thread counts, int8 layers (engine/kernels/quantize.py).
+Not here: choosing thread counts, quantized weights (engine/kernels/quantized_copy.py).
 """
 
 from __future__ import annotations

@@ -19,14 +19,18 @@
 //   tables     (B, table_stride) int64 block ids of each row's cache
 //   positions  (B,) int64 position of the fed token (tokens before it are cached)
 //   logits     (B, vocab)
-// weights: per layer kPerLayer addresses in the order of `Slot` (biases may be 0), then
-// the final norm and the LM head.
+// weights: per layer kPerLayer entries in the order of `Slot`, then the final norm and the
+// LM head; an entry is three int64s, a `cpu_quant::Matrix`: the tensor's address (0 for a
+// missing bias), and for a weight matrix kept in 8 or 4 bits (cpu_quant.h) its scales'
+// address and its kind (0 for fp32). When any matrix is quantized, the inputs of every
+// product are quantized too (once per input, whatever number of matrices read it).
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "cpu_kernels.h"
+#include "cpu_quant.h"
 
 namespace {
 
@@ -48,18 +52,50 @@ enum Slot {
     kPostNorm, kGate, kUp, kDown, kGateBias, kUpBias, kDownBias, kPerLayer
 };
 
+using cpu_quant::Matrix;
+using cpu_quant::QuantPair;
+
 struct Dims {
     int64_t rows, layers, hidden, heads, kv_heads, head_dim, intermediate, vocab;
     int64_t block_size, table_stride, max_length;
 };
 
-// h[r] = x[r] / rms(x[r]) * weight, one row per thread at a time.
-void rms_norm_rows(const float* x, const float* weight, float* h, int64_t rows, int64_t d, float eps) {
+// One product input: fp32 rows, and where quantized weights read it, its rows quantized.
+struct Input {
+    float* x;            // (rows, K)
+    QuantPair* quantized;  // (rows, pairs_of(K)), or null when no matrix reading it is quantized
+    int64_t K;
+};
+
+// Quantizes row r of an input for the quantized products, if it has any.
+inline void quantize_input_row(const Input& in, int64_t r) {
+    if (in.quantized) cpu_quant::quantize_row(in.x + r * in.K, in.K, in.quantized + r * cpu_quant::pairs_of(in.K));
+}
+
+// Every row of an input quantized, rows shared among the threads.
+void quantize_input(const Input& in, int64_t rows) {
+    if (!in.quantized) return;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; r++) quantize_input_row(in, r);
+}
+
+// out (rows, N) = in . w^T with w in whichever form the table gives.
+inline void product_of(const Input& in, int64_t rows, const Matrix& w, int64_t N, const Output& out) {
+    if (w.kind == cpu_quant::kF32)
+        product(in.x, rows, in.K, static_cast<const float*>(w.data), N, out);
+    else
+        cpu_quant::product(in.quantized, rows, in.K, w, N, out);
+}
+
+// h[r] = x[r] / rms(x[r]) * weight, one row per thread at a time (and h's rows quantized).
+void rms_norm_rows(const float* x, const float* weight, const Input& h, int64_t rows, float eps) {
+    const int64_t d = h.K;
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; r++) {
         const float* xr = x + r * d;
         const float inverse = 1.0f / std::sqrt(dot(xr, xr, d) / d + eps);
-        for (int64_t i = 0; i < d; i++) h[r * d + i] = weight[i] * (xr[i] * inverse);
+        for (int64_t i = 0; i < d; i++) h.x[r * d + i] = weight[i] * (xr[i] * inverse);
+        quantize_input_row(h, r);
     }
 }
 
@@ -183,9 +219,16 @@ void weigh_values(const Dims& s, const float* v_cache, const int64_t* table, int
 // cached k and v once between them, where one item per query head read them `group`
 // times. Tokens are walked block by block, so finding a token's k and v costs no division,
 // and scored 16 at a time, their 16 dot products summed across lanes at once.
-void attend(const Dims& s, const float* q, const float* k_cache, const float* v_cache, const int64_t* tables,
-            const int64_t* positions, float* scores, float* out) {
+//
+// Where the output feeds quantized products and one kv head's query heads fill whole
+// pairs of quantization blocks (group * head_dim a multiple of 64, as in every model
+// seen), each item quantizes its heads' outputs while they are in L1, saving a pass and
+// a barrier; it returns whether it did (else the caller quantizes the output).
+bool attend(const Dims& s, const float* q, const float* k_cache, const float* v_cache, const int64_t* tables,
+            const int64_t* positions, float* scores, const Input& output) {
     const int64_t D = s.head_dim, group = s.heads / s.kv_heads, stride = token_stride(s);
+    float* out = output.x;
+    const bool quantize = output.quantized && group * D % cpu_quant::kPair == 0;
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
     // Rows differ in length, so items are handed out as threads come free.
 #pragma omp for schedule(dynamic, 1)
@@ -237,58 +280,95 @@ void attend(const Dims& s, const float* q, const float* k_cache, const float* v_
             }
             weigh_values(s, v_cache, table, kv, length, heads, score, inverse, out + head0 * D);
         }
+        if (quantize) {
+            const int64_t start = (r * s.heads + kv * group) * D, pairs = group * D / cpu_quant::kPair;
+            for (int64_t p = 0; p < pairs; p++)
+                cpu_quant::quantize_pair(out + start + p * cpu_quant::kPair, cpu_quant::kPair,
+                                         output.quantized[start / cpu_quant::kPair + p]);
+        }
     }
+    return quantize;
+}
+
+// silu(g) * u for n <= 16 values in place of g.
+inline void swiglu_part(float* gate, const float* up, int64_t n) {
+    const v16 g = load_part(gate, n);
+    store_part(gate, g / (1.0f + cpu_kernels::exp(-g)) * load_part(up, n), n);
 }
 
 // gate = silu(gate) * up, elementwise, 16 at a time; every element takes the same vector
 // exp wherever the threads' shares begin, so a row's result does not depend on the batch.
-void swiglu(float* gate, const float* up, int64_t n) {
+// Where gate feeds quantized products, the threads take 64 values of a row at a time and
+// quantize them while they are in L1, which saves a pass and a barrier.
+void swiglu(const Input& gate, const float* up, int64_t rows) {
+    const int64_t F = gate.K;
+    if (!gate.quantized) {
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < n; i += 16) {
-        const int64_t lanes = std::min<int64_t>(16, n - i);
-        const v16 g = load_part(gate + i, lanes);
-        store_part(gate + i, g / (1.0f + cpu_kernels::exp(-g)) * load_part(up + i, lanes), lanes);
+        for (int64_t i = 0; i < rows * F; i += 16) swiglu_part(gate.x + i, up + i, std::min<int64_t>(16, rows * F - i));
+        return;
+    }
+    const int64_t pairs = cpu_quant::pairs_of(F);
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < rows * pairs; item++) {
+        const int64_t r = item / pairs, start = item % pairs * cpu_quant::kPair;
+        const int64_t n = std::min(cpu_quant::kPair, F - start);
+        float* g = gate.x + r * F + start;
+        for (int64_t i = 0; i < n; i += 16) swiglu_part(g + i, up + r * F + start + i, std::min<int64_t>(16, n - i));
+        cpu_quant::quantize_pair(g, n, gate.quantized[item]);
     }
 }
 
 }  // namespace
 
-extern "C" void llama_decode(const int64_t* dims, float eps, const int64_t* weight_addresses, float* x,
+extern "C" void llama_decode(const int64_t* dims, float eps, const int64_t* weight_table, float* x,
                              const float* cos, const float* sin, float* k_cache, float* v_cache,
                              int64_t cache_layer_stride, const int64_t* tables, const int64_t* positions,
                              float* logits, int threads) {
     const Dims s{dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6], dims[7], dims[8], dims[9], dims[10]};
-    const float* const* weights = reinterpret_cast<const float* const*>(weight_addresses);
+    const Matrix* weights = reinterpret_cast<const Matrix*>(weight_table);
     const int64_t B = s.rows, d = s.hidden, D = s.head_dim, F = s.intermediate;
     const int64_t q_width = s.heads * D, kv_width = s.kv_heads * D;
+    const int64_t entries = s.layers * kPerLayer + 2;
+    const bool quantized = std::any_of(weights, weights + entries, [](const Matrix& m) { return m.kind != cpu_quant::kF32; });
     std::vector<float> h(B * d), q(B * q_width), k(B * kv_width), v(B * kv_width), attended(B * q_width);
     std::vector<float> gate(B * F), up(B * F), scores(B * s.heads * s.max_length);
+    std::vector<QuantPair> hq, attended_q, gate_q;
+    if (quantized) {
+        hq.resize(B * cpu_quant::pairs_of(d));
+        attended_q.resize(B * cpu_quant::pairs_of(q_width));
+        gate_q.resize(B * cpu_quant::pairs_of(F));
+    }
+    const Input h_in{h.data(), quantized ? hq.data() : nullptr, d};
+    const Input attended_in{attended.data(), quantized ? attended_q.data() : nullptr, q_width};
+    const Input gate_in{gate.data(), quantized ? gate_q.data() : nullptr, F};
 
 #pragma omp parallel num_threads(threads)
     {
         for (int64_t layer = 0; layer < s.layers; layer++) {
-            const float* const* w = weights + layer * kPerLayer;
+            const Matrix* w = weights + layer * kPerLayer;
+            auto vector = [&](Slot slot) { return static_cast<const float*>(w[slot].data); };
             float* kc = k_cache + layer * cache_layer_stride;
             float* vc = v_cache + layer * cache_layer_stride;
-            rms_norm_rows(x, w[kInputNorm], h.data(), B, d, eps);
-            product(h.data(), B, d, w[kQ], q_width, Output{q.data(), w[kQBias], false});
-            product(h.data(), B, d, w[kK], kv_width, Output{k.data(), w[kKBias], false});
-            product(h.data(), B, d, w[kV], kv_width, Output{v.data(), w[kVBias], false});
+            rms_norm_rows(x, vector(kInputNorm), h_in, B, eps);
+            product_of(h_in, B, w[kQ], q_width, Output{q.data(), vector(kQBias), false});
+            product_of(h_in, B, w[kK], kv_width, Output{k.data(), vector(kKBias), false});
+            product_of(h_in, B, w[kV], kv_width, Output{v.data(), vector(kVBias), false});
 #pragma omp barrier
             rotate_and_store(s, q.data(), k.data(), v.data(), cos, sin, kc, vc, tables, positions);
-            attend(s, q.data(), kc, vc, tables, positions, scores.data(), attended.data());
-            product(attended.data(), B, q_width, w[kO], d, Output{x, w[kOBias], true});
+            if (!attend(s, q.data(), kc, vc, tables, positions, scores.data(), attended_in))
+                quantize_input(attended_in, B);
+            product_of(attended_in, B, w[kO], d, Output{x, vector(kOBias), true});
 #pragma omp barrier
-            rms_norm_rows(x, w[kPostNorm], h.data(), B, d, eps);
-            product(h.data(), B, d, w[kGate], F, Output{gate.data(), w[kGateBias], false});
-            product(h.data(), B, d, w[kUp], F, Output{up.data(), w[kUpBias], false});
+            rms_norm_rows(x, vector(kPostNorm), h_in, B, eps);
+            product_of(h_in, B, w[kGate], F, Output{gate.data(), vector(kGateBias), false});
+            product_of(h_in, B, w[kUp], F, Output{up.data(), vector(kUpBias), false});
 #pragma omp barrier
-            swiglu(gate.data(), up.data(), B * F);
-            product(gate.data(), B, F, w[kDown], d, Output{x, w[kDownBias], true});
+            swiglu(gate_in, up.data(), B);
+            product_of(gate_in, B, w[kDown], d, Output{x, vector(kDownBias), true});
 #pragma omp barrier
         }
-        const float* const* tail = weights + s.layers * kPerLayer;
-        rms_norm_rows(x, tail[0], h.data(), B, d, eps);
-        product(h.data(), B, d, tail[1], s.vocab, Output{logits, nullptr, false});
+        const Matrix* tail = weights + s.layers * kPerLayer;
+        rms_norm_rows(x, static_cast<const float*>(tail[0].data), h_in, B, eps);
+        product_of(h_in, B, tail[1], s.vocab, Output{logits, nullptr, false});
     }
 }

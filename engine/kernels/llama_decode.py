@@ -7,20 +7,26 @@ at a chat's few rows their dispatch costs about as much as the weight reads. The
 runs the whole step (every layer, the final norm and the LM head) in one call: one
 OpenMP parallel region whose threads split each operation and meet at a barrier before
 the next, with the few-row product of `cpu_kernels.h` for every weight and attention read
-straight from the runner's paged KV cache through the rows' block tables.
+straight from the runner's paged KV cache through the rows' block tables. The weight
+matrices may instead be a quantized copy's (engine/kernels/quantized_copy.py), 8-bit or
+4-bit blocks the product of `cpu_quant.h` reads as they are; then a quarter or an eighth
+of the bytes stream in per step.
 
 A row's result is the same bits whatever other rows share the step, so batched greedy
 decoding picks what each sequence alone would pick.
 
-What qualifies (`weight_addresses` is not None): a `LlamaForCausalLM` in fp32 on the CPU
+What qualifies (`weight_table` is not None): a `LlamaForCausalLM` in fp32 on the CPU
 whose projections are plain `nn.Linear`, norms plain `RMSNorm`, and weights contiguous;
-anything else (LoRA adapters, int8 layers, PaLM blocks, other devices or dtypes) takes
+anything else (LoRA adapters, PaLM blocks, other devices or dtypes) takes
 the model's own forward. Weights are read where they are at each step, never copied, so
-a model trained between engine steps is used as it is now.
+a model trained between engine steps is used as it is now (a quantized copy is made
+again for a changed matrix).
 
 If the C++ library cannot be built (engine/kernels/native_library.py), or the kernel disagrees
-with the model's own forward on a probe model, `available()` is False and the runner
-uses the model's forward.
+with the model's own forward on a probe model (engine/kernels/decode_probe.py),
+`available()` is False and the runner uses the model's forward; `available(quant)`
+says the same of the quantized products of one type, and without them the runner
+decodes from the fp32 weights.
 
 Not here: prefill (PyTorch), the KV cache's bookkeeping, sampling.
 """
@@ -31,17 +37,21 @@ import ctypes
 import logging
 import weakref
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
 from engine.config import ModelConfig
-from engine.kernels import native_library
+from engine.kernels import decode_probe, native_library
 from engine.kernels.built_once import BuiltOnce
+from engine.kernels.quant_types import QUANT_TYPES
+from engine.kernels.quantized_copy import QuantizedCopy
 from engine.models.llama import LlamaForCausalLM, RMSNorm
 from engine.module_changes import Placement
 
 log = logging.getLogger(__name__)
+
 
 def _readable(tensor: torch.Tensor | None) -> bool:
     """Whether the kernel can read the tensor in place."""
@@ -82,39 +92,77 @@ def _kernel_tensors(model: nn.Module) -> list[torch.Tensor | None] | None:
     return tensors + [final, head[0]]
 
 
+# Where each layer's weight matrices are among its kernel tensors (`Slot` order):
+# q, k, v, o, gate, up, down.
+MATRIX_SLOTS = (1, 2, 3, 7, 10, 11, 12)
+PER_LAYER = 16
+
+
+def _matrices(model: nn.Module, tensors: list[torch.Tensor | None]) -> list[tuple[int, str, torch.Tensor, bool]]:
+    """(table index, parameter name, tensor, is the LM head) of every weight matrix in the table."""
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+    layers = (len(tensors) - 2) // PER_LAYER
+    indices = [layer * PER_LAYER + slot for layer in range(layers) for slot in MATRIX_SLOTS] + [len(tensors) - 1]
+    return [(i, names[id(tensors[i])], tensors[i], i == len(tensors) - 1) for i in indices]
+
+
 @dataclass
 class _WeightTable:
-    placement: Placement  # of the tensors when it was built
-    table: torch.Tensor  # int64, their addresses for the kernel
+    placement: Placement  # of the fp32 tensors when it was built
+    copy: QuantizedCopy | None  # where the quantized matrices came from
+    tracked: list[torch.Tensor]  # with a copy: the fp32 matrices it stands for (those that count writes)
+    versions: list[int]  # their counts of in-place writes then
+    table: torch.Tensor  # int64 (entries, 3) for the kernel
+
+    def holds(self, copy: QuantizedCopy | None) -> bool:
+        """Still right for `copy`: no tensor moved, and no matrix the copy stands for was
+        written to since (checked per step, so only a list of counters is read)."""
+        return (self.copy is copy and self.placement.holds()
+                and [tensor._version for tensor in self.tracked] == self.versions)
 
 
 _tables: weakref.WeakKeyDictionary[nn.Module, _WeightTable] = weakref.WeakKeyDictionary()
 
 
-def weight_addresses(model: nn.Module) -> torch.Tensor | None:
-    """The kernel's weight table for `model` as it is now (int64: per layer the addresses
-    in `llama_decode.cpp`'s `Slot` order, then the final norm and the LM head), or None
-    when the model does not qualify (see the module docstring).
+def weight_table(model: nn.Module, copy: QuantizedCopy | None = None) -> torch.Tensor | None:
+    """The kernel's weight table for `model` as it is now, or None when the model does not
+    qualify (see the module docstring): int64 (entries, 3), per layer the entries in
+    `llama_decode.cpp`'s `Slot` order, then the final norm and the LM head; an entry is
+    (address, scales' address, kind), the last two 0 for fp32. With `copy`, the weight
+    matrices are its quantized ones.
 
     Rebuilding it walks every module, too slow for every step, so it is kept
     while no module anywhere has registered a new submodule or parameter and every
     tensor in it still has its data where it had (`.to()`, `.double()` or assigning
-    `.data` moves it); in-place updates such as an optimizer's keep it valid."""
+    `.data` moves it); in-place updates such as an optimizer's keep it valid, and a
+    quantized copy is made again for the matrices they changed."""
     cached = _tables.get(model)
-    if cached is not None and cached.placement.holds():
+    if cached is not None and cached.holds(copy):
         return cached.table
     tensors = _kernel_tensors(model)
     if tensors is None:
         _tables.pop(model, None)
         return None
     placement = Placement.now(tensors)  # address 0, a null pointer, for a missing bias
-    table = _WeightTable(placement, torch.tensor(placement.addresses, dtype=torch.int64))
+    entries = [[address, 0, 0] for address in placement.addresses]
+    matrices = _matrices(model, tensors)
+    quantized = []
+    if copy is not None:
+        for index, name, weight, is_head in matrices:
+            matrix = copy.matrix(name, weight, is_head)
+            entries[index] = [matrix.data.data_ptr(), matrix.scales.data_ptr(), matrix.kind]
+            quantized.append(matrix)
+    addresses = torch.tensor(entries, dtype=torch.int64)
+    addresses.quantized = quantized  # the table keeps what it points at alive, wherever it is held
+    # Inference tensors count no writes (and are not trained): nothing to watch.
+    tracked = [weight for _, _, weight, _ in matrices if not weight.is_inference()] if copy is not None else []
+    table = _WeightTable(placement, copy, tracked, [tensor._version for tensor in tracked], addresses)
     _tables[model] = table
     return table.table
 
 
 def _call(
-    function, model: LlamaForCausalLM, addresses: torch.Tensor, token_ids: torch.Tensor, positions: torch.Tensor,
+    function, model: LlamaForCausalLM, table: torch.Tensor, token_ids: torch.Tensor, positions: torch.Tensor,
     block_tables: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
 ) -> torch.Tensor:
     config: ModelConfig = model.config
@@ -134,43 +182,11 @@ def _call(
     logits = torch.empty(rows, config.vocab_size, dtype=torch.float32)
     # ctypes releases the GIL for the call; the kernel's OpenMP threads are torch's count.
     function(
-        dims.data_ptr(), config.rms_norm_eps, addresses.data_ptr(), x.data_ptr(), cos.data_ptr(), sin.data_ptr(),
+        dims.data_ptr(), config.rms_norm_eps, table.data_ptr(), x.data_ptr(), cos.data_ptr(), sin.data_ptr(),
         k_cache.data_ptr(), v_cache.data_ptr(), k_cache[0].numel(), tables.data_ptr(), positions.data_ptr(),
         logits.data_ptr(), torch.get_num_threads(),
     )
     return logits
-
-
-# The probe's model: small, with q/k/v biases and grouped-query heads.
-PROBE_CONFIG = ModelConfig(
-    vocab_size=67, hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=6,
-    num_key_value_heads=2, head_dim=16, qkv_bias=True, max_position_embeddings=64,
-)
-
-
-def _probe(function, config: ModelConfig = PROBE_CONFIG, block_size: int = 16) -> bool:
-    """Whether the kernel agrees with the model's own forward on a small random model:
-    two rows with blocks out of order, decoded one token at a time into a second block,
-    against a full forward's logits at every position."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.random.fork_rng(devices=[]):  # building the model draws from torch's global RNG: leave the caller's alone
-        model = LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-    length = min(block_size + 5, 2 * block_size)
-    tokens = torch.randint(0, config.vocab_size, (2, length), generator=generator)
-    tables = torch.tensor([[3, 0], [1, 2]])
-    shape = (config.num_hidden_layers, 4, block_size, config.num_key_value_heads, config.head_dim)
-    k_cache, v_cache = torch.zeros(shape), torch.zeros(shape)
-    addresses = weight_addresses(model)
-    with torch.inference_mode():
-        want = model(tokens)  # (2, T, V)
-        for t in range(length):
-            got = _call(function, model, addresses, tokens[:, t], torch.tensor([t, t]), tables, k_cache, v_cache)
-            if not torch.allclose(got, want[:, t], rtol=1e-4, atol=1e-4):
-                return False
-    return True
 
 
 def _load() -> ctypes._CFuncPtr | None:
@@ -181,7 +197,7 @@ def _load() -> ctypes._CFuncPtr | None:
     ])
     if function is None:
         return None
-    if not _probe(function):
+    if not decode_probe.probe(partial(_call, function)):
         log.warning("the C++ decode kernel disagreed with the model's forward on this machine; decode uses PyTorch")
         return None
     return function
@@ -190,18 +206,32 @@ def _load() -> ctypes._CFuncPtr | None:
 _function: BuiltOnce[ctypes._CFuncPtr] = BuiltOnce(_load)
 
 
-def available() -> bool:
-    """Whether the decode kernel works on this machine; builds and probes it on the first call."""
-    return _function.get() is not None
+def _probe_quantized(quant: str) -> bool | None:
+    if not decode_probe.probe(partial(_call, _function.result), quant):
+        log.warning("the C++ decode kernel's %s products disagreed with PyTorch's on this machine; "
+                    "decode uses fp32 weights", quant)
+        return None
+    return True
+
+
+_quantized_ok: dict[str, BuiltOnce[bool]] = {quant: BuiltOnce(partial(_probe_quantized, quant)) for quant in QUANT_TYPES[1:]}
+
+
+def available(quant: str = "none") -> bool:
+    """Whether the decode kernel works on this machine, with weights of type `quant`;
+    builds and probes it on the first call (for each type)."""
+    if _function.get() is None:
+        return False
+    return quant == "none" or _quantized_ok[quant].get() is not None
 
 
 def decode_logits(
-    model: LlamaForCausalLM, addresses: torch.Tensor, token_ids: torch.Tensor, positions: torch.Tensor,
+    model: LlamaForCausalLM, table: torch.Tensor, token_ids: torch.Tensor, positions: torch.Tensor,
     block_tables: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
 ) -> torch.Tensor:
     """One decode step for B rows: feed `token_ids` (B,) at `positions` (B,), each row's
     cache being its `block_tables` row (B, max_blocks) into `k_cache`/`v_cache` (layers,
     blocks, block_size, kv_heads, head_dim), where the new k/v are written. Returns logits
-    (B, V). Call only when `available()`, with `addresses = weight_addresses(model)`."""
+    (B, V). Call only when `available()`, with `table = weight_table(model, copy)`."""
     function = _function.result
-    return _call(function, model, addresses, token_ids, positions, block_tables, k_cache, v_cache)
+    return _call(function, model, table, token_ids, positions, block_tables, k_cache, v_cache)

@@ -33,8 +33,8 @@ from engine.kernels.built_once import BuiltOnce, first_line
 log = logging.getLogger(__name__)
 
 _HERE = Path(__file__).parent
-SOURCES = [_HERE / "few_rows_gemm.cpp", _HERE / "llama_decode.cpp"]
-HEADERS = [_HERE / "cpu_kernels.h"]
+SOURCES = [_HERE / "few_rows_gemm.cpp", _HERE / "llama_decode.cpp", _HERE / "quantize_weights.cpp"]
+HEADERS = [_HERE / "cpu_kernels.h", _HERE / "cpu_quant.h"]
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
 
 
