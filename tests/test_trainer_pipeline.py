@@ -90,7 +90,7 @@ def test_dry_run_describes_the_data_and_writes_nothing(base_state):
     store, base = install_base(base_state)
     add_feedback(store)
     lines = []
-    outcome = run_training(TrainSettings(**SMALL), store, base, data_dir(), models_dir(), dry_run=True, echo=lines.append)
+    outcome = run_training(TrainSettings(algo="ppo", **SMALL), store, base, data_dir(), models_dir(), dry_run=True, echo=lines.append)
     text = "\n".join(lines)
     assert "phases: sft -> reward -> ppo" in text and "held out by conversation" in text
     assert f"preference pairs: {outcome.summary['train_pairs']} train" in text and outcome.summary["train_pairs"] > 100
@@ -103,7 +103,7 @@ def test_ppo_run_writes_a_new_version_and_leaves_the_parent_alone(base_state, to
     store, base = install_base(base_state)
     add_feedback(store)
     before = folder_digest(Path(base.path))
-    settings = TrainSettings(**{**SMALL, "top_layers": top_layers})
+    settings = TrainSettings(algo="ppo", **{**SMALL, "top_layers": top_layers})
     outcome = run_training(settings, store, base, data_dir(), models_dir(), echo=lambda _: None)
     assert folder_digest(Path(base.path)) == before
     run = store.list_training_runs()[-1]
@@ -168,10 +168,10 @@ def test_rloo_run_writes_a_new_version(base_state):
 def test_not_enough_feedback_says_how_much_is_needed(base_state):
     store, base = install_base(base_state)
     with pytest.raises(NotEnoughFeedbackError, match=f"0 preference pair.*need {MIN_PAIRS}.*0 demonstration"):
-        run_training(TrainSettings(**SMALL), store, base, data_dir(), models_dir(), echo=lambda _: None)
+        run_training(TrainSettings(algo="ppo", **SMALL), store, base, data_dir(), models_dir(), echo=lambda _: None)
     add_feedback(store, conversations=2, rank=False, demos_every=0)  # chat only, no judgments
     with pytest.raises(NotEnoughFeedbackError, match="not enough feedback"):
-        run_training(TrainSettings(**SMALL), store, base, data_dir(), models_dir(), echo=lambda _: None)
+        run_training(TrainSettings(algo="ppo", **SMALL), store, base, data_dir(), models_dir(), echo=lambda _: None)
     assert store.list_training_runs() == []
 
 
@@ -185,7 +185,7 @@ def test_only_demonstrations_runs_sft_only(base_state):
             user = store.add_user_message(cid, random_words(rng, 0.0, 3))
             store.save_demonstration(user.id, random_words(rng, 0.8, 4))
     lines = []
-    outcome = run_training(TrainSettings(**SMALL), store, base, data_dir(), models_dir(), echo=lines.append)
+    outcome = run_training(TrainSettings(algo="ppo", **SMALL), store, base, data_dir(), models_dir(), echo=lines.append)
     assert outcome.plan.names == ["sft"]
     assert any("running SFT only" in line for line in lines)
     assert outcome.version_name == "tiny-sft-run1"
@@ -195,7 +195,7 @@ def test_nan_loss_stops_the_run_and_nothing_is_activated(base_state):
     store, base = install_base(base_state, corrupt=True)
     add_feedback(store)
     with pytest.raises(TrainingDivergedError, match="nan"):
-        run_training(TrainSettings(**SMALL), store, base, data_dir(), models_dir(), echo=lambda _: None)
+        run_training(TrainSettings(algo="ppo", **SMALL), store, base, data_dir(), models_dir(), echo=lambda _: None)
     run = store.list_training_runs()[-1]
     assert run.status == "failed" and "nan" in run.error
     assert [v.name for v in store.list_model_versions()] == ["tiny"] and store.active_model_version().name == "tiny"
@@ -218,7 +218,7 @@ def test_bad_settings_are_clear_errors(base_state):
     with pytest.raises(TrainerError, match="unknown algorithm 'rlhf'"):
         run_training(TrainSettings(algo="rlhf"), store, base, data_dir(), models_dir())
     with pytest.raises(TrainerError, match="more than the model's 2 layers"):
-        run_training(TrainSettings(**{**SMALL, "top_layers": 9}), store, base, data_dir(), models_dir(), echo=lambda _: None)
+        run_training(TrainSettings(algo="ppo", **{**SMALL, "top_layers": 9}), store, base, data_dir(), models_dir(), echo=lambda _: None)
     with pytest.raises(DeviceError, match="unknown device 'tpu'"):
         run_training(TrainSettings(device="tpu"), store, base, data_dir(), models_dir())
 

@@ -1,11 +1,13 @@
 """Evaluating a trained policy against its parent on held-out prompts.
 
-Both versions answer the same held-out prompts (plain sampling, the same seeds); the
-reward model, when there is one, scores every reply; the KL of the new version to its
-parent is estimated on the new version's own replies (mean over replies of the summed
-per-token log pi_new - log pi_parent, an unbiased estimate of the sequence-level KL);
-reply lengths are compared by their medians; a few replies are kept side by side for
-the user to read. Whether the version is better is decided on held-out feedback
+Both versions answer the same held-out prompts as the chat would (its recommended
+sampling, repetition penalty included, the same seeds): those replies' lengths are
+compared by their medians, the reward model, when there is one, scores them, and a few
+are kept side by side for the user to read. Plain sampling would judge lengths the user
+never sees: a small model without the penalty loops until the limit far more often. The
+KL of the new version to its parent is estimated on the new version's own plain-sampled
+replies (mean over replies of the summed per-token log pi_new - log pi_parent, an
+unbiased estimate of the sequence-level KL). Whether the version is better is decided on held-out feedback
 (held_out.py), not on this reward model, which the policy was optimised against.
 
 Generation goes through the engine; with LoRA the parent is the policy with its adapters
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 
 from engine.engine import LLMEngine
+from engine.sampling import SamplingParams
 from trainer import lora
 from trainer.batch import make_batch
 from trainer.datasets import PromptExample
@@ -66,10 +69,14 @@ def median(values: list[int]) -> float:
 
 
 def sample_replies(
-    engine: LLMEngine, prompts: list[PromptExample], max_new_tokens: int, temperature: float = 1.0, samples_per_prompt: int = 1, seed: int = 0
+    engine: LLMEngine, prompts: list[PromptExample], max_new_tokens: int, temperature: float = 1.0,
+    samples_per_prompt: int = 1, seed: int = 0, as_the_chat: bool = False,
 ) -> Rollouts:
-    """Plain-sampled replies from the engine's model, one seed per prompt (reproducible)."""
-    return sample_rollouts(engine, [p.prompt_ids for p in prompts], samples_per_prompt, max_new_tokens, temperature, seed)
+    """Replies from the engine's model, one seed per prompt (reproducible): plain sampling
+    at `temperature`, or with `as_the_chat` the chat's recommended sampling."""
+    sampling = SamplingParams.chat_defaults() if as_the_chat else None
+    return sample_rollouts(engine, [p.prompt_ids for p in prompts], samples_per_prompt, max_new_tokens, temperature,
+                           seed, sampling=sampling)
 
 
 @torch.no_grad()
@@ -116,12 +123,13 @@ def compare_with_parent(
     """
     policy = policy_engine.model
     device = next(policy.parameters()).device
-    new = sample_replies(policy_engine, prompts, max_new_tokens, temperature, seed=seed)
+    plain = sample_replies(policy_engine, prompts, max_new_tokens, temperature, seed=seed)
+    new = sample_replies(policy_engine, prompts, max_new_tokens, seed=seed, as_the_chat=True)
     parent_context = lora.disabled(policy) if parent_engine is None else nullcontext()
     with parent_context:
-        parent = sample_replies(parent_engine or policy_engine, prompts, max_new_tokens, temperature, seed=seed)
+        parent = sample_replies(parent_engine or policy_engine, prompts, max_new_tokens, seed=seed, as_the_chat=True)
     reference = None if parent_engine is None else parent_engine.model
-    kl = sequence_kl(policy, reference, new.prompts, new.replies, pad_id, device, temperature)
+    kl = sequence_kl(policy, reference, plain.prompts, plain.replies, pad_id, device, temperature)
 
     def mean_reward(samples: Rollouts) -> float | None:
         if reward_model is None or not samples.replies:

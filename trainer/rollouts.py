@@ -9,7 +9,7 @@ its fast path; the log-probs the trainers use are recomputed by their own forwar
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -42,12 +42,17 @@ def plain_sampling(temperature: float, max_new_tokens: int, n: int, seed: int, l
 @torch.no_grad()
 def sample_rollouts(
     engine: LLMEngine, prompts: list[list[int]], samples_per_prompt: int, max_new_tokens: int, temperature: float,
-    seed: int, logprobs: bool = False,
+    seed: int, logprobs: bool = False, sampling: SamplingParams | None = None,
 ) -> Rollouts:
     """`samples_per_prompt` replies to each prompt, one seed per prompt (a shared seed would
-    give every prompt the same random stream). Empty replies are left out."""
-    params = [plain_sampling(temperature, max_new_tokens, samples_per_prompt, seed * 1_009 + i, logprobs)
-              for i in range(len(prompts))]
+    give every prompt the same random stream). Empty replies are left out. `sampling`
+    replaces plain sampling at `temperature` (its length, count and seed are set here)."""
+    if sampling is None:
+        params = [plain_sampling(temperature, max_new_tokens, samples_per_prompt, seed * 1_009 + i, logprobs)
+                  for i in range(len(prompts))]
+    else:
+        params = [replace(sampling, max_new_tokens=max_new_tokens, n=samples_per_prompt, seed=seed * 1_009 + i,
+                          logprobs=logprobs) for i in range(len(prompts))]
     with lora.folded(engine.model):
         outputs = engine.generate(prompts, params)
     out = Rollouts()
