@@ -163,6 +163,8 @@ class ImportMixin(ConversationsMixin):
                     [title_from(turns[-1]["content"]), system_prompt, now, now],
                 )
                 conversation_id = int(cursor.lastrowid)
+                if system_prompt is not None:
+                    self._record_system_prompt(conn, conversation_id, system_prompt, action_id)
                 parent_id = None
                 for turn in turns:
                     parent_id = self._insert_message(

@@ -16,6 +16,8 @@ What the tables hold (ids are SQLite rowids):
 - `ratings`, `rankings`, `ranking_items`: append-only judgments. The current rating of a
   message (as of a snapshot) is its latest row; value 0 records a cleared rating.
 - `model_versions`, `training_runs`, `settings`.
+- `system_prompt_changes`: every system prompt a conversation had, from the action that
+  set it.
 """
 
 from __future__ import annotations
@@ -191,6 +193,32 @@ def m005_abandoned_training_runs(db: Database) -> None:
         DROP TABLE training_runs;
         ALTER TABLE training_runs_new RENAME TO training_runs;
         CREATE INDEX training_runs_status ON training_runs(status, id);
+        """
+    )
+
+
+@migration
+def m006_system_prompt_history(db: Database) -> None:
+    """Each conversation's system prompts with the action that set them, so a reply's
+    training context carries the system prompt it was generated under, not a later one.
+    Existing prompts date from the last action that set them (else the conversation's
+    first action), which is when they started to apply."""
+    db.executescript(
+        """
+        CREATE TABLE system_prompt_changes (
+            id INTEGER PRIMARY KEY,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            system_prompt TEXT,  -- NULL: cleared
+            action_id INTEGER NOT NULL  -- no foreign key, as in actions' own references
+        );
+        CREATE INDEX system_prompt_changes_conversation ON system_prompt_changes(conversation_id, action_id);
+        INSERT INTO system_prompt_changes (conversation_id, system_prompt, action_id)
+            SELECT c.id, c.system_prompt, COALESCE(
+                (SELECT MAX(a.id) FROM actions a WHERE a.conversation_id = c.id AND a.kind = 'set_system_prompt'),
+                (SELECT MIN(a.id) FROM actions a WHERE a.conversation_id = c.id),
+                (SELECT MIN(m.action_id) FROM messages m WHERE m.conversation_id = c.id),
+                0)
+            FROM conversations c WHERE c.system_prompt IS NOT NULL;
         """
     )
 
