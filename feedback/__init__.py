@@ -25,6 +25,8 @@ Chat UI
     rank(user_mid, [best_mid, ..., worst_mid]) -> Ranking;  mark_not_rankable(user_mid)
     rename_conversation(cid, title); set_system_prompt(cid, text|None); delete_conversation(cid)
     search_conversations(text, limit=50) -> [SearchHit]            FTS5, words matched literally
+    record_arena_choice(first_mid, second_mid, "first"|"second"|"tie"|"both_bad", tags, comment)
+    arena_choices() -> [ArenaChoice];  leaderboard() -> [Strength];  head_to_head(version_a, version_b)
     get_setting(key, default) / set_setting(key, json_value)       e.g. remembered sampling settings
 
 Model versions and training runs
@@ -66,6 +68,7 @@ from feedback.errors import (
     SchemaTooNewError,
 )
 from feedback.records import (
+    ArenaChoice,
     Conversation,
     ConversationTree,
     Demonstration,
@@ -95,6 +98,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "ArenaChoice",
     "Conversation",
     "ConversationTree",
     "DatabaseFileError",

@@ -17,7 +17,7 @@ What the tables hold (ids are SQLite rowids):
   message (as of a snapshot) is its latest row; value 0 records a cleared rating.
 - `model_versions`, `training_runs`, `settings`.
 - `system_prompt_changes`: every system prompt a conversation had, from the action that
-  set it.
+  set it; `arena_choices`: blind arena verdicts between two versions' replies.
 """
 
 from __future__ import annotations
@@ -219,6 +219,29 @@ def m006_system_prompt_history(db: Database) -> None:
                 (SELECT MIN(m.action_id) FROM messages m WHERE m.conversation_id = c.id),
                 0)
             FROM conversations c WHERE c.system_prompt IS NOT NULL;
+        """
+    )
+
+
+@migration
+def m007_arena_choices(db: Database) -> None:
+    """Blind arena choices between two replies from two model versions: which side won, a
+    tie or both bad, with reason tags and a comment. A win is also written as a ranking
+    (so it trains like any ranking); this table keeps what a ranking cannot say."""
+    db.executescript(
+        """
+        CREATE TABLE arena_choices (
+            id INTEGER PRIMARY KEY,
+            parent_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            first_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            second_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            outcome TEXT NOT NULL CHECK (outcome IN ('first', 'second', 'tie', 'both_bad')),
+            tags TEXT NOT NULL DEFAULT '[]',
+            comment TEXT,
+            action_id INTEGER NOT NULL REFERENCES actions(id),
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX arena_choices_parent ON arena_choices(parent_id, action_id);
         """
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from feedback.arena import ArenaMixin
 from feedback.database import utc_now
 from feedback.importing import ImportMixin
 from feedback.judgments import JudgmentsMixin
@@ -29,7 +30,7 @@ from feedback.views import SnapshotReader
 SnapshotLike = Snapshot | int | None
 
 
-class Store(ImportMixin, JudgmentsMixin, VersionsMixin):
+class Store(ImportMixin, ArenaMixin, VersionsMixin):
     """The feedback database at `path`, opened (and migrated) on construction.
 
     Each method is one transaction. Safe to share between threads of one process; each

@@ -16,7 +16,7 @@ tie), so that a prompt's group has one context.
 Which pairs come out, per user turn (the "prompt"), in this order, each (chosen, rejected)
 pair at most once in either direction:
 1. its current ranking, when rankable: every (better, worse) pair, so k replies give
-   k*(k-1)/2 pairs (4 -> 6);
+   k*(k-1)/2 pairs (4 -> 6); an arena win is a ranking of two (source "arena");
 2. thumbs: every up-voted reply against every down-voted sibling;
 3. demonstrations: every human-written reply against every model-written sibling the
    user did not vote up. The user wrote it because the model's replies were not what they
@@ -34,7 +34,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from feedback.queries import current_rankings, current_ratings
+from feedback.queries import current_arena_choices, current_rankings, current_ratings
 from feedback.records import ChatMessage, Demonstration, Judgment, PreferencePair, Prompt
 
 
@@ -74,6 +74,8 @@ class SnapshotReader:
         self.rating_records = {mid: r for mid, r in current_ratings(conn, as_of=as_of).items() if mid in self.nodes}
         self.ratings = {mid: r.value for mid, r in self.rating_records.items()}
         self.rankings = {pid: r for pid, r in current_rankings(conn, as_of=as_of).items() if pid in self.nodes}
+        # Rankings written by an arena choice share its action.
+        self.arena_actions = {c.action_id for c in current_arena_choices(conn, as_of)}
         self._contexts: dict[tuple[int, str | None], list[ChatMessage]] = {}
 
     def system_prompt_at(self, conversation_id: int, action_id: int) -> str | None:
@@ -157,9 +159,10 @@ class SnapshotReader:
         ranking = self.rankings.get(prompt_id)
         if ranking is not None and ranking.is_rankable:
             ranked = [mid for mid in ranking.ranked_ids if mid in self.nodes]
+            source = "arena" if ranking.action_id in self.arena_actions else "ranking"
             for i, better in enumerate(ranked):
                 for worse in ranked[i + 1 :]:
-                    add(better, worse, "ranking", ranking.action_id)
+                    add(better, worse, source, ranking.action_id)
         up = [r.id for r in replies if self.ratings.get(r.id) == 1]
         down = [r.id for r in replies if self.ratings.get(r.id) == -1]
         for chosen in up:
