@@ -54,9 +54,9 @@ sibling (not over unrated ones). Each pair appears once; a ranking wins over thu
 disagree with it. Snapshots: the views see only actions up to the snapshot, so a running
 trainer reads a stable set; a deleted conversation leaves every view.
 
-Exchange: `feedback.exporting.export_rows(store, "pairs"|"sft"|"trees")`,
-`export_to_file(...)`, `store.import_pairs(jsonl_path)` (all or nothing; see
-feedback.importing for the accepted shapes).
+Exchange: `feedback.exporting.export_rows(store, "pairs"|"sft"|"trees"|"trl"|"kto")`,
+`export_to_file(...)`, `store.import_pairs(jsonl_path)`, `store.import_openwebui(json_path)`
+(all or nothing, and idempotent; see feedback.importing and feedback.openwebui).
 """
 
 from feedback.errors import (

@@ -17,7 +17,8 @@ What the tables hold (ids are SQLite rowids):
   message (as of a snapshot) is its latest row; value 0 records a cleared rating.
 - `model_versions`, `training_runs`, `settings`.
 - `system_prompt_changes`: every system prompt a conversation had, from the action that
-  set it; `arena_choices`: blind arena verdicts between two versions' replies.
+  set it; `arena_choices`: blind arena verdicts between two versions' replies;
+  `imported_items`: the key of everything imported, so nothing is imported twice.
 """
 
 from __future__ import annotations
@@ -242,6 +243,22 @@ def m007_arena_choices(db: Database) -> None:
             created_at TEXT NOT NULL
         );
         CREATE INDEX arena_choices_parent ON arena_choices(parent_id, action_id);
+        """
+    )
+
+
+@migration
+def m008_imported_items(db: Database) -> None:
+    """A key per imported item (an Open WebUI feedback id, a pair's content digest), so
+    importing the same file twice adds nothing the second time."""
+    db.executescript(
+        """
+        CREATE TABLE imported_items (
+            key TEXT PRIMARY KEY,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            action_id INTEGER NOT NULL REFERENCES actions(id)
+        );
+        CREATE INDEX imported_items_conversation ON imported_items(conversation_id);
         """
     )
 
