@@ -3,7 +3,8 @@
 `load_model` is the one entry point the engine, the app and the trainer use. It takes a
 store name, a model directory or a .gguf file (None or "default" for the default model)
 and returns a `LoadedModel` on the requested device. `import_model` copies a directory or
-GGUF file into the store. Every failure a user can cause is a one-line `ModelLoadError`
+GGUF file into the store; `save_model` writes a trained one, whole or (given its base) as
+the changes to that base (engine/loading/delta.py). Every failure a user can cause is a one-line `ModelLoadError`
 naming the file and what is wrong with it.
 
 The engine does not know where the store is: a caller that names a stored model (or the
@@ -97,7 +98,10 @@ def save_model(
     source: str = "trained",
     info: dict | None = None,
     state_dict: dict | None = None,
+    base: str | Path | None = None,
+    low_rank: dict | None = None,
 ) -> Path:
     """Write a model into the store at `store_root` as a new directory (see
     `ModelStore.save_model`)."""
-    return ModelStore(store_root).save_model(model, name, source=source, info=info, state_dict=state_dict)
+    return ModelStore(store_root).save_model(model, name, source=source, info=info, state_dict=state_dict, base=base,
+                                             low_rank=low_rank)
