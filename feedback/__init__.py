@@ -32,6 +32,7 @@ Chat UI
 Model versions and training runs
     register_model_version(name, path, source="import"|"train", parent_id, metrics, activate)
     list_model_versions(); get_model_version(id|name); activate_model_version(id|name)
+    mark_model_version_removed(id|name)          its files are gone; the row (and its history) stays
     active_model_version() -> ModelVersion | None;  set_model_version_metrics(id|name, {...})
     start_training_run(kind, config, base_version_id, snapshot=None) -> TrainingRun  (records the snapshot)
     update_training_run(run_id, metrics);  finish_training_run(run_id, status, result_version_id, metrics, error)

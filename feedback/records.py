@@ -138,6 +138,11 @@ class ModelVersion:
     metrics: dict[str, Any]
     is_active: bool
     created_at: str
+    removed_at: str | None = None  # when its files were removed (the record stays)
+
+    @property
+    def is_removed(self) -> bool:
+        return self.removed_at is not None
 
 
 @dataclass(frozen=True)

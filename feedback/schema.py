@@ -15,7 +15,7 @@ What the tables hold (ids are SQLite rowids):
   shown. Messages are never edited: editing a turn adds a sibling.
 - `ratings`, `rankings`, `ranking_items`: append-only judgments. The current rating of a
   message (as of a snapshot) is its latest row; value 0 records a cleared rating.
-- `model_versions`, `training_runs`, `settings`.
+- `model_versions` (a removed version keeps its row, with `removed_at`), `training_runs`, `settings`.
 - `system_prompt_changes`: every system prompt a conversation had, from the action that
   set it; `arena_choices`: blind arena verdicts between two versions' replies;
   `imported_items`: the key of everything imported, so nothing is imported twice.
@@ -261,6 +261,13 @@ def m008_imported_items(db: Database) -> None:
         CREATE INDEX imported_items_conversation ON imported_items(conversation_id);
         """
     )
+
+
+@migration
+def m009_removed_model_versions(db: Database) -> None:
+    """A removed model version keeps its row (its replies, arena choices and lineage still
+    name it) with the time its files were removed."""
+    db.executescript("ALTER TABLE model_versions ADD COLUMN removed_at TEXT;")
 
 
 def known_migration_names() -> list[str]:

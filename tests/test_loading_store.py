@@ -134,7 +134,7 @@ def test_cli_import_and_list(model_dir, monkeypatch, capsys):
     assert "Imported 'mine'" in out
     assert (models_dir() / "mine" / "model.safetensors").is_file()
     code, out, err = _run_cli(monkeypatch, capsys, "models", "list")
-    assert code == 0 and out.startswith("mine") and "hf" in out
+    assert code == 0 and out.startswith("In the model store, not used as a version yet: mine (")
     # a store name now works wherever a model is expected
     assert load_model("mine", store_root=models_dir()).name == "mine"
 
