@@ -89,11 +89,14 @@ class ConversationsMixin(StoreBase):
         return ConversationTree(conversation, messages, shown, ratings, rankings)
 
     def search_conversations(self, query: str, limit: int = 50, include_imported: bool = False) -> list[SearchHit]:
-        """Conversations whose title or messages match `query` (full-text, every word must
-        appear), best match first. The words are matched literally: FTS operators are quoted."""
-        match = self.db.quote_fts(query.strip()) if query.strip() else ""
-        if not match:
+        """Conversations whose title or messages match `query` (full-text: every word must
+        appear, the last as the start of a word too, so a search finds as you type), best
+        match first. The words are matched literally: FTS operators are quoted."""
+        words = query.split()
+        if not words:
             return []
+        # Each word as a prefix ("pengu" finds "penguins"): a quoted FTS5 phrase with *.
+        match = " ".join(f"{self.db.quote_fts(word)}*" for word in words)
         source_filter = "" if include_imported else "AND c.source = 'chat'"
         hits: dict[int, SearchHit] = {}
         with self._reading() as conn:

@@ -204,6 +204,12 @@ def test_counts_since_the_last_training_run(store):
     assert counts.since_action_id == run.snapshot_action_id
     assert (counts.num_user_messages, counts.num_replies, counts.num_demonstrations) == (0, 0, 1)
     assert (counts.num_ratings, counts.num_rankings) == (2, 0)
+    store.rate(replies[3].id, -1, ["wrong"], "reasons added later")  # the same rating, with reasons
+    store.rank(user2.id, [replies[2].id, replies[3].id])
+    store.rank(user2.id, [replies[3].id, replies[2].id])  # ranked again: one ranking
+    counts = store.counts_since_last_training()
+    assert (counts.num_ratings, counts.num_rankings) == (2, 1)
+    store.rank(user2.id, [replies[2].id, replies[3].id])
     # thumbs (r2 over r3) and demonstration (Cyan over r0, r1 and r3: every model reply not voted up)
     assert counts.num_new_pairs == 4
 
