@@ -42,9 +42,11 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, invoke_without_command=True)
 @click.option("--model", "model", default=None, help="Model name in the store or a path (default: the active version).")
 @click.option("--device", default="cpu", show_default=True, help="Where the chat's model runs: cpu, auto (the GPU if any), cuda, cuda:N or mps.")
+@click.option("--arena", nargs=2, metavar="A B", default=None,
+              help="Open the chat in the arena: model versions A and B answer each prompt side by side, blind.")
 @click.version_option(package_name="chat-tui")
 @click.pass_context
-def cli(ctx: click.Context, model: str | None, device: str) -> None:
+def cli(ctx: click.Context, model: str | None, device: str, arena: tuple[str, str] | None) -> None:
     """A terminal chat assistant whose local model learns from your feedback.
 
     Run with no command to open the chat.
@@ -52,7 +54,7 @@ def cli(ctx: click.Context, model: str | None, device: str) -> None:
     if ctx.invoked_subcommand is None:
         from chat_tui.commands.open_chat import open_chat
 
-        open_chat(model, device)
+        open_chat(model, device, arena)
 
 
 def run_command(command: click.Command) -> None:

@@ -126,9 +126,9 @@ def parse_pair(obj: Any) -> ImportedPair:
     """One JSON object as a pair (see the module docstring for the accepted shapes)."""
     if not isinstance(obj, dict):
         raise _LineError(f"expected a JSON object, got {type(obj).__name__}")
-    for field in ("chosen", "rejected"):
-        if field not in obj:
-            raise _LineError(f"missing {field!r}")
+    for name in ("chosen", "rejected"):
+        if name not in obj:
+            raise _LineError(f"missing {name!r}")
     chosen, chosen_context = _reply(obj["chosen"], "chosen")
     rejected, rejected_context = _reply(obj["rejected"], "rejected")
     if chosen_context is not None and rejected_context is not None and chosen_context != rejected_context:

@@ -13,7 +13,6 @@ from feedback.arena import ArenaMixin
 from feedback.database import utc_now
 from feedback.queries import current_ratings
 from feedback.importing import ImportMixin
-from feedback.judgments import JudgmentsMixin
 from feedback.records import (
     Demonstration,
     FeedbackCounts,

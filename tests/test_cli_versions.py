@@ -5,10 +5,9 @@ nothing."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
-import torch
+from app_support import run_cli
 
 from chat_tui.paths import database_path, ensure_data_dir, models_dir
 from engine.loading import ModelStore, load_model
@@ -17,19 +16,6 @@ from tiny_models import make_tiny_model_dir
 
 METRICS = {"heldout_learned": 0.75, "heldout_learned_low": 0.55, "heldout_learned_high": 0.9, "heldout_pairs": 12,
            "activation_reason": "it moved towards your choices on held-out feedback"}
-
-
-def run_cli(monkeypatch, capsys, *args):
-    from chat_tui.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["chat-tui", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture
