@@ -23,6 +23,9 @@ from chat_tui.errors import UserError
 from chat_tui.services.model_service import ModelService, ServingModel, load_serving_model
 
 
+ARENA_BATCH = 2  # sequences an arena side's engine holds at once (it answers one prompt at a time)
+
+
 @dataclass(frozen=True)
 class ArenaSide:
     version_id: int
@@ -92,7 +95,9 @@ class ArenaService:
                             owned.append(chat)  # to stop later, if the chat has moved on by then
                         else:
                             share = loaded[0].serving if loaded else chat
-                            serving = load_serving_model(version.path, version.id, version.name, device, share_with=share)
+                            # One reply at a time per side: a small KV cache.
+                            serving = load_serving_model(version.path, version.id, version.name, device,
+                                                         share_with=share, max_batch_size=ARENA_BATCH)
                             owned.append(serving)
                         loaded.append(ArenaSide(version.id, version.name, serving))
             except BaseException as caught:  # handed to the UI: a failed load is never a crash

@@ -60,13 +60,15 @@ class ServingModel:
 
 
 def load_serving_model(path: str | Path, version_id: int | None, label: str, device: str = "cpu",
-                       share_with: ServingModel | None = None) -> ServingModel:
+                       share_with: ServingModel | None = None, max_batch_size: int = 8) -> ServingModel:
     """Load the model at `path` (or of that name in the model store) on `device`, warm its
     engine up and start an engine loop for it. Blocking: run in a worker.
 
     share_with: a model already serving; every weight the two have in common is then held
     once (engine.loading.delta.share_unchanged_weights), as for the arena's two versions
-    of one base."""
+    of one base.
+    max_batch_size: the most sequences at once, which sizes the KV cache: the chat's
+    compare mode needs k, an arena side one."""
     from chat_tui.paths import models_dir
     from engine.engine import LLMEngine
     from engine.loading import load_model
@@ -76,7 +78,7 @@ def load_serving_model(path: str | Path, version_id: int | None, label: str, dev
     loaded = load_model(path, device=device, store_root=models_dir())
     if share_with is not None:
         share_unchanged_weights(loaded.model, share_with.loaded.model)
-    engine = LLMEngine(loaded, max_batch_size=8)
+    engine = LLMEngine(loaded, max_batch_size=max_batch_size)
     # Here rather than in the engine loop's thread: the one-time set-up builds a probe
     # model, which must not overlap another load (see ModelService's lock).
     engine.warm_up()
