@@ -122,3 +122,15 @@ def test_two_versions_loaded_together_hold_their_common_weights_once(store):
     assert freed == sum(p.numel() * 4 for n, p in tuned.model.named_parameters() if n not in changed)
     assert tuned.model.lm_head.weight is tuned.model.model.embed_tokens.weight  # still tied
     torch.testing.assert_close(_logits(tuned), before, rtol=0, atol=0)
+
+
+def test_a_delta_version_exports_to_gguf_as_the_whole_model(store, tmp_path):
+    from engine.export.gguf import export_gguf
+
+    base = load_model("base", store_root=store.root)
+    state, low_rank, merged = _trained(base)
+    store.save_model(base, "tuned", state_dict=state, base="base", low_rank=low_rank)
+    store.save_model(base, "whole", state_dict=merged)
+    from_delta = export_gguf(store.path_of("tuned"), tmp_path / "delta.gguf", "f32")
+    from_whole = export_gguf(store.path_of("whole"), tmp_path / "whole.gguf", "f32")
+    torch.testing.assert_close(_logits(load_model(from_delta)), _logits(load_model(from_whole)), rtol=0, atol=1e-5)
