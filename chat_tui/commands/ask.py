@@ -100,6 +100,9 @@ def ask(
         stop=list(stop),
     )
     params.validate()  # before the (slow) model load
+    from engine.devices import resolve_device
+
+    device = str(resolve_device(device))  # before choosing a model, which may import the default one
     load_started = time.perf_counter()
     loaded = load_model(_model_path(model_name), device=device, dtype=dtype, store_root=models_dir())
     if int8:

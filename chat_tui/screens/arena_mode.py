@@ -140,6 +140,8 @@ class ArenaMode:
         else:
             shell = services.shell_training_run()
             self.status.training = f"run {shell.id} ({shell.kind}, from a shell)" if shell is not None else ""
+        if services.is_training:
+            return  # the run is in the store before the process ends: offer once it has ended
         if process is not None and process.returncode is not None and not services.training_announced:
             if isinstance(self.app.screen, TrainingScreen):
                 return  # it shows the end itself first; the offer comes on a later tick
