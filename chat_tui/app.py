@@ -77,7 +77,7 @@ class ChatApp(App[None]):
         latest = chat.latest_reply()
         if latest is not None:
             for command, title in REPLY_COMMANDS.items():
-                if command in ("previous_sibling", "next_sibling", "reasons"):
+                if command in ("previous_sibling", "next_sibling", "reasons", "edit"):
                     continue
 
                 async def run(command: str = command) -> None:

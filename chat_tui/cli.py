@@ -48,9 +48,11 @@ class LazyGroup(click.Group):
 @click.option("--quant", type=click.Choice(QUANT_TYPES), default=None,
               help=f"Weights the chat decodes from on the CPU: 8-bit (q8_0), 4-bit (q4_0) blocks, or none (fp32). "
                    f"Default: {CHAT_QUANT} on the CPU, none elsewhere.")
+@click.option("--arena", nargs=2, metavar="A B", default=None,
+              help="Open the chat in the arena: model versions A and B answer each prompt side by side, blind.")
 @click.version_option(package_name="chat-tui")
 @click.pass_context
-def cli(ctx: click.Context, model: str | None, device: str, quant: str | None) -> None:
+def cli(ctx: click.Context, model: str | None, device: str, quant: str | None, arena: tuple[str, str] | None) -> None:
     """A terminal chat assistant whose local model learns from your feedback.
 
     Run with no command to open the chat.
@@ -58,7 +60,7 @@ def cli(ctx: click.Context, model: str | None, device: str, quant: str | None) -
     if ctx.invoked_subcommand is None:
         from chat_tui.commands.open_chat import open_chat
 
-        open_chat(model, device, quant)
+        open_chat(model, device, quant, arena)
 
 
 def run_command(command: click.Command) -> None:

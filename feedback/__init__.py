@@ -25,11 +25,14 @@ Chat UI
     rank(user_mid, [best_mid, ..., worst_mid]) -> Ranking;  mark_not_rankable(user_mid)
     rename_conversation(cid, title); set_system_prompt(cid, text|None); delete_conversation(cid)
     search_conversations(text, limit=50) -> [SearchHit]            FTS5, words matched literally
+    record_arena_choice(first_mid, second_mid, "first"|"second"|"tie"|"both_bad", tags, comment)
+    arena_choices() -> [ArenaChoice];  leaderboard() -> [Strength];  head_to_head(version_a, version_b)
     get_setting(key, default) / set_setting(key, json_value)       e.g. remembered sampling settings
 
 Model versions and training runs
     register_model_version(name, path, source="import"|"train", parent_id, metrics, activate)
     list_model_versions(); get_model_version(id|name); activate_model_version(id|name)
+    mark_model_version_removed(id|name)          its files are gone; the row (and its history) stays
     active_model_version() -> ModelVersion | None;  set_model_version_metrics(id|name, {...})
     start_training_run(kind, config, base_version_id, snapshot=None) -> TrainingRun  (records the snapshot)
     update_training_run(run_id, metrics);  finish_training_run(run_id, status, result_version_id, metrics, error)
@@ -52,9 +55,9 @@ sibling (not over unrated ones). Each pair appears once; a ranking wins over thu
 disagree with it. Snapshots: the views see only actions up to the snapshot, so a running
 trainer reads a stable set; a deleted conversation leaves every view.
 
-Exchange: `feedback.exporting.export_rows(store, "pairs"|"sft"|"trees")`,
-`export_to_file(...)`, `store.import_pairs(jsonl_path)` (all or nothing; see
-feedback.importing for the accepted shapes).
+Exchange: `feedback.exporting.export_rows(store, "pairs"|"sft"|"trees"|"trl"|"kto")`,
+`export_to_file(...)`, `store.import_pairs(jsonl_path)`, `store.import_openwebui(json_path)`
+(all or nothing, and idempotent; see feedback.importing and feedback.openwebui).
 """
 
 from feedback.errors import (
@@ -66,6 +69,7 @@ from feedback.errors import (
     SchemaTooNewError,
 )
 from feedback.records import (
+    ArenaChoice,
     Conversation,
     ConversationTree,
     Demonstration,
@@ -95,6 +99,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "ArenaChoice",
     "Conversation",
     "ConversationTree",
     "DatabaseFileError",

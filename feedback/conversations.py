@@ -89,11 +89,14 @@ class ConversationsMixin(StoreBase):
         return ConversationTree(conversation, messages, shown, ratings, rankings)
 
     def search_conversations(self, query: str, limit: int = 50, include_imported: bool = False) -> list[SearchHit]:
-        """Conversations whose title or messages match `query` (full-text, every word must
-        appear), best match first. The words are matched literally: FTS operators are quoted."""
-        match = self.db.quote_fts(query.strip()) if query.strip() else ""
-        if not match:
+        """Conversations whose title or messages match `query` (full-text: every word must
+        appear, the last as the start of a word too, so a search finds as you type), best
+        match first. The words are matched literally: FTS operators are quoted."""
+        words = query.split()
+        if not words:
             return []
+        # Each word as a prefix ("pengu" finds "penguins"): a quoted FTS5 phrase with *.
+        match = " ".join(f"{self.db.quote_fts(word)}*" for word in words)
         source_filter = "" if include_imported else "AND c.source = 'chat'"
         hits: dict[int, SearchHit] = {}
         with self._reading() as conn:
@@ -131,15 +134,25 @@ class ConversationsMixin(StoreBase):
                 [title, system_prompt, now, now],
             )
             conversation_id = int(cursor.lastrowid)
-            self._log_action(conn, "create_conversation", conversation_id, now)
+            action_id = self._log_action(conn, "create_conversation", conversation_id, now)
+            if system_prompt is not None:
+                self._record_system_prompt(conn, conversation_id, system_prompt, action_id)
             return self._conversation(conn, conversation_id)
 
     def rename_conversation(self, conversation_id: int, title: str) -> Conversation:
         return self._update_conversation(conversation_id, "rename_conversation", title=title)
 
     def set_system_prompt(self, conversation_id: int, system_prompt: str | None) -> Conversation:
-        """Set (or clear, with None) the system prompt. Training contexts use the current one."""
-        return self._update_conversation(conversation_id, "set_system_prompt", system_prompt=system_prompt)
+        """Set (or clear, with None) the system prompt. It applies to replies written from now
+        on: the training context of an earlier reply keeps the prompt it was written under."""
+        now = utc_now()
+        with self._writing() as conn:
+            self._conversation(conn, conversation_id)
+            conn.execute("UPDATE conversations SET system_prompt = ?, updated_at = ? WHERE id = ?",
+                         [system_prompt, now, conversation_id])
+            action_id = self._log_action(conn, "set_system_prompt", conversation_id, now)
+            self._record_system_prompt(conn, conversation_id, system_prompt, action_id)
+            return self._conversation(conn, conversation_id)
 
     def delete_conversation(self, conversation_id: int) -> None:
         """Delete a conversation with its messages, ratings and rankings, from every view."""
@@ -346,6 +359,14 @@ class ConversationsMixin(StoreBase):
             ],
         )
         return int(cursor.lastrowid)
+
+    def _record_system_prompt(
+        self, conn: sqlite3.Connection, conversation_id: int, system_prompt: str | None, action_id: int
+    ) -> None:
+        conn.execute(
+            "INSERT INTO system_prompt_changes (conversation_id, system_prompt, action_id) VALUES (?, ?, ?)",
+            [conversation_id, system_prompt, action_id],
+        )
 
     def _show(self, conn: sqlite3.Connection, conversation_id: int, leaf_id: int, now: str) -> None:
         conn.execute(

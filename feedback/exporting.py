@@ -7,6 +7,13 @@
 - sft: `{"prompt", "completion"}` plus `context`, `source` ("human" or "upvoted") and ids.
 - trees: one whole conversation per row: every message with its current rating, the
   current rankings, and the shown path.
+- trl: the conversational preference rows TRL's DPO and reward trainers read:
+  `{"prompt": [messages up to the user turn], "chosen": [the assistant reply], "rejected": [...]}`.
+- kto: TRL's conversational unpaired-preference rows (KTO):
+  `{"prompt": [messages], "completion": [the assistant reply], "label": true | false}`. Every
+  reply of a pair that was only ever chosen is true, only ever rejected is false (a reply
+  in the middle of a ranking says both and is left out), and each lone thumbs is its own
+  row.
 
 pairs and sft are read at one snapshot; trees in one read transaction. Files are written to
 a temporary name beside the target and renamed, so a failed export leaves no partial file.
@@ -27,7 +34,6 @@ from feedback.errors import FeedbackError
 if TYPE_CHECKING:
     from feedback.store import Store
 
-EXPORT_FORMATS = ("pairs", "sft", "trees")
 
 
 # The record attributes each row holds, in the order written ("prompt" is a property).
@@ -70,15 +76,39 @@ def tree_rows(store: "Store", include_imported: bool = True) -> Iterator[dict[st
             }
 
 
+def _reply(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def trl_rows(store: "Store") -> Iterator[dict[str, Any]]:
+    for pair in store.preference_pairs():
+        yield {"prompt": pair.context, "chosen": _reply(pair.chosen), "rejected": _reply(pair.rejected)}
+
+
+def kto_rows(store: "Store") -> Iterator[dict[str, Any]]:
+    data = store.training_data()
+    labels: dict[int, set[bool]] = {}
+    replies: dict[int, tuple[list[dict[str, str]], str]] = {}
+    for pair in data.pairs:
+        for message_id, text, label in ((pair.chosen_id, pair.chosen, True), (pair.rejected_id, pair.rejected, False)):
+            labels.setdefault(message_id, set()).add(label)
+            replies[message_id] = (pair.context, text)
+    for message_id, (context, text) in replies.items():
+        if len(labels[message_id]) == 1:
+            yield {"prompt": context, "completion": _reply(text), "label": labels[message_id].pop()}
+    for judgment in data.judgments:
+        yield {"prompt": judgment.context, "completion": _reply(judgment.completion), "label": judgment.label > 0}
+
+
+EXPORTS = {"pairs": pair_rows, "sft": sft_rows, "trees": tree_rows, "trl": trl_rows, "kto": kto_rows}
+EXPORT_FORMATS = tuple(EXPORTS)
+
+
 def export_rows(store: "Store", kind: str) -> Iterator[dict[str, Any]]:
-    """The rows of export `kind` ("pairs", "sft" or "trees")."""
-    if kind == "pairs":
-        return pair_rows(store)
-    if kind == "sft":
-        return sft_rows(store)
-    if kind == "trees":
-        return tree_rows(store)
-    raise FeedbackError(f"export format {kind!r} is not one of {', '.join(EXPORT_FORMATS)}")
+    """The rows of export `kind` (one of EXPORT_FORMATS)."""
+    if kind not in EXPORTS:
+        raise FeedbackError(f"export format {kind!r} is not one of {', '.join(EXPORT_FORMATS)}")
+    return EXPORTS[kind](store)
 
 
 def write_jsonl(rows: Iterator[dict[str, Any]], out: IO[str]) -> int:

@@ -15,14 +15,21 @@ is imported. Malformed includes what JSON allows but a store cannot hold or a re
 should not have to: text with a lone surrogate (`"\ud800"`, not Unicode), nesting past
 the JSON parser's recursion limit, a line over MAX_LINE_BYTES. A pair whose chosen and rejected replies are the same text says nothing and is
 skipped (counted). Each pair becomes a conversation (source "import") whose user turn has
-the two replies as siblings, ranked chosen first.
+the two replies as siblings, ranked chosen first; a lone thumbs (from Open WebUI's export,
+read by feedback/openwebui.py) becomes a conversation with its rated reply.
+
+Importing is idempotent: every imported item is recorded under a key (a digest of a
+pair's context and replies; an Open WebUI feedback id), and a key seen before is not
+imported again. Deleting an imported conversation forgets its key.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from dataclasses import dataclass
+import sqlite3
+from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
 from feedback.conversations import ConversationsMixin, title_from
@@ -42,10 +49,40 @@ class ImportedPair:
 
 
 @dataclass(frozen=True)
+class ImportedJudgment:
+    """A lone thumbs from another tool: a reply to `context` rated +1 or -1."""
+
+    context: list[ChatMessage]
+    reply: str
+    value: int
+    tags: list[str]
+    comment: str | None
+    model: str | None  # the other tool's name for the model that wrote it
+
+
+@dataclass
+class ImportedItems:
+    """What a file holds, each item with its key (the same item imported again has the
+    same key and is not added twice)."""
+
+    pairs: list[tuple[str, ImportedPair]] = field(default_factory=list)
+    judgments: list[tuple[str, ImportedJudgment]] = field(default_factory=list)
+    num_skipped: int = 0  # items that say nothing to train on
+
+
+@dataclass(frozen=True)
 class ImportResult:
     num_pairs: int
-    num_skipped: int
+    num_skipped: int  # said nothing: identical chosen and rejected, or no thumbs
     conversation_ids: list[int]
+    num_judgments: int = 0  # lone thumbs
+    num_known: int = 0  # imported before, so not added again
+
+
+def content_key(kind: str, item: Any) -> str:
+    """A key for an item that has no id of its own: a digest of its content."""
+    text = json.dumps(asdict(item) if is_dataclass(item) else item, sort_keys=True, ensure_ascii=False)
+    return f"{kind}:{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
 
 
 class _LineError(Exception):
@@ -92,9 +129,9 @@ def parse_pair(obj: Any) -> ImportedPair:
     """One JSON object as a pair (see the module docstring for the accepted shapes)."""
     if not isinstance(obj, dict):
         raise _LineError(f"expected a JSON object, got {type(obj).__name__}")
-    for field in ("chosen", "rejected"):
-        if field not in obj:
-            raise _LineError(f"missing {field!r}")
+    for name in ("chosen", "rejected"):
+        if name not in obj:
+            raise _LineError(f"missing {name!r}")
     chosen, chosen_context = _reply(obj["chosen"], "chosen")
     rejected, rejected_context = _reply(obj["rejected"], "rejected")
     if chosen_context is not None and rejected_context is not None and chosen_context != rejected_context:
@@ -163,51 +200,102 @@ def read_pairs_file(path: str | os.PathLike[str]) -> list[ImportedPair]:
     return pairs
 
 
+def read_import_file(path: str | os.PathLike[str], kind: str) -> ImportedItems:
+    """Every item of an import file of `kind` ("pairs": JSONL preference pairs;
+    "openwebui": Open WebUI's feedback export), read and checked whole before anything is
+    written; ImportFormatError at the first bad item."""
+    if kind == "openwebui":
+        from feedback.openwebui import read_openwebui_file
+
+        return read_openwebui_file(path)
+    return ImportedItems(pairs=[(content_key("pair", pair), pair) for pair in read_pairs_file(path)])
+
+
 class ImportMixin(ConversationsMixin):
-    """Import operation of the Store."""
+    """Import operations of the Store."""
 
     def import_pairs(self, path: str | os.PathLike[str]) -> ImportResult:
-        """Import a JSONL file of preference pairs, all or nothing."""
-        pairs = read_pairs_file(path)
-        return self.import_pair_records(pairs)
+        """Import a JSONL file of preference pairs, all or nothing; pairs already imported
+        (the same context and replies) are not added again."""
+        return self.import_items(read_import_file(path, "pairs"))
 
-    def import_pair_records(self, pairs: list[ImportedPair]) -> ImportResult:
-        """Write already-parsed pairs in one transaction (one action)."""
+    def import_openwebui(self, path: str | os.PathLike[str]) -> ImportResult:
+        """Import an Open WebUI feedback export (feedback.openwebui), all or nothing; items
+        already imported (by their feedback id) are not added again."""
+        return self.import_items(read_import_file(path, "openwebui"))
+
+    def import_items(self, items: "ImportedItems") -> ImportResult:
+        """Write already-parsed pairs and lone thumbs in one transaction (one action),
+        skipping keys imported before and pairs whose two replies are the same text."""
         now = utc_now()
         conversation_ids: list[int] = []
-        num_skipped = 0
+        num_skipped, num_pairs, num_judgments, num_known = items.num_skipped, 0, 0, 0
         with self._writing() as conn:
-            action_id = self._log_action(conn, "import_pairs", None, now)
-            for pair in pairs:
-                if pair.chosen == pair.rejected:
+            action_id = self._log_action(conn, "import", None, now)
+            for key, item in [*items.pairs, *items.judgments]:
+                if conn.execute("SELECT 1 FROM imported_items WHERE key = ?", [key]).fetchone():
+                    num_known += 1
+                    continue
+                if isinstance(item, ImportedPair) and item.chosen == item.rejected:
                     num_skipped += 1
                     continue
-                system_prompt = pair.context[0]["content"] if pair.context[0]["role"] == "system" else None
-                turns = pair.context[1:] if system_prompt is not None else pair.context
-                cursor = conn.execute(
-                    """INSERT INTO conversations (title, system_prompt, source, created_at, updated_at)
-                       VALUES (?, ?, 'import', ?, ?)""",
-                    [title_from(turns[-1]["content"]), system_prompt, now, now],
-                )
-                conversation_id = int(cursor.lastrowid)
-                parent_id = None
-                for turn in turns:
-                    parent_id = self._insert_message(
-                        conn, conversation_id, parent_id, turn["role"], turn["content"], action_id, now,
-                        is_human=turn["role"] == "user",
+                conversation_id, parent_id = self._imported_context(conn, item.context, action_id, now)
+                if isinstance(item, ImportedPair):
+                    self._imported_pair(conn, conversation_id, parent_id, item, action_id, now)
+                    num_pairs += 1
+                else:
+                    reply_id = self._insert_message(
+                        conn, conversation_id, parent_id, "assistant", item.reply, action_id, now, is_human=False,
+                        sampling={"imported_model": item.model} if item.model else None,
                     )
-                chosen_id, rejected_id = (
-                    self._insert_message(conn, conversation_id, parent_id, "assistant", text, action_id, now, is_human=False)
-                    for text in (pair.chosen, pair.rejected)
-                )
-                ranking = conn.execute(
-                    "INSERT INTO rankings (parent_id, is_rankable, comment, action_id, created_at) VALUES (?, 1, NULL, ?, ?)",
-                    [parent_id, action_id, now],
-                )
-                conn.executemany(
-                    "INSERT INTO ranking_items (ranking_id, position, message_id) VALUES (?, ?, ?)",
-                    [(ranking.lastrowid, 0, chosen_id), (ranking.lastrowid, 1, rejected_id)],
-                )
-                self._show(conn, conversation_id, chosen_id, now)
+                    conn.execute(
+                        "INSERT INTO ratings (message_id, value, tags, comment, action_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                        [reply_id, item.value, json.dumps(item.tags), item.comment, action_id, now],
+                    )
+                    self._show(conn, conversation_id, reply_id, now)
+                    num_judgments += 1
+                conn.execute("INSERT INTO imported_items (key, conversation_id, action_id) VALUES (?, ?, ?)",
+                             [key, conversation_id, action_id])
                 conversation_ids.append(conversation_id)
-        return ImportResult(len(conversation_ids), num_skipped, conversation_ids)
+        return ImportResult(num_pairs, num_skipped, conversation_ids, num_judgments, num_known)
+
+    def _imported_context(
+        self, conn: sqlite3.Connection, context: list[ChatMessage], action_id: int, now: str
+    ) -> tuple[int, int]:
+        """A new imported conversation holding `context`; (its id, the last user turn's id)."""
+        system_prompt = context[0]["content"] if context[0]["role"] == "system" else None
+        turns = context[1:] if system_prompt is not None else context
+        cursor = conn.execute(
+            """INSERT INTO conversations (title, system_prompt, source, created_at, updated_at)
+               VALUES (?, ?, 'import', ?, ?)""",
+            [title_from(turns[-1]["content"]), system_prompt, now, now],
+        )
+        conversation_id = int(cursor.lastrowid)
+        if system_prompt is not None:
+            self._record_system_prompt(conn, conversation_id, system_prompt, action_id)
+        parent_id = None
+        for turn in turns:
+            parent_id = self._insert_message(
+                conn, conversation_id, parent_id, turn["role"], turn["content"], action_id, now,
+                is_human=turn["role"] == "user",
+            )
+        assert parent_id is not None
+        return conversation_id, parent_id
+
+    def _imported_pair(
+        self, conn: sqlite3.Connection, conversation_id: int, parent_id: int, pair: ImportedPair, action_id: int, now: str
+    ) -> None:
+        """The two replies as siblings under the user turn, ranked chosen first, chosen shown."""
+        chosen_id, rejected_id = (
+            self._insert_message(conn, conversation_id, parent_id, "assistant", text, action_id, now, is_human=False)
+            for text in (pair.chosen, pair.rejected)
+        )
+        ranking = conn.execute(
+            "INSERT INTO rankings (parent_id, is_rankable, comment, action_id, created_at) VALUES (?, 1, NULL, ?, ?)",
+            [parent_id, action_id, now],
+        )
+        conn.executemany(
+            "INSERT INTO ranking_items (ranking_id, position, message_id) VALUES (?, ?, ?)",
+            [(ranking.lastrowid, 0, chosen_id), (ranking.lastrowid, 1, rejected_id)],
+        )
+        self._show(conn, conversation_id, chosen_id, now)

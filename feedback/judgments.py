@@ -25,7 +25,7 @@ def _check_rating_value(value: object) -> int:
     return value
 
 
-def _check_tags(tags: Sequence[str]) -> list[str]:
+def check_tags(tags: Sequence[str]) -> list[str]:
     if isinstance(tags, str):
         raise InvalidFeedbackError(f"rating tags must be a list of words, not the string {tags!r}")
     cleaned = []
@@ -42,7 +42,7 @@ class JudgmentsMixin(ConversationsMixin):
     def rate(self, message_id: int, value: int, tags: Sequence[str] = (), comment: str | None = None) -> Rating:
         """Thumbs up (+1) or down (-1) on an assistant reply, replacing any earlier rating."""
         value = _check_rating_value(value)
-        clean_tags = _check_tags(tags)
+        clean_tags = check_tags(tags)
         now = utc_now()
         with self._writing() as conn:
             message = self._message(conn, message_id)
@@ -113,9 +113,12 @@ class JudgmentsMixin(ConversationsMixin):
         )
 
     def _insert_ranking(
-        self, conn: sqlite3.Connection, parent: Message, ids: list[int], is_rankable: bool, comment: str | None, now: str
+        self, conn: sqlite3.Connection, parent: Message, ids: list[int], is_rankable: bool, comment: str | None, now: str,
+        action_id: int | None = None,
     ) -> None:
-        action_id = self._log_action(conn, "rank", parent.conversation_id, now)
+        """A ranking row, under `action_id` (default: a new "rank" action)."""
+        if action_id is None:
+            action_id = self._log_action(conn, "rank", parent.conversation_id, now)
         cursor = conn.execute(
             "INSERT INTO rankings (parent_id, is_rankable, comment, action_id, created_at) VALUES (?, ?, ?, ?, ?)",
             [parent.id, int(is_rankable), comment, action_id, now],

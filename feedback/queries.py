@@ -1,6 +1,6 @@
-"""Read queries shared by the store modules: the current ratings and rankings, optionally as of
-a snapshot. Ratings and rankings are append-only, so "current as of action N" is the latest
-row with action_id <= N. Callers run these inside their own read or write transaction.
+"""Read queries shared by the store modules: the current ratings, rankings and arena
+choices, optionally as of a snapshot. All three are append-only, so "current as of action
+N" is the latest row with action_id <= N. Callers run these inside their own read or write transaction.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from feedback.records import Rating, Ranking
+from feedback.records import ArenaChoice, Rating, Ranking
 
 # Enough to mean "no snapshot limit" (SQLite integers are 64-bit).
 NO_LIMIT = 2**62
@@ -61,3 +61,19 @@ def current_rankings(
         ]
         rankings[parent_id] = Ranking(parent_id, ranked_ids, bool(is_rankable), comment, action_id, created_at)
     return rankings
+
+
+def current_arena_choices(conn: sqlite3.Connection, as_of: int = NO_LIMIT) -> list[ArenaChoice]:
+    """The latest choice per user turn as of action `as_of`, oldest first."""
+    rows = conn.execute(
+        """SELECT c.parent_id, c.first_id, c.second_id, f.model_version_id, s.model_version_id, c.outcome, c.tags,
+                  c.comment, c.action_id, c.created_at
+           FROM arena_choices c
+           JOIN (SELECT parent_id, MAX(id) AS last_id FROM arena_choices WHERE action_id <= ? GROUP BY parent_id) last
+             ON c.id = last.last_id
+           JOIN messages f ON f.id = c.first_id
+           JOIN messages s ON s.id = c.second_id
+           ORDER BY c.id""",
+        [as_of],
+    ).fetchall()
+    return [ArenaChoice(*row[:6], json.loads(row[6]), *row[7:]) for row in rows]

@@ -81,6 +81,25 @@ class Ranking:
     created_at: str
 
 
+@dataclass(frozen=True)
+class ArenaChoice:
+    """The user's blind verdict on two replies to one user turn from two model versions.
+
+    outcome: "first" or "second" (that reply won), "tie", or "both_bad".
+    """
+
+    parent_id: int
+    first_id: int
+    second_id: int
+    first_version_id: int | None
+    second_version_id: int | None
+    outcome: Literal["first", "second", "tie", "both_bad"]
+    tags: list[str]
+    comment: str | None
+    action_id: int
+    created_at: str
+
+
 @dataclass
 class ConversationTree:
     """A whole conversation: every message, the shown path, current ratings and rankings."""
@@ -119,6 +138,11 @@ class ModelVersion:
     metrics: dict[str, Any]
     is_active: bool
     created_at: str
+    removed_at: str | None = None  # when its files were removed (the record stays)
+
+    @property
+    def is_removed(self) -> bool:
+        return self.removed_at is not None
 
 
 @dataclass(frozen=True)
@@ -154,8 +178,9 @@ class PreferencePair(_AnswersAPrompt):
     context: the chat up to and including the user turn both replies answer (system prompt
     first when the conversation has one). group_key: the id of that user turn; all pairs
     with the same key share a prompt and belong together (e.g. in one train/eval split).
-    source: "ranking", "thumbs" (up-voted vs down-voted sibling) or "demonstration"
-    (a human-written reply vs a model-written sibling the user did not vote up).
+    source: "ranking", "arena" (a blind arena choice between two versions' replies),
+    "thumbs" (up-voted vs down-voted sibling) or "demonstration" (a human-written reply
+    vs a model-written sibling the user did not vote up).
     action_id: the newest action behind the pair (its ranking, thumbs or written reply),
     so a trainer can tell the feedback given since an earlier snapshot.
     """
@@ -168,7 +193,7 @@ class PreferencePair(_AnswersAPrompt):
     rejected: str
     chosen_id: int
     rejected_id: int
-    source: Literal["ranking", "thumbs", "demonstration"]
+    source: Literal["ranking", "arena", "thumbs", "demonstration"]
     action_id: int = 0
 
 

@@ -15,7 +15,10 @@ What the tables hold (ids are SQLite rowids):
   shown. Messages are never edited: editing a turn adds a sibling.
 - `ratings`, `rankings`, `ranking_items`: append-only judgments. The current rating of a
   message (as of a snapshot) is its latest row; value 0 records a cleared rating.
-- `model_versions`, `training_runs`, `settings`.
+- `model_versions` (a removed version keeps its row, with `removed_at`), `training_runs`, `settings`.
+- `system_prompt_changes`: every system prompt a conversation had, from the action that
+  set it; `arena_choices`: blind arena verdicts between two versions' replies;
+  `imported_items`: the key of everything imported, so nothing is imported twice.
 """
 
 from __future__ import annotations
@@ -193,6 +196,78 @@ def m005_abandoned_training_runs(db: Database) -> None:
         CREATE INDEX training_runs_status ON training_runs(status, id);
         """
     )
+
+
+@migration
+def m006_system_prompt_history(db: Database) -> None:
+    """Each conversation's system prompts with the action that set them, so a reply's
+    training context carries the system prompt it was generated under, not a later one.
+    Existing prompts date from the last action that set them (else the conversation's
+    first action), which is when they started to apply."""
+    db.executescript(
+        """
+        CREATE TABLE system_prompt_changes (
+            id INTEGER PRIMARY KEY,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            system_prompt TEXT,  -- NULL: cleared
+            action_id INTEGER NOT NULL  -- no foreign key, as in actions' own references
+        );
+        CREATE INDEX system_prompt_changes_conversation ON system_prompt_changes(conversation_id, action_id);
+        INSERT INTO system_prompt_changes (conversation_id, system_prompt, action_id)
+            SELECT c.id, c.system_prompt, COALESCE(
+                (SELECT MAX(a.id) FROM actions a WHERE a.conversation_id = c.id AND a.kind = 'set_system_prompt'),
+                (SELECT MIN(a.id) FROM actions a WHERE a.conversation_id = c.id),
+                (SELECT MIN(m.action_id) FROM messages m WHERE m.conversation_id = c.id),
+                0)
+            FROM conversations c WHERE c.system_prompt IS NOT NULL;
+        """
+    )
+
+
+@migration
+def m007_arena_choices(db: Database) -> None:
+    """Blind arena choices between two replies from two model versions: which side won, a
+    tie or both bad, with reason tags and a comment. A win is also written as a ranking
+    (so it trains like any ranking); this table keeps what a ranking cannot say."""
+    db.executescript(
+        """
+        CREATE TABLE arena_choices (
+            id INTEGER PRIMARY KEY,
+            parent_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            first_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            second_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            outcome TEXT NOT NULL CHECK (outcome IN ('first', 'second', 'tie', 'both_bad')),
+            tags TEXT NOT NULL DEFAULT '[]',
+            comment TEXT,
+            action_id INTEGER NOT NULL REFERENCES actions(id),
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX arena_choices_parent ON arena_choices(parent_id, action_id);
+        """
+    )
+
+
+@migration
+def m008_imported_items(db: Database) -> None:
+    """A key per imported item (an Open WebUI feedback id, a pair's content digest), so
+    importing the same file twice adds nothing the second time."""
+    db.executescript(
+        """
+        CREATE TABLE imported_items (
+            key TEXT PRIMARY KEY,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            action_id INTEGER NOT NULL REFERENCES actions(id)
+        );
+        CREATE INDEX imported_items_conversation ON imported_items(conversation_id);
+        """
+    )
+
+
+@migration
+def m009_removed_model_versions(db: Database) -> None:
+    """A removed model version keeps its row (its replies, arena choices and lineage still
+    name it) with the time its files were removed."""
+    db.executescript("ALTER TABLE model_versions ADD COLUMN removed_at TEXT;")
 
 
 def known_migration_names() -> list[str]:

@@ -6,7 +6,7 @@ import sqlite3
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from feedback.queries import current_rankings, current_ratings
+from feedback.queries import current_arena_choices, current_rankings, current_ratings
 from feedback.views import SnapshotReader
 
 
@@ -50,6 +50,7 @@ def collect_stats(conn: sqlite3.Connection) -> FeedbackStats:
         "ratings_down": sum(1 for r in ratings.values() if r.value == -1),
         "rankings": sum(1 for r in rankings.values() if r.is_rankable),
         "not_rankable": sum(1 for r in rankings.values() if not r.is_rankable),
+        "arena_choices": len(current_arena_choices(conn)),
         "preference_pairs": len(reader.preference_pairs()),
         "demonstrations": len(reader.demonstrations()),
         "prompts": len(reader.user_turns()),

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import sqlite3
 
+from feedback.arena import ArenaMixin
 from feedback.database import utc_now
+from feedback.queries import current_ratings
 from feedback.importing import ImportMixin
-from feedback.judgments import JudgmentsMixin
 from feedback.records import (
     Demonstration,
     FeedbackCounts,
@@ -29,7 +30,7 @@ from feedback.views import SnapshotReader
 SnapshotLike = Snapshot | int | None
 
 
-class Store(ImportMixin, JudgmentsMixin, VersionsMixin):
+class Store(ImportMixin, ArenaMixin, VersionsMixin):
     """The feedback database at `path`, opened (and migrated) on construction.
 
     Each method is one transaction. Safe to share between threads of one process; each
@@ -86,6 +87,10 @@ class Store(ImportMixin, JudgmentsMixin, VersionsMixin):
             def count(sql: str) -> int:
                 return int(conn.execute(sql + " AND action_id > ? AND action_id <= ?", [since_id, until_id]).fetchone()[0])
 
+            # A reply rated and then given reasons has two rating rows: it is one rating.
+            ratings = current_ratings(conn, as_of=until_id)
+            num_ratings = sum(1 for r in ratings.values() if r.action_id > since_id)
+
             old_pairs = {(p.chosen_id, p.rejected_id) for p in SnapshotReader(conn, since_id).preference_pairs()}
             new_pairs = [p for p in SnapshotReader(conn, until_id).preference_pairs() if (p.chosen_id, p.rejected_id) not in old_pairs]
             return FeedbackCounts(
@@ -94,8 +99,8 @@ class Store(ImportMixin, JudgmentsMixin, VersionsMixin):
                 num_user_messages=count("SELECT count(*) FROM messages WHERE role = 'user'"),
                 num_replies=count("SELECT count(*) FROM messages WHERE role = 'assistant' AND is_human = 0"),
                 num_demonstrations=count("SELECT count(*) FROM messages WHERE role = 'assistant' AND is_human = 1"),
-                num_ratings=count("SELECT count(*) FROM ratings WHERE value != 0"),
-                num_rankings=count("SELECT count(*) FROM rankings WHERE 1"),
+                num_ratings=num_ratings,
+                num_rankings=count("SELECT count(DISTINCT parent_id) FROM rankings WHERE is_rankable = 1"),
                 num_new_pairs=len(new_pairs),
             )
 

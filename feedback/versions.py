@@ -86,9 +86,22 @@ class VersionsMixin(StoreBase):
     def activate_model_version(self, version: int | str) -> ModelVersion:
         """Make `version` (id or name) the one the chat uses."""
         with self._writing() as conn:
-            version_id = self._version(conn, version).id
-            self._activate(conn, version_id)
-            return self._version(conn, version_id)
+            found = self._version(conn, version)
+            if found.is_removed:
+                raise InvalidFeedbackError(f"model version {found.name!r} was removed; its files are gone")
+            self._activate(conn, found.id)
+            return self._version(conn, found.id)
+
+    def mark_model_version_removed(self, version: int | str) -> ModelVersion:
+        """Record that a version's files were removed. Its row stays: replies, arena choices
+        and the lineage still name it. The active version cannot be removed."""
+        with self._writing() as conn:
+            found = self._version(conn, version)
+            if found.is_active:
+                raise InvalidFeedbackError(f"model version {found.name!r} is the active one; activate another first")
+            if not found.is_removed:
+                conn.execute("UPDATE model_versions SET removed_at = ? WHERE id = ?", [utc_now(), found.id])
+            return self._version(conn, found.id)
 
     def active_model_version(self) -> ModelVersion | None:
         with self._reading() as conn:

@@ -154,3 +154,51 @@ def press_soon(pilot, *keys: str) -> "asyncio.Task":
     """Press keys in a task and return at once, so the test can watch what happens meanwhile
     (`pilot.press` returns only once the screen is idle, i.e. after a whole reply)."""
     return asyncio.get_running_loop().create_task(pilot.press(*keys))
+
+
+def screen_text(app) -> str:
+    """What the terminal shows now, as plain text lines (what a person reads)."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+def widget_text(app, widget) -> str:
+    """What the terminal shows inside `widget`'s region, as plain text lines."""
+    region = widget.region
+    strips = app.screen._compositor.render_strips()[region.y : region.bottom]
+    return "\n".join(strip.crop(region.x, region.right).text for strip in strips)
+
+
+def press_together(app, *keys: str) -> None:
+    """Send key events back to back, as a terminal delivers keys typed faster than the app
+    handles them (`pilot.press` waits for the app to go idle after each key)."""
+    from textual import events
+
+    for key in keys:
+        event = events.Key(key, None)
+        event.set_sender(app)
+        app._driver.send_message(event)
+
+
+async def send(app, pilot, text: str) -> None:
+    """Type and send a message, then wait until its reply is written and stored."""
+    chat = app.screen
+    before = len(chat.session.turns())
+    chat.query_one("#prompt").focus()
+    await pilot.press(*text, "enter")
+    await wait_for(pilot, lambda: chat.job is None and len(chat.session.turns()) == before + 2, what="reply stored")
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """`chat-tui ARGS` as the console script runs it: (exit status, stdout, stderr)."""
+    import sys
+
+    from chat_tui.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["chat-tui", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -24,6 +24,13 @@ def chat_tui_home(tmp_path_factory, monkeypatch):
     return home
 
 
+@pytest.fixture(autouse=True)
+def outside_tmux(monkeypatch):
+    """Tests never reach the tmux a developer runs them in (copying talks to tmux when
+    $TMUX is set); a test that wants tmux starts its own."""
+    monkeypatch.delenv("TMUX", raising=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_chat_model(tmp_path_factory):
     """The app tests' chat model directory (tiny_models.make_tiny_chat_model_dir), built once."""

@@ -186,7 +186,7 @@ def fuzz_feedback_lines(work: Path) -> None:
     """Lines of a `feedback import` file: odd JSON, odd text (surrogates), odd bytes."""
     from feedback import Store
     from feedback.errors import FeedbackError
-    from feedback.importing import read_pairs_file
+    from feedback.importing import ImportedItems, content_key, read_pairs_file
 
     texts = st.one_of(st.text(max_size=20), st.sampled_from(["\ud800", "a\udfffb", "\x00", "\u2028"]))
     messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", "tool", 3]),
@@ -207,7 +207,7 @@ def fuzz_feedback_lines(work: Path) -> None:
         source.write_bytes(b"\n".join(file_lines) + b"\n")
         try:
             parsed = read_pairs_file(source)
-            store.import_pair_records(parsed)
+            store.import_items(ImportedItems(pairs=[(content_key("pair", p), p) for p in parsed]))
         except FeedbackError as exc:
             one_line(exc)
 

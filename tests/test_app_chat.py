@@ -18,6 +18,7 @@ from app_support import (
     press_soon,
     running_app,
     save_test_settings,
+    send,
     wait_for,
 )
 from tiny_models import make_tiny_chat_model_dir
@@ -45,14 +46,6 @@ def replies(app) -> list[MessageView]:
 
 def header(view: MessageView) -> str:
     return str(view.query_one(".message-header").render())
-
-
-async def send(app, pilot, text: str) -> None:
-    """Type and send a message, then wait until its reply is written and stored."""
-    chat = app.screen
-    before = len(chat.session.turns())
-    await pilot.press(*text, "enter")
-    await wait_for(pilot, lambda: chat.job is None and len(chat.session.turns()) == before + 2, what="reply stored")
 
 
 async def reply_to(app, pilot, text: str) -> MessageView:

@@ -1,4 +1,5 @@
-"""Snapshot tests pinning the look of the chat, compare and training screens.
+"""Snapshot tests pinning the look of the chat (at 120x34 and at 80x24), compare and
+training screens.
 
 Deterministic on purpose: the tiny model is built from fixed seeds and sampled with a
 fixed seed, stored timestamps are pinned, notifications are cleared before the picture.
@@ -67,6 +68,18 @@ def test_chat_screen(snap_compare, store):
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
+def test_chat_screen_at_80_by_24(snap_compare, store):
+    """The size of a default terminal: the reply header keeps its sibling position, rating
+    and model name (wrapped, not cut) beside the sidebar."""
+    app = make_app(store)
+
+    async def run_before(pilot) -> None:
+        await open_conversation_and_focus_reply(pilot)
+        app.clear_notifications()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
 def test_compare_screen(snap_compare, store):
     app = make_app(store)
 
@@ -91,7 +104,7 @@ def test_training_screen(snap_compare, store):
         # live run is in test_app_training).
         replay = TrainingProcess([sys.executable, "-c", f"import sys; sys.stdout.write({trainer_transcript()!r})"])
         services.training = replay
-        services.training_announced = services.switch_offered = True  # no switch dialog over the picture
+        services.training_announced = True  # no notice over the picture
         await wait_for(pilot, lambda: replay.returncode == 0, what="replay finished")
         await pilot.press("f5")
         await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen), what="training screen")

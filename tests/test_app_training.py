@@ -1,5 +1,7 @@
-"""The training screen: parsing the trainer's progress lines, and a real `chat-tui train`
-run started from the app with a tiny model, followed live and switched to on success.
+"""The training screen: parsing the trainer's progress lines (an ETA right after a resume),
+cancelling (asked first, SIGTERM, resumable), a run started from a shell, and a real
+`chat-tui train` run started from the app with a tiny model, followed live and offered for
+the arena on success.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from app_support import (
     noticed,
     open_store,
     register_tiny_model,
+    running_app,
     seed_conversation,
     trainer_transcript,
     wait_for,
@@ -48,6 +51,52 @@ def test_other_lines_are_kept_as_log_lines_as_last_drawn():
     assert (progress.phase, progress.step, progress.total) == ("dpo", 0, 10)
 
 
+def _resumed_run(progress_lines):
+    """The JSON lines of a PPO phase of 40 steps resumed at step 30, written by the trainer's
+    own JsonProgress: the first advance catches up the 30 steps, then steps 31 and 32."""
+    import io
+
+    from trainer.progress import JsonProgress
+
+    out = io.StringIO()
+    phase = JsonProgress(out).phase("ppo", 40)
+    phase.advance(30)
+    phase.advance(1, {"reward": 0.1})
+    phase.advance(1, {"reward": 0.2})
+    return out.getvalue().splitlines(keepends=True)
+
+
+def test_after_a_resume_the_eta_counts_only_the_steps_done_in_this_run():
+    phase_line, resumed, step31, step32 = _resumed_run(None)
+    assert json.loads(resumed)["resumed"] is True and "resumed" not in json.loads(step31)
+    progress = TrainingProgress()
+    apply_line(progress, phase_line, now=0.0)
+    apply_line(progress, resumed, now=1.0)  # at once: those steps were done by an earlier process
+    assert progress.eta_s is None  # no step timed yet in this process
+    apply_line(progress, step31, now=11.0)
+    apply_line(progress, step32, now=21.0)
+    # Two steps in 20 s since the resume: 10 s a step, 8 steps left.
+    assert progress.step == 32 and progress.eta_s == pytest.approx(80.0)
+    assert "ppo: resumed at step 30 of 40" in progress.log
+
+
+def test_the_consoles_eta_after_a_resume_counts_only_the_steps_done_in_this_run(monkeypatch):
+    import io
+
+    from trainer import progress as console
+
+    now = [0.0]
+    monkeypatch.setattr(console.time, "perf_counter", lambda: now[0])
+    phase = console.ConsoleProgress(io.StringIO()).phase("ppo", 40)  # started at t=0
+    now[0] = 1.0
+    phase.advance(30)  # the resume, at t=1
+    now[0] = 11.0
+    phase.advance(1, {"reward": 0.1})  # 10 s for one step here
+    now[0] = 21.0
+    phase.advance(1, {"reward": 0.2})
+    assert phase.line().split()[3:5] == ["eta", "1:20"]  # 8 steps at 10 s, not 8 at 21/32 s
+
+
 @pytest.fixture
 def store(tiny_chat_model):
     store = open_store()
@@ -62,7 +111,7 @@ def store(tiny_chat_model):
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 @async_test
-async def test_training_runs_in_the_background_with_live_progress_and_offers_the_new_version(store):
+async def test_training_runs_in_the_background_with_live_progress_and_offers_the_new_version_for_the_arena(store):
     base = store.active_model_version()
     app = make_app(store)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -92,7 +141,7 @@ async def test_training_runs_in_the_background_with_live_progress_and_offers_the
             pilot,
             lambda: isinstance(app.screen, ConfirmScreen) and bool(app.screen.query(".dialog-title")),
             timeout=30,
-            what="switch offer",
+            what="the arena offer",
         )
         assert screen.query_one("#reward-plot", Sparkline).data  # the reward curve was drawn
         state = str(screen.query_one("#training-state").render())
@@ -101,9 +150,64 @@ async def test_training_runs_in_the_background_with_live_progress_and_offers_the
         new_version = store.get_model_version(run.result_version_id)
         assert new_version.parent_id == base.id and new_version.source == "train"
         assert new_version.name in str(app.screen.query_one(".dialog-title").render())
+        assert "Try it blind" in str(app.screen.query_one("#yes").render())
         await pilot.press("y")
         await wait_for(pilot, lambda: app.screen is chat, what="back to chat")
-        await wait_for(pilot, lambda: app.services.model.is_ready
-                       and app.services.model.require().version_id == new_version.id, timeout=120, what="new version")
-        assert store.active_model_version().id == new_version.id
+        await wait_for(pilot, lambda: app.services.arena.is_ready, timeout=120, what="the new version against its parent")
+        assert app.services.arena.pair == (new_version.id, base.id)
         assert isinstance(app.screen, ChatScreen)
+
+
+# A process that answers SIGTERM as `chat-tui train` does (records the run as cancelled and
+# exits 143; the trainer's own test covers that side), after printing a phase it is in.
+SIGTERM_LIKE_THE_TRAINER = """
+import json, signal, sys, time
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+print(json.dumps({"event": "phase", "phase": "dpo", "total": 30}), flush=True)
+print(json.dumps({"event": "step", "phase": "dpo", "step": 1, "total": 30, "metrics": {"loss": 0.7}}), flush=True)
+time.sleep(120)
+"""
+
+
+@async_test
+async def test_cancel_asks_first_sends_sigterm_and_says_the_run_is_resumable(store):
+    import sys
+
+    from chat_tui.services.training_process import TrainingProcess
+
+    async with running_app(store, (120, 40), load_model=False) as (app, pilot):
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen), what="training screen")
+        screen = app.screen
+        needs = str(screen.query_one("#training-needs").render())
+        assert "needs at least 16 preference pairs ✓ (you have 20)" in needs and "4 prompts to practise on ✓" in needs
+        process = TrainingProcess([sys.executable, "-c", SIGTERM_LIKE_THE_TRAINER])
+        app.services.training = process
+        await wait_for(pilot, lambda: process.snapshot().step == 1, what="the run under way")
+        screen.refresh_bindings()
+        await pilot.press("x")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="asked first")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: app.screen is screen, what="not cancelled")
+        assert process.returncode is None
+        await pilot.press("x")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="asked again")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: process.returncode is not None, what="the run stopped")
+        assert process.returncode == 143  # SIGTERM, not a kill
+        await wait_for(pilot, lambda: "Cancelled (resumable" in str(screen.query_one("#training-state").render()),
+                       what="cancelled, resumable")
+        assert not any(severity == "error" for _, severity in app.notices)
+
+
+@async_test
+async def test_a_run_started_from_a_shell_shows_on_the_training_screen(store):
+    async with running_app(store, (120, 40), load_model=False) as (app, pilot):
+        run = store.start_training_run("ppo", base_version_id=store.active_model_version().id)
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen), what="training screen")
+        state = app.screen.query_one("#training-state")
+        await wait_for(pilot, lambda: f"run {run.id} (ppo)" in str(state.render()), what="the shell run shown")
+        assert "started outside the app" in str(state.render())
+        store.finish_training_run(run.id, "cancelled")
+        await wait_for(pilot, lambda: "Not running" in str(state.render()), what="its end")

@@ -218,7 +218,7 @@ async def test_copy_reply_and_code_blocks_cycle(store):
         assert app.clipboard == "print(1)\n"
         await pilot.press("Y")
         assert app.clipboard == "ls\n"
-        assert noticed(app, "Copied code block 2 of 2 (sh)")
+        assert noticed(app, "Code block 2 of 2 (sh): ")
 
 
 @async_test

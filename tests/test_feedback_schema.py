@@ -214,6 +214,8 @@ def test_older_database_is_upgraded_without_loss(tmp_path):
     assert store.last_training_run().metrics == {"accuracy": 1.0}
     pairs = store.preference_pairs()
     assert [(p.chosen_id, p.rejected_id) for p in pairs] == [(2, 3)]
+    # The system prompt set before the replies still applies to them.
+    assert pairs[0].context[0] == {"role": "system", "content": "Be brief."}
     # The new search index covers rows written before it existed, and new rows too.
     assert [hit.conversation.id for hit in store.search_conversations("emperor")] == [1]
     assert [hit.conversation.id for hit in store.search_conversations("penguins")] == [1]

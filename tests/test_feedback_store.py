@@ -108,6 +108,10 @@ def test_search_is_full_text_and_literal(store):
     assert store.search_conversations('egg" OR "rivers') == []
     assert store.search_conversations("NOT") == []
     assert store.search_conversations("   ") == []
+    # Each word also matches as the start of a word, so a search finds as you type.
+    assert [h.conversation.id for h in store.search_conversations("riv")] == [other.id]
+    assert [h.conversation.id for h in store.search_conversations("hard-boi egg")] == [cooking.id]
+    assert store.search_conversations("ivers") == []  # the start of a word, not any part
 
 
 def test_ratings_replace_and_clear(store):

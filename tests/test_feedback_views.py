@@ -204,6 +204,12 @@ def test_counts_since_the_last_training_run(store):
     assert counts.since_action_id == run.snapshot_action_id
     assert (counts.num_user_messages, counts.num_replies, counts.num_demonstrations) == (0, 0, 1)
     assert (counts.num_ratings, counts.num_rankings) == (2, 0)
+    store.rate(replies[3].id, -1, ["wrong"], "reasons added later")  # the same rating, with reasons
+    store.rank(user2.id, [replies[2].id, replies[3].id])
+    store.rank(user2.id, [replies[3].id, replies[2].id])  # ranked again: one ranking
+    counts = store.counts_since_last_training()
+    assert (counts.num_ratings, counts.num_rankings) == (2, 1)
+    store.rank(user2.id, [replies[2].id, replies[3].id])
     # thumbs (r2 over r3) and demonstration (Cyan over r0, r1 and r3: every model reply not voted up)
     assert counts.num_new_pairs == 4
 
@@ -228,3 +234,43 @@ def test_stats_counts_per_kind_and_model_version(store):
     assert stats.counts["demonstrations"] == 3 and stats.counts["prompts"] == 1
     per_version = {v.name: (v.is_active, v.num_replies, v.num_up, v.num_down) for v in stats.per_version}
     assert per_version == {"base": (True, 1, 0, 1), "tuned": (False, 2, 2, 0)}
+
+
+def test_a_reply_keeps_the_system_prompt_it_was_written_under(store):
+    conversation = store.create_conversation()
+    user1 = store.add_user_message(conversation.id, "Write a haiku.")
+    old_good, old_bad = store.add_assistant_replies(user1.id, [ReplyDraft("Old pond."), ReplyDraft("No.")])
+    store.rate(old_good.id, 1)
+    store.rate(old_bad.id, -1)
+    store.set_system_prompt(conversation.id, "Answer in French.")
+    # Written after the change: under the system prompt.
+    new_good, new_bad = store.add_assistant_replies(user1.id, [ReplyDraft("Vieil étang."), ReplyDraft("Non.")])
+    store.rank(user1.id, [new_good.id, new_bad.id, old_good.id])
+    user2 = store.add_user_message(conversation.id, "Another.")
+    later = store.add_assistant_reply(user2.id, "Grenouille.")
+    store.rate(later.id, 1)
+
+    pairs = store.preference_pairs()
+    # The ranked replies written under the prompt pair with each other, with it in their
+    # context; the old reply it ranks below them was written without it: no pair with it.
+    assert {(p.chosen_id, p.rejected_id) for p in pairs} == {(new_good.id, new_bad.id)}
+    assert pairs[0].context[0] == {"role": "system", "content": "Answer in French."}
+    demos = {d.message_id: d.context for d in store.demonstrations()}
+    assert demos[old_good.id] == [{"role": "user", "content": "Write a haiku."}]
+    assert demos[later.id][0] == {"role": "system", "content": "Answer in French."}
+    # Rolling out on the first prompt now happens under the prompt as it is now.
+    prompts = {p.message_id: p.context for p in store.prompts()}
+    assert prompts[user1.id][0]["content"] == "Answer in French."
+
+
+def test_a_cleared_system_prompt_leaves_later_replies_without_one(store):
+    conversation = store.create_conversation(system_prompt="Be terse.")
+    user = store.add_user_message(conversation.id, "Hi")
+    before = store.add_assistant_reply(user.id, "Hi.")
+    store.set_system_prompt(conversation.id, None)
+    after = store.add_assistant_reply(user.id, "Hello there, how can I help?")
+    store.rate(before.id, 1)
+    store.rate(after.id, 1)
+    demos = {d.message_id: d.context for d in store.demonstrations()}
+    assert demos[before.id][0] == {"role": "system", "content": "Be terse."}
+    assert demos[after.id] == [{"role": "user", "content": "Hi"}]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import torch
 
+from app_support import run_cli
 from engine.errors import ModelLoadError
 from engine.loading import ModelStore, load_model
 from loading_helpers import MIXED_TEXT, tiny_hf_config, tiny_hf_model, write_hf_model_dir, write_sentencepiece_dir
@@ -111,30 +111,17 @@ def test_save_model_keeps_a_sentencepiece_tokenizer(tmp_path, sp_model):
     assert a.tokenizer.encode(MIXED_TEXT, add_special_tokens=True) == b.tokenizer.encode(MIXED_TEXT, add_special_tokens=True)
 
 
-def _run_cli(monkeypatch, capsys, *args):
-    from chat_tui.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["chat-tui", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_cli_import_and_list(model_dir, monkeypatch, capsys):
     from chat_tui.paths import models_dir
 
-    code, out, err = _run_cli(monkeypatch, capsys, "models", "list")
+    code, out, err = run_cli(monkeypatch, capsys, "models", "list")
     assert code == 0 and "No models" in out
-    code, out, err = _run_cli(monkeypatch, capsys, "models", "import", str(model_dir), "--name", "mine")
+    code, out, err = run_cli(monkeypatch, capsys, "models", "import", str(model_dir), "--name", "mine")
     assert code == 0, err
     assert "Imported 'mine'" in out
     assert (models_dir() / "mine" / "model.safetensors").is_file()
-    code, out, err = _run_cli(monkeypatch, capsys, "models", "list")
-    assert code == 0 and out.startswith("mine") and "hf" in out
+    code, out, err = run_cli(monkeypatch, capsys, "models", "list")
+    assert code == 0 and out.startswith("In the model store, not used as a version yet: mine (")
     # a store name now works wherever a model is expected
     assert load_model("mine", store_root=models_dir()).name == "mine"
 

@@ -135,6 +135,18 @@ def test_dpo_run_with_activate(base_state, top_layers):
     assert outcome.plan.names == ["dpo"]
     assert store.active_model_version().name == "tiny-dpo-run1"
     assert "dpo_eval_accuracy" in outcome.metrics
+    # Stored as its LoRA adapters on the base, not a full copy; loading folds them in.
+    from safetensors.torch import load_file
+
+    stored = {m.name: m for m in ModelStore(models_dir()).list_models()}
+    assert stored["tiny-dpo-run1"].base == "tiny" and not (Path(outcome.version_path) / "model.safetensors").exists()
+    delta = load_file(Path(outcome.version_path) / "delta.safetensors")
+    assert delta and all(name.endswith((".lora_a", ".lora_b")) for name in delta)
+    num_layers = tiny_chat_model().config.num_hidden_layers
+    assert {int(name.split(".")[2]) for name in delta} == set(range(num_layers - (top_layers or num_layers), num_layers))
+    new, parent = load_model(outcome.version_path), load_model(base.path)
+    ids = torch.tensor([new.encode_chat([{"role": "user", "content": "w1 w2 w3"}])])
+    assert not torch.allclose(new.model(ids), parent.model(ids))
 
 
 def test_a_second_run_updates_the_reward_model_and_scores_it_on_the_feedback_since(base_state):

@@ -5,6 +5,10 @@ place, elsewhere (logs, tests) a line is printed every few percent. Only the mai
 of a multi-process run should print, so callers pass `enabled=accelerator.is_main_process`.
 `JsonProgress` writes one JSON object per line instead, for a program reading the run
 (the chat's training screen, `chat-tui train --progress-json`).
+
+A resumed phase first advances by the steps an earlier process did, with no metrics:
+the console's ETA counts only the steps done in this process, and the JSON step event of
+that first advance says `"resumed": true` so a reader can do the same.
 `SilentProgress` records nothing and prints nothing.
 """
 
@@ -40,6 +44,18 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
 
 
+def is_resume(done_before: int, steps: int, metrics: dict[str, float] | None) -> bool:
+    """Whether an advance is a resumed phase catching up: its first advance, by steps an
+    earlier process did (phases report them with no metrics before their first step)."""
+    return done_before == 0 and steps > 0 and not metrics
+
+
+def eta_seconds(elapsed: float, steps_here: int, steps_left: int) -> float | None:
+    """Time left at the pace of the steps done in this process (None before the first);
+    steps done before a resume took no time here and must not count."""
+    return elapsed / steps_here * steps_left if steps_here > 0 else None
+
+
 class _ConsolePhase:
     WIDTH = 24
 
@@ -48,6 +64,7 @@ class _ConsolePhase:
         self.name = name
         self.total = max(1, total)
         self.done = 0
+        self.resumed_at = 0  # steps an earlier process did before this one resumed the phase
         self.started = time.perf_counter()
         self.metrics: dict[str, float] = {}
         self.last_printed_fraction = -1.0
@@ -58,8 +75,9 @@ class _ConsolePhase:
         fraction = min(1.0, self.done / self.total)
         filled = int(fraction * self.WIDTH)
         bar = "#" * filled + "." * (self.WIDTH - filled)
-        if self.done and self.done < self.total:
-            timing = f"eta {format_duration(elapsed / self.done * (self.total - self.done))}"
+        eta = eta_seconds(elapsed, self.done - self.resumed_at, self.total - self.done)
+        if eta is not None and self.done < self.total:
+            timing = f"eta {format_duration(eta)}"
         else:
             timing = f"{format_duration(elapsed)}"
         text = f"{self.name:<8} [{bar}] {self.done}/{self.total} {timing}"
@@ -68,6 +86,9 @@ class _ConsolePhase:
         return text
 
     def advance(self, steps: int = 1, metrics: dict[str, float] | None = None) -> None:
+        if is_resume(self.done, steps, metrics):
+            self.resumed_at = steps
+            self.started = time.perf_counter()  # the pace is that of the steps from here on
         self.done += steps
         if metrics:
             self.metrics = dict(metrics)
@@ -117,10 +138,14 @@ class _JsonPhase:
     def advance(self, steps: int = 1, metrics: dict[str, float] | None = None) -> None:
         if steps == 0 and not metrics:
             return  # nothing happened (a phase starting from step 0)
+        resumed = is_resume(self.done, steps, metrics)
         self.done += steps
         # JSON has no NaN or infinity; a metric that is not finite is left out of the line.
         clean = {k: float(v) for k, v in (metrics or {}).items() if math.isfinite(float(v))}
-        self.owner.emit({"event": "step", "phase": self.name, "step": self.done, "total": self.total, "metrics": clean})
+        event = {"event": "step", "phase": self.name, "step": self.done, "total": self.total, "metrics": clean}
+        if resumed:
+            event["resumed"] = True  # done by an earlier process: no time was spent on them here
+        self.owner.emit(event)
 
     def close(self) -> None:
         pass  # the next "phase" or "done" event tells a reader this phase is over

@@ -305,10 +305,14 @@ class TrainingRun:
         if model_store.has(name):  # written by an attempt killed before it registered it
             path = model_store.path_of(name)
         else:
-            # Adapters folded in, under HF names; the store leaves a tied LM head out
-            # (engine.loading.checkpoint.stored_tensors).
-            path = model_store.save_model(loaded, name, source="trained", state_dict=lora.merged_state_dict(loaded.model),
-                                          info={"parent": self.base.name, "run_id": self.run_id})
+            # Stored as its changes to the base (engine.loading.delta): the weights that
+            # differ from the base's, and each adapter as its two factors (scale folded in).
+            adapters = {f"{n}.weight": (m.lora_b.detach() * m.scaling, m.lora_a.detach())
+                        for n, m in loaded.model.named_modules() if isinstance(m, lora.LoRALinear) and m.enabled}
+            weights = {k.replace(".base.", "."): v for k, v in loaded.model.state_dict().items()
+                       if not k.endswith((".lora_a", ".lora_b"))}
+            path = model_store.save_model(loaded, name, source="trained", state_dict=weights, low_rank=adapters,
+                                          base=self.base.path, info={"parent": self.base.name, "run_id": self.run_id})
         version = self.store.register_model_version(
             name, str(path), source="train", parent_id=self.base.version_id,
             metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}, activate=activate,

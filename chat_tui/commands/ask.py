@@ -1,6 +1,6 @@
 """`chat-tui ask`: one question, one streamed answer, from the command line.
 
-Loads a model (the default one when --model is absent), renders the question with the
+Loads a model (the active version, as the chat does, when --model is absent), renders the question with the
 model's chat template, and runs it through the engine: with n=1 the reply streams to
 stdout as it is generated; with --n N the N samples share one prefill and are printed
 one after another. --json prints a single JSON object (a list of them for --n > 1).
@@ -67,9 +67,21 @@ def _sampling_options(func):
     return func
 
 
+def _model_path(requested: str | None) -> str:
+    """What to load, chosen as the chat chooses: a version by name, else a store name or
+    path; with no --model the active version (the default model on a fresh install)."""
+    from chat_tui.paths import database_path, ensure_data_dir
+    from chat_tui.services.bootstrap import choose_model
+    from feedback import Store
+
+    ensure_data_dir()
+    with Store(database_path()) as store:
+        return choose_model(store, requested, None, lambda label, text: click.echo(f"{label}: {text}", err=True)).path
+
+
 @click.command()
 @click.argument("prompt", required=False)
-@click.option("--model", "model_name", default=None, help="Model name in the store, a model directory or a .gguf file (default: the default model).")
+@click.option("--model", "model_name", default=None, help="A model version, a model in the store, a model directory or a .gguf file (default: the active version, as in the chat).")
 @click.option("--system", default=None, help="System prompt.")
 @_sampling_options
 @click.option("--n", "num_samples", type=int, default=1, show_default=True, help="Number of replies (sampled together, sharing the prompt).")
@@ -119,12 +131,14 @@ def ask(
     params.validate()  # before the (slow) imports and model load
     check_quant_device(quant, device)
     from chat_tui.paths import models_dir
+    from engine.devices import resolve_device
     from engine.engine import LLMEngine
     from engine.loading import load_model
     from engine.streaming import StreamingEngine
 
+    device = str(resolve_device(device))  # before choosing a model, which may import the default one
     load_started = time.perf_counter()
-    loaded = load_model(model_name, device=device, dtype=dtype, store_root=models_dir())
+    loaded = load_model(_model_path(model_name), device=device, dtype=dtype, store_root=models_dir())
     load_s = time.perf_counter() - load_started
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     prompt_ids = loaded.encode_chat(messages)

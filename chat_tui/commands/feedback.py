@@ -30,9 +30,11 @@ def feedback() -> None:
 @click.option(
     "--format",
     "kind",
-    type=click.Choice(["pairs", "sft", "trees"]),
+    type=click.Choice(["pairs", "sft", "trees", "trl", "kto"]),
     required=True,
-    help="pairs: prompt/chosen/rejected with context; sft: prompt/completion; trees: whole conversations.",
+    help="pairs: prompt/chosen/rejected with context; sft: prompt/completion; trees: whole conversations; "
+         "trl: conversational prompt/chosen/rejected (TRL's DPO and reward trainers); "
+         "kto: conversational prompt/completion/label (TRL's KTO trainer).",
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
               help="File to write (JSONL). Default: standard output.")
@@ -50,18 +52,38 @@ def export_command(kind: str, output: str | None) -> None:
 
 @feedback.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-def import_command(file: str) -> None:
-    """Import preference pairs from a JSONL FILE (prompt/chosen/rejected, texts or chat-message lists).
+@click.option("--format", "kind", type=click.Choice(["auto", "pairs", "openwebui"]), default="auto", show_default=True,
+              help="pairs: JSONL prompt/chosen/rejected (texts or chat-message lists); openwebui: Open WebUI's "
+                   "feedback export (a JSON array of ratings and arena comparisons); auto: a JSON array is Open WebUI's.")
+def import_command(file: str, kind: str) -> None:
+    """Import feedback from FILE: preference pairs (JSONL) or an Open WebUI feedback export.
 
-    All or nothing: a malformed line is reported with its number and nothing is imported.
+    All or nothing: a malformed line or item is reported with its number and nothing is
+    imported. Importing the same file again adds nothing.
     """
-    from feedback.importing import read_pairs_file
+    from feedback.importing import read_import_file
 
-    pairs = read_pairs_file(file)  # the whole file checked before the database is opened or made
+    if kind == "auto":
+        kind = "openwebui" if _starts_with(file, b"[") else "pairs"
+    items = read_import_file(file, kind)  # the whole file checked before the database is opened or made
     with _open_store() as store:
-        result = store.import_pair_records(pairs)
-    skipped = f" ({result.num_skipped} skipped: chosen and rejected identical)" if result.num_skipped else ""
-    click.echo(f"Imported {result.num_pairs} preference pairs from {file}{skipped}")
+        result = store.import_items(items)
+    parts = [f"{result.num_pairs} preference pairs"]
+    if kind == "openwebui":
+        parts.append(f"{result.num_judgments} lone ratings")
+    notes = []
+    if result.num_known:
+        notes.append(f"{result.num_known} already imported")
+    if result.num_skipped:
+        notes.append(f"{result.num_skipped} skipped: nothing to learn from")
+    extra = f" ({'; '.join(notes)})" if notes else ""
+    click.echo(f"Imported {' and '.join(parts)} from {file}{extra}")
+
+
+def _starts_with(path: str, prefix: bytes) -> bool:
+    """Whether the file's first non-blank byte starts `prefix`."""
+    with open(path, "rb") as handle:
+        return handle.read(4096).lstrip().startswith(prefix)
 
 
 @feedback.command("stats")

@@ -1,8 +1,10 @@
-"""`chat-tui models import|list|discover|export`: the model store from the command line.
+"""`chat-tui models ...`: the model store and the model versions from the command line.
 
-The store lives in the data directory (`chat_tui.paths.models_dir()`); importing,
-listing and finding models elsewhere on the machine are done by `engine.loading`. Errors
-(a bad path, a corrupt file, an unsupported model, a missing Ollama model) reach
+`import` brings a model into the store (`chat_tui.paths.models_dir()`, done by
+`engine.loading`), `discover` finds models elsewhere on the machine; `export` writes a
+version as GGUF (commands/export.py); `list`, `activate`, `rollback`, `remove` and
+`leaderboard` manage the versions (commands/versions.py). Errors (a bad path, a corrupt
+file, an unsupported model, a missing Ollama model) reach
 `chat_tui.cli.main` as `ModelLoadError` and are printed as one line.
 """
 
@@ -18,7 +20,7 @@ from chat_tui.paths import ensure_data_dir, models_dir
 
 @click.group()
 def models() -> None:
-    """Import models into chat-tui's model store and list what it holds."""
+    """Import and export models, and manage the versions the chat uses: list, activate, roll back, remove, rank."""
 
 
 @models.command("import")
@@ -40,24 +42,6 @@ def import_command(path: str, name: str | None) -> None:
     started = time.perf_counter()
     target = ModelStore(models_dir()).import_model(path, name=name)
     click.echo(f"Imported {target.name!r} into {target} in {time.perf_counter() - started:.1f}s")
-
-
-@models.command("list")
-def list_command() -> None:
-    """List the models in the store with their source and size."""
-    from engine.loading import ModelStore
-
-    stored = ModelStore(models_dir()).list_models()
-    if not stored:
-        click.echo(f"No models in {models_dir()} yet (the default model is imported on first use).")
-        return
-    width = max(len(m.name) for m in stored)
-    for model in stored:
-        source = model.info.get("source", "?")
-        origin = model.info.get("imported_from") or model.info.get("parent") or ""
-        size_mb = model.size_bytes / 1e6
-        line = f"{model.name:<{width}}  {source:<8} {size_mb:8.1f} MB  {model.info.get('created_at', '')}"
-        click.echo(f"{line}  {origin}".rstrip())
 
 
 @models.command("discover")
@@ -92,3 +76,10 @@ def discover_command(show_all: bool, folders: tuple[str, ...]) -> None:
 from chat_tui.commands.export import export_command  # noqa: E402  (kept in its own module)
 
 models.add_command(export_command)
+
+from chat_tui.commands.versions import (  # noqa: E402  (versions: their own module)
+    activate_command, leaderboard_command, list_command, remove_command, rollback_command,
+)
+
+for _command in (list_command, activate_command, rollback_command, remove_command, leaderboard_command):
+    models.add_command(_command)

@@ -2,9 +2,11 @@
 
 What happens here: sending a message and streaming the reply into the chat log (in a
 thread worker that reads the engine's token stream and posts deltas; Esc cancels the
-stream), the feedback keys on a focused reply (each written to the store at once and
-acknowledged with a notification), and opening the other screens. The store writes
-themselves are ChatSession's; loading the model is the ModelService's.
+stream) and loading the model. The keys on a focused reply are ReplyFeedback's
+(screens/reply_feedback.py), the conversations and other screens ConversationActions'
+(screens/conversation_actions.py), the arena and following training runs ArenaMode's
+(screens/arena_mode.py). The store writes themselves are ChatSession's; loading the model
+is the ModelService's.
 """
 
 from __future__ import annotations
@@ -25,12 +27,9 @@ from textual.widgets.markdown import MarkdownStream
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from chat_tui.errors import describe_error
-from chat_tui.screens.confirm_screen import ConfirmScreen
-from chat_tui.screens.models_screen import ModelsScreen
+from chat_tui.screens.arena_mode import ArenaMode
+from chat_tui.screens.conversation_actions import ConversationActions
 from chat_tui.screens.reply_feedback import ReplyFeedback
-from chat_tui.screens.settings_screen import SettingsScreen
-from chat_tui.screens.text_prompt_screen import TextPromptScreen
-from chat_tui.screens.training_screen import TrainingScreen
 from chat_tui.services.app_services import AppServices
 from chat_tui.services.chat_session import GeneratedReply
 from chat_tui.services.model_service import ServingModel
@@ -55,7 +54,7 @@ class ReplyJob:
     markdown: MarkdownStream | None = field(default=None, repr=False)
 
 
-class ChatScreen(ReplyFeedback, Screen):
+class ChatScreen(ReplyFeedback, ConversationActions, ArenaMode, Screen):
     BINDINGS = [
         Binding("escape", "stop", "Stop", id="chat.stop", priority=True, tooltip="Stop the reply being written"),
         Binding("ctrl+n", "new_conversation", "New chat", id="chat.new"),
@@ -64,6 +63,13 @@ class ChatScreen(ReplyFeedback, Screen):
         Binding("f3", "system_prompt", "System prompt", id="chat.system_prompt", show=False),
         Binding("f4", "models", "Models", id="chat.models", tooltip="Model versions: lineage, metrics, switch"),
         Binding("f5", "training", "Train", id="chat.training", tooltip="Train on your feedback"),
+        # Priority: the prompt box (a TextArea) binds F6 and F7 to select line / select all.
+        Binding("f6", "arena", "Arena", id="chat.arena", priority=True,
+                tooltip="Two versions answer each prompt, blind; F6 again ends it"),
+        Binding("f7", "toggle_sidebar", "Sidebar", id="chat.sidebar", priority=True,
+                tooltip="Hide or show the conversation list"),
+        Binding("f8", "export_markdown", "Export", id="chat.export", show=False,
+                tooltip="Write this conversation to a Markdown file"),
     ]
 
     class LoadProgress(Message):
@@ -122,20 +128,10 @@ class ChatScreen(ReplyFeedback, Screen):
             self.load_model(self.services.requested_model)
         else:
             self.status.state = "none"
-        self.set_interval(1.0, self._check_training)
-
-    def _check_training(self) -> None:
-        """Say when a background training run ends while the training screen is closed."""
-        process = self.services.training
-        if process is None or self.services.training_announced or process.returncode is None:
-            return
-        if isinstance(self.app.screen, TrainingScreen):
-            return  # it shows the end itself
-        self.services.training_announced = True
-        if process.returncode == 0:
-            self.notify("Training finished: press F5 to see the results and switch.", timeout=10)
-        else:
-            self.notify("Training failed: F5 shows its log.", severity="error", timeout=10)
+        if self.services.arena_request is not None:
+            self.start_arena(*self.services.arena_request)
+        self.follow_training()
+        self.set_interval(1.0, self.follow_training)
 
     # ---- model loading --------------------------------------------------------------------
 
@@ -200,6 +196,9 @@ class ChatScreen(ReplyFeedback, Screen):
         if self.session.tree is None or self.session.tree.conversation.id != message.conversation_id:
             self.refresh_sidebar()
         self._set_title()
+        if self.services.arena.is_on:
+            await self.send_to_arena(message)
+            return
         log = self.log_view
         await log.mount(MessageView(Turn(role="user", content=message.content, message_id=message.id)))
         await self._start_reply(message.id)
@@ -346,99 +345,3 @@ class ChatScreen(ReplyFeedback, Screen):
     @on(ChatLog.ReplyCommand)
     async def _reply_command(self, event: ChatLog.ReplyCommand) -> None:
         await self.run_reply_command(event.command, event.turn)
-
-    # ---- conversations ---------------------------------------------------------------------
-
-    def refresh_sidebar(self) -> None:
-        sidebar = self.query_one(ConversationList)
-        sidebar.show(self.session.sidebar_items(sidebar.search_query), self.session.conversation_id)
-
-    @on(ConversationList.SearchChanged)
-    def _search(self) -> None:
-        self.refresh_sidebar()
-
-    @on(ConversationList.Opened)
-    async def _open(self, event: ConversationList.Opened) -> None:
-        if self.job is not None or self.queued is not None:
-            self.notify("A reply is still being written: wait, or press Esc.", severity="warning")
-            return
-        self.session.open(event.conversation_id)
-        await self.show_conversation()
-        self.prompt.focus()
-
-    @on(ConversationList.RenameRequested)
-    def _rename(self, event: ConversationList.RenameRequested) -> None:
-        current = self.session.store.get_conversation(event.conversation_id).title
-
-        def save(title: str | None) -> None:
-            if title:
-                self.session.rename(event.conversation_id, title)
-                self.refresh_sidebar()
-                self._set_title()
-                self.notify(f"Renamed to “{title}”.", timeout=2)
-
-        self.app.push_screen(TextPromptScreen("Rename conversation", current), save)
-
-    @on(ConversationList.DeleteRequested)
-    def _delete(self, event: ConversationList.DeleteRequested) -> None:
-        title = self.session.store.get_conversation(event.conversation_id).title
-
-        async def answer(yes: bool | None) -> None:
-            if not yes:
-                return
-            was_open = event.conversation_id == self.session.conversation_id
-            self.session.delete(event.conversation_id)
-            self.refresh_sidebar()
-            if was_open:
-                await self.show_conversation()
-            self.notify(f"Deleted “{title}”.", timeout=2)
-
-        self.app.push_screen(ConfirmScreen(Text(f"Delete “{title}” and all its feedback?"), "Delete"), answer)
-
-    async def action_new_conversation(self) -> None:
-        if self.job is not None:
-            self.notify("A reply is still being written: wait, or press Esc.", severity="warning")
-            return
-        self.session.new()
-        await self.show_conversation()
-        self.refresh_sidebar()
-        self.prompt.focus()
-
-    def action_search(self) -> None:
-        self.query_one(ConversationList).focus_search()
-
-    def action_system_prompt(self) -> None:
-        def save(text: str | None) -> None:
-            if text is None:
-                return
-            self.session.set_system_prompt(text)
-            self._set_title()
-            self.notify("System prompt saved." if text else "System prompt cleared.", timeout=2)
-
-        hint = "Sent before the conversation on every reply. Empty clears it."
-        self.app.push_screen(
-            TextPromptScreen("System prompt", self.session.system_prompt or "", multiline=True, hint=hint), save
-        )
-
-    def action_settings(self) -> None:
-        def save(settings: Any) -> None:
-            if settings is not None:
-                self.services.settings.save(settings)
-                self.notify("Settings saved.", timeout=2)
-
-        self.app.push_screen(SettingsScreen(self.services.settings.load()), save)
-
-    def action_models(self) -> None:
-        def switch(version_id: int | None) -> None:
-            if version_id is not None:
-                self.load_model(version_id=version_id)
-
-        self.app.push_screen(ModelsScreen(self.services.store), switch)
-
-    def action_training(self) -> None:
-        def switch(version_id: int | None) -> None:
-            if version_id is not None:
-                self.services.store.activate_model_version(version_id)
-                self.load_model(version_id=version_id)
-
-        self.app.push_screen(TrainingScreen(self.services), switch)

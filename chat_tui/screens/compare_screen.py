@@ -3,7 +3,8 @@
 The k replies are one engine request with n=k, so the prompt is prefilled once and the
 samples decode together. When they finish they are stored as sibling replies; number
 keys then rank them best first (after k-1 presses the last place is implied), x marks
-them not rankable. The screen dismisses with the id of the reply to show (the best one).
+them not rankable. The screen dismisses with the id of the reply to show: the best one,
+or, when nothing was ranked, the one shown before compare opened.
 """
 
 from __future__ import annotations
@@ -48,10 +49,13 @@ class CompareScreen(Screen[int | None]):
             self.index = index
             self.text = text
 
-    def __init__(self, services: AppServices, parent_id: int, context: list[dict[str, str]], settings: ChatSettings) -> None:
+    def __init__(self, services: AppServices, parent_id: int, context: list[dict[str, str]], settings: ChatSettings,
+                 shown_id: int | None = None) -> None:
+        """shown_id: the reply shown when compare opened; closing without a ranking shows it again."""
         super().__init__()
         self.services = services
         self.parent_id = parent_id
+        self.shown_id = shown_id
         self.context = context
         self.k = settings.compare_k
         self.request = ReplyStream(context, settings.sampling_params(n=self.k))  # one request, k replies
@@ -87,6 +91,7 @@ class CompareScreen(Screen[int | None]):
     @on(Delta)
     async def _delta(self, event: Delta) -> None:
         await self.markdown_streams[event.index].write(event.text)
+        self.views[event.index].count_progress()
 
     @on(Worker.StateChanged)
     async def _finished(self, event: Worker.StateChanged) -> None:
@@ -161,14 +166,19 @@ class CompareScreen(Screen[int | None]):
 
     def action_not_rankable(self) -> None:
         self.services.session.mark_not_rankable(self.parent_id)
-        self.services.session.show(self.reply_ids[0])
         self.notify("Marked as not rankable.", timeout=3)
-        self.dismiss(self.reply_ids[0])
+        self.dismiss(self._show_previous())
 
     def action_stop_or_close(self) -> None:
         if not self.reply_ids:
             self.request.stop()
             return
-        self.services.session.show(self.reply_ids[0])
         self.notify("Closed without ranking; the replies are kept as siblings.", timeout=3)
-        self.dismiss(self.reply_ids[0])
+        self.dismiss(self._show_previous())
+
+    def _show_previous(self) -> int:
+        """Show the reply that was shown before compare opened (none was chosen here, and
+        an alternative may be a stopped fragment the next message would continue from)."""
+        shown = self.shown_id if self.shown_id is not None else self.reply_ids[0]
+        self.services.session.show(shown)
+        return shown

@@ -12,6 +12,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
+from chat_tui.screens.arena_screen import ArenaScreen
 from chat_tui.screens.compare_screen import CompareScreen
 from chat_tui.screens.models_screen import ModelsScreen
 from chat_tui.screens.training_screen import TrainingScreen
@@ -66,9 +67,10 @@ class HelpScreen(ModalScreen[None]):
             INTRO,
             section(self.app, "Anywhere", app_bindings + list(ChatScreen.BINDINGS), keymap),
             section(self.app, "Writing a message", list(PromptInput.BINDINGS), keymap),
-            section(self.app, "On a reply (after ↑)", list(ChatLog.BINDINGS), keymap),
+            section(self.app, "On a reply, or your message (after ↑)", list(ChatLog.BINDINGS), keymap),
             section(self.app, "Conversation list", list(ConversationOptions.BINDINGS), keymap),
             section(self.app, "Compare mode", list(CompareScreen.BINDINGS), keymap),
+            section(self.app, "Arena (F6): two versions, blind", list(ArenaScreen.BINDINGS), keymap),
             section(self.app, "Models screen", list(ModelsScreen.BINDINGS), keymap),
             section(self.app, "Training screen", list(TrainingScreen.BINDINGS), keymap),
             REMAP,

@@ -1,7 +1,9 @@
-"""The model versions: each with its lineage, source and metrics; switch the active one.
+"""The model versions: each with its lineage, source, metrics and arena strength; switch.
 
 Enter (or a) makes the highlighted version the active one in the store and dismisses
-with its id, so the chat loads it. Esc closes without a change.
+with its id, so the chat loads it; b dismisses with (version, its parent) to try them
+against each other in the arena. Esc closes without a change. The arena column is each
+version's Bradley-Terry strength over your blind choices (feedback/leaderboard.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from chat_tui.services.versions import strength_text
+from feedback.leaderboard import Strength
 from feedback.records import ModelVersion
 from trainer.card import version_card
 
@@ -33,6 +37,12 @@ def lineage(version: ModelVersion, by_id: dict[int, ModelVersion]) -> list[Model
     return chain
 
 
+def arena_cell(strength: Strength | None) -> str:
+    if strength is None:
+        return ""
+    return f"{strength.rating:.0f} ({strength.low:.0f}-{strength.high:.0f})"
+
+
 def format_metric(name: str, value: Any) -> str:
     if value is None or value == "":
         return ""
@@ -45,9 +55,10 @@ def format_metric(name: str, value: Any) -> str:
     return str(value)
 
 
-class ModelsScreen(Screen[int | None]):
+class ModelsScreen(Screen[int | tuple[int, int] | None]):
     BINDINGS = [
         Binding("enter,a", "activate", "Use this version", id="models.activate", priority=True),
+        Binding("b", "arena", "Arena vs parent", id="models.arena", tooltip="Try it against its parent, blind"),
         Binding("escape", "close", "Back", id="models.close"),
     ]
 
@@ -55,6 +66,7 @@ class ModelsScreen(Screen[int | None]):
         super().__init__()
         self.store = store
         self.versions: list[ModelVersion] = []
+        self.strengths: dict[int, Strength] = {}
 
     def compose(self) -> ComposeResult:
         with Vertical(id="models"):
@@ -65,12 +77,13 @@ class ModelsScreen(Screen[int | None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#versions", DataTable)
-        table.add_columns("", "Name", "Source", "Parent", "Created", *SUMMARY_METRICS)
+        table.add_columns("", "Name", "Source", "Parent", "Created", *SUMMARY_METRICS, "Arena (95%)")
         self.refresh_versions()
         table.focus()
 
     def refresh_versions(self) -> None:
         self.versions = self.store.list_model_versions()
+        self.strengths = {s.player: s for s in self.store.leaderboard()}
         by_id = {v.id: v for v in self.versions}
         table = self.query_one("#versions", DataTable)
         table.clear()
@@ -83,7 +96,10 @@ class ModelsScreen(Screen[int | None]):
                 parent,
                 version.created_at[:16].replace("T", " "),
                 *[format_metric(key, version.metrics.get(key)) for key in SUMMARY_METRICS.values()],
+                arena_cell(self.strengths.get(version.id)),
             ]
+            if version.is_removed:
+                cells[2] = "removed"
             table.add_row(*[Text(cell) for cell in cells], key=str(version.id))
         self._show_detail()
 
@@ -109,12 +125,25 @@ class ModelsScreen(Screen[int | None]):
             text.append(f"{value}\n")
         for line in version_card(version.metrics) or ["no training metrics (imported)"]:
             text.append(f"{line}\n")
+        arena = strength_text(self.strengths.get(version.id))
+        if arena:
+            text.append(f"{arena}\n")
         text.rstrip()
         detail.update(text)
+
+    def action_arena(self) -> None:
+        version = self._highlighted()
+        if version is None or version.parent_id is None:
+            self.notify("Pick a trained version: b puts it against its parent.", severity="warning")
+            return
+        self.dismiss((version.id, version.parent_id))
 
     def action_activate(self) -> None:
         version = self._highlighted()
         if version is None:
+            return
+        if version.is_removed:
+            self.notify(f"{version.name} was removed; its files are gone.", severity="error")
             return
         self.store.activate_model_version(version.id)
         self.notify(f"{version.name} is now the active version; loading it.", timeout=3)

@@ -1,5 +1,5 @@
 """The feedback keys on a reply, as part of the chat screen: thumbs and their reasons,
-regenerate, siblings, compare, teach, copy.
+regenerate, siblings, compare, teach, copy; and e on a message of yours (edit and resend).
 
 `ReplyFeedback` is mixed into ChatScreen (it uses the screen's session, services, chat log
 and reply writer); it lives apart only to keep each file readable. Every action writes the
@@ -13,12 +13,14 @@ from typing import Any
 from chat_tui.screens.compare_screen import CompareScreen
 from chat_tui.screens.reasons_screen import ReasonsScreen
 from chat_tui.screens.teach_screen import TeachScreen
+from chat_tui.screens.text_prompt_screen import TextPromptScreen
+from chat_tui.services.clipboard import copy_text
 from chat_tui.services.code_blocks import code_blocks
 from chat_tui.services.turns import Turn
 from chat_tui.widgets.message_view import MessageView
 
 # Commands that start a generation or change the shown path: refused while a reply is written.
-BUSY_COMMANDS = ("regenerate", "compare", "teach", "previous_sibling", "next_sibling")
+BUSY_COMMANDS = ("regenerate", "compare", "teach", "previous_sibling", "next_sibling", "edit")
 
 
 class ReplyFeedback:
@@ -53,10 +55,11 @@ class ReplyFeedback:
         elif command == "teach":
             self._teach(turn)
         elif command == "copy_reply":
-            self.app.copy_to_clipboard(turn.content)
-            self.notify(f"Copied the reply ({len(turn.content)} characters).", timeout=2)
+            self.notify(f"The reply ({len(turn.content)} characters): {copy_text(self.app, turn.content)}.", timeout=4)
         elif command == "copy_code":
             self._copy_code(turn)
+        elif command == "edit":
+            self._edit_and_resend(turn)
 
     def _ask_reasons(self, turn: Turn) -> None:
         if turn.rating is None:
@@ -84,7 +87,10 @@ class ReplyFeedback:
         self.prompt.focus()
 
     async def _move_sibling(self, turn: Turn, step: int) -> None:
-        sibling = self.session.sibling_of(turn.message_id, step)
+        # From the sibling shown now, not the one the key was pressed on: keys typed faster
+        # than the view is redrawn all name the reply that was focused when they arrived.
+        current = self.session.shown_sibling(turn.message_id)
+        sibling = self.session.sibling_of(current, step)
         if sibling is None:
             self.notify("No more replies that way.", timeout=2)
             return
@@ -96,7 +102,8 @@ class ReplyFeedback:
             self.notify("The model is not ready yet.", severity="warning")
             return
         settings = self.services.settings.load()
-        screen = CompareScreen(self.services, turn.parent_id, self.session.context_for(turn.parent_id), settings)
+        screen = CompareScreen(self.services, turn.parent_id, self.session.context_for(turn.parent_id), settings,
+                               shown_id=turn.message_id)
 
         async def done(shown_id: int | None) -> None:
             await self.show_conversation(focus_id=shown_id)
@@ -122,6 +129,23 @@ class ReplyFeedback:
             return
         index = self.code_block_index.get(turn.message_id, 0) % len(blocks)
         self.code_block_index[turn.message_id] = index + 1
-        self.app.copy_to_clipboard(blocks[index].code)
+        where = copy_text(self.app, blocks[index].code)
         language = f" ({blocks[index].language})" if blocks[index].language else ""
-        self.notify(f"Copied code block {index + 1} of {len(blocks)}{language}.", timeout=2)
+        self.notify(f"Code block {index + 1} of {len(blocks)}{language}: {where}.", timeout=4)
+
+    def _edit_and_resend(self, turn: Turn) -> None:
+        """Your message, edited, sent again as a sibling: a new branch with a fresh reply."""
+        if not self.services.model.is_ready and not self.services.model.is_loading:
+            self.notify("No model is loaded (F4 picks one); nothing was sent.", severity="error")
+            return
+
+        async def send(text: str | None) -> None:
+            if not text or text == turn.content:
+                return
+            message = self.session.edit(turn.message_id, text)
+            await self.show_conversation()
+            await self._start_reply(message.id)
+            self.prompt.focus()
+
+        hint = "Sent as a new branch: the original message and its replies stay (◀ ▶ on it switches back)."
+        self.app.push_screen(TextPromptScreen("Edit and send again", turn.content, multiline=True, hint=hint), send)

@@ -1,7 +1,8 @@
 """Teach: edit a reply into the one you wanted.
 
-Opens with the reply's text; ctrl+s saves the edited text (the chat screen stores it as a
-human-written sibling, a demonstration), Esc cancels. Dismisses with the text or None.
+Opens with the reply's text to edit; ctrl+l clears it to write from scratch; ctrl+s saves
+the text (the chat screen stores it as a human-written sibling, a demonstration), Esc
+cancels. Dismisses with the text or None.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from chat_tui.screens.save_cancel_dialog import SaveCancelDialog
 class TeachScreen(SaveCancelDialog[str | None]):
     BINDINGS = [
         Binding("ctrl+s", "save", "Save as demonstration", id="teach.save"),
+        Binding("ctrl+l", "clear", "Clear", id="teach.clear", priority=True),
         Binding("escape", "cancel", "Cancel", id="teach.cancel"),
     ]
 
@@ -30,6 +32,8 @@ class TeachScreen(SaveCancelDialog[str | None]):
         with Vertical(classes="dialog wide"):
             yield Label("Teach: write the reply you wanted", classes="dialog-title")
             yield Label(Text(f"To: {self.prompt[:200]}"), classes="dialog-hint")
+            yield Label("Edit the reply below, or ctrl+l to clear it and write your own from scratch.",
+                        classes="dialog-hint")
             yield TextArea(self.reply, id="reply", soft_wrap=True, tab_behavior="focus")
             yield self.save_cancel_buttons()
 
@@ -37,6 +41,11 @@ class TeachScreen(SaveCancelDialog[str | None]):
         area = self.query_one("#reply", TextArea)
         area.focus()
         area.move_cursor(area.document.end)
+
+    def action_clear(self) -> None:
+        area = self.query_one("#reply", TextArea)
+        area.clear()
+        area.focus()
 
     def action_save(self) -> None:
         text = self.query_one("#reply", TextArea).text.strip()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from chat_tui.errors import UserError
 from feedback.errors import NotFoundError
 
 Progress = Callable[[str, str], None]  # (model label, what is happening)
@@ -33,18 +34,23 @@ def choose_model(store: Any, requested: str | None, version_id: int | None, prog
 
     ModelStore(models_dir()).remove_abandoned_staging()
     if version_id is not None:
-        version = store.get_model_version(version_id)
-        return ModelChoice(version.path, version.id, version.name)
+        return _choice(store.get_model_version(version_id))
     if requested:
         try:
             version = store.get_model_version(requested)
         except NotFoundError:
             return ModelChoice(requested, None, label_for(requested))
-        return ModelChoice(version.path, version.id, version.name)
+        return _choice(version)
     active = store.active_model_version()
     if active is not None:
-        return ModelChoice(active.path, active.id, active.name)
+        return _choice(active)
     return import_default_model(store, progress)
+
+
+def _choice(version: Any) -> ModelChoice:
+    if version.is_removed:
+        raise UserError(f"model version {version.name!r} was removed (chat-tui models remove); pick another")
+    return ModelChoice(version.path, version.id, version.name)
 
 
 def label_for(name_or_path: str) -> str:

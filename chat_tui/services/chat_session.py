@@ -146,6 +146,17 @@ class ChatSession:
         message = self.store.get_message(user_message_id)
         return len(self.store.load_conversation(message.conversation_id).children(user_message_id))
 
+    def shown_sibling(self, message_id: int) -> int:
+        """Of `message_id` and its siblings, the one on the shown path now (itself if none is)."""
+        conversation = self.store.get_message(message_id).conversation_id
+        shown = {m.id for m in self.store.shown_path(conversation)}
+        tree = self.store.load_conversation(conversation)
+        return next((m.id for m in tree.siblings(message_id) if m.id in shown), message_id)
+
+    def edit(self, user_message_id: int, text: str) -> Message:
+        """Your message sent again with `text`: a sibling of it, shown (a new branch)."""
+        return self.store.add_sibling(user_message_id, text)
+
     def sibling_of(self, message_id: int, step: int) -> int | None:
         """The id of the sibling `step` places away (same role), or None at either end."""
         siblings = [m for m in self.store.load_conversation(self.conversation_id).siblings(message_id)]
@@ -160,6 +171,11 @@ class ChatSession:
 
     def rank(self, parent_id: int, best_first: list[int]) -> None:
         self.store.rank(parent_id, best_first)
+
+    def choose_in_arena(self, left_id: int, right_id: int, outcome: str, tags: list[str] | None = None,
+                        comment: str | None = None) -> None:
+        """The user's blind verdict on two replies from two versions (a later one replaces it)."""
+        self.store.record_arena_choice(left_id, right_id, outcome, tags or [], comment)
 
     def mark_not_rankable(self, parent_id: int) -> None:
         self.store.mark_not_rankable(parent_id)

@@ -43,20 +43,44 @@ class ServingModel:
     def max_context(self) -> int:
         return self.loaded.config.max_position_embeddings
 
+    def encode(self, messages: list[dict[str, str]]) -> list[int]:
+        """Prompt token ids of a chat, through the model's own chat template."""
+        return self.loaded.encode_chat(messages)
+
+    def submit(self, prompt_ids: list[int], params: "SamplingParams") -> "RequestStream":
+        """Start a reply (n samples in one request); max tokens are cut to fit the context."""
+        room = self.max_context - len(prompt_ids)
+        if room < 1:
+            raise UserError(
+                f"the conversation is {len(prompt_ids)} tokens, more than the model's context "
+                f"of {self.max_context}; start a new conversation (ctrl+n)"
+            )
+        params.max_new_tokens = min(params.max_new_tokens, room)
+        return self.front.submit(prompt_ids, params)
+
 
 def load_serving_model(path: str | Path, version_id: int | None, label: str, device: str = "cpu",
-                       quant: str = "none") -> ServingModel:
+                       quant: str = "none", share_with: ServingModel | None = None,
+                       max_batch_size: int = 8) -> ServingModel:
     """Load the model at `path` (or of that name in the model store) on `device`, warm its
     engine up (which makes the quantized copy of the weights when `quant` names a type)
-    and start an engine loop for it. Each version loaded gets its own copy. Blocking: run
-    in a worker."""
+    and start an engine loop for it. Blocking: run in a worker.
+
+    share_with: a model already serving; every weight the two have in common is then held
+    once (engine.loading.delta.share_unchanged_weights), as for the arena's two versions
+    of one base.
+    max_batch_size: the most sequences at once, which sizes the KV cache: the chat's
+    compare mode needs k, an arena side one."""
     from chat_tui.paths import models_dir
     from engine.engine import LLMEngine
     from engine.loading import load_model
+    from engine.loading.delta import share_unchanged_weights
     from engine.streaming import StreamingEngine
 
     loaded = load_model(path, device=device, store_root=models_dir())
-    engine = LLMEngine(loaded, max_batch_size=8, quant=quant)
+    if share_with is not None:
+        share_unchanged_weights(loaded.model, share_with.loaded.model)
+    engine = LLMEngine(loaded, max_batch_size=max_batch_size, quant=quant)
     # Here rather than in the engine loop's thread: the one-time set-up builds a probe
     # model, which must not overlap another load (see ModelService's lock).
     engine.warm_up()
@@ -80,7 +104,10 @@ class ModelService:
         # init_empty_weights, which patches torch.nn.Module for the whole process, so any
         # module built meanwhile in another thread (another load, a warm-up's probe model)
         # gets meta parameters and fails.
-        self._one_load_at_a_time = threading.Lock()
+        self.load_lock = threading.Lock()
+        # Served models another service (the arena) answers with too: a switch of the chat's
+        # model leaves them running, and that service stops them when done.
+        self.lent: set[int] = set()
 
     @property
     def is_ready(self) -> bool:
@@ -99,7 +126,7 @@ class ModelService:
         self.is_loading = True
 
         def run() -> None:
-            with self._one_load_at_a_time:
+            with self.load_lock:
                 if number != self.num_loads:  # superseded while it waited: no need to load it
                     on_finished(number, None, None)
                     return
@@ -133,7 +160,7 @@ class ModelService:
     def install(self, serving: ServingModel) -> None:
         """Serve from `serving` from now on; the previous engine loop is stopped."""
         previous, self.serving = self.serving, serving
-        if previous is not None:
+        if previous is not None and id(previous) not in self.lent:
             previous.front.stop()
 
     def require(self) -> ServingModel:
@@ -142,20 +169,12 @@ class ModelService:
         return self.serving
 
     def encode(self, messages: list[dict[str, str]]) -> list[int]:
-        """Prompt token ids of a chat, through the model's own chat template."""
-        return self.require().loaded.encode_chat(messages)
+        """Prompt token ids of a chat, through the loaded model's chat template."""
+        return self.require().encode(messages)
 
     def submit(self, prompt_ids: list[int], params: "SamplingParams") -> "RequestStream":
-        """Start a reply (n samples in one request); max tokens are cut to fit the context."""
-        serving = self.require()
-        room = serving.max_context - len(prompt_ids)
-        if room < 1:
-            raise UserError(
-                f"the conversation is {len(prompt_ids)} tokens, more than the model's context "
-                f"of {serving.max_context}; start a new conversation (ctrl+n)"
-            )
-        params.max_new_tokens = min(params.max_new_tokens, room)
-        return serving.front.submit(prompt_ids, params)
+        """Start a reply on the loaded model (see ServingModel.submit)."""
+        return self.require().submit(prompt_ids, params)
 
     def close(self) -> None:
         if self.serving is not None:

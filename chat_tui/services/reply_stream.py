@@ -1,9 +1,10 @@
-"""One request to the chat's model, read on a worker thread and stoppable from the UI.
+"""One request to a model, read on a worker thread and stoppable from the UI.
 
-The chat's reply and compare mode's k alternatives both go through a `ReplyStream`: `run`
-(on a worker thread) encodes the context with the model's chat template, submits one
-request, hands each text delta to a callback and returns the engine's output; `stop` (on
-the UI thread) cancels the request, even one not submitted yet, keeping what was written.
+The chat's reply, compare mode's k alternatives and each arena side go through a
+`ReplyStream`: `run` (on a worker thread) encodes the context with the model's chat
+template, submits one request, hands each text delta to a callback and returns the
+engine's output; `stop` (on the UI thread) cancels the request, even one not submitted
+yet, keeping what was written.
 `sampling_record` is what the store keeps with each reply about how it was sampled.
 Not here: showing the text (the screens) and storing the replies (ChatSession).
 """
@@ -16,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 from engine.sampling import SamplingParams
 
 if TYPE_CHECKING:
-    from chat_tui.services.model_service import ModelService
     from engine.engine import RequestOutput
     from engine.streaming import RequestStream
 
@@ -28,6 +28,14 @@ class Cancellable(Protocol):
     def is_cancelled(self) -> bool: ...
 
 
+class Replier(Protocol):
+    """What answers: the chat's ModelService, or one arena side's ServingModel."""
+
+    def encode(self, messages: list[dict[str, str]]) -> list[int]: ...
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams) -> "RequestStream": ...
+
+
 @dataclass
 class ReplyStream:
     context: list[dict[str, str]]  # the chat up to the user turn being answered
@@ -35,7 +43,7 @@ class ReplyStream:
     stream: "RequestStream | None" = None  # set by `run` once the request is submitted
     is_stop_requested: bool = False
 
-    def run(self, model: "ModelService", on_delta: Callable[[int, str], None], worker: Cancellable) -> "RequestOutput":
+    def run(self, model: Replier, on_delta: Callable[[int, str], None], worker: Cancellable) -> "RequestOutput":
         """Submit the request and read it to its end, calling on_delta(reply index, text)
         for each piece of text; the worker's cancellation counts as a stop. Blocking: call
         from that worker's thread."""

@@ -6,10 +6,13 @@ reader thread parses each output line into a `TrainingProgress` the screen polls
 JSON lines (trainer/progress.py's JsonProgress) are one object each:
   {"event": "phase", "phase": "ppo", "total": 40}
   {"event": "step", "phase": "ppo", "step": 3, "total": 40, "metrics": {"reward": 0.1, "kl": 0.004}}
+  {"event": "step", "phase": "ppo", "step": 12, "total": 40, "metrics": {}, "resumed": true}
   {"event": "message", "text": "..."}
   {"event": "done", "run_id": 3, "version_id": 7, "version": "smollm2-ppo-1"}
 Any other line (a warning, a traceback) is kept as a log line. What the run produced is
 read back from the store (the trainer records the run and its new model version there).
+The ETA is timed here, as the lines arrive, from the steps this process did: a resumed
+phase's earlier steps (the "resumed" event) took no time in it.
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+from trainer.progress import eta_seconds
 
 MAX_LOG_LINES = 300
 MAX_POINTS = 400
@@ -38,6 +44,17 @@ class TrainingProgress:
     log: list[str] = field(default_factory=list)
     result_version_id: int | None = None
     result_version: str | None = None
+    phase_started_at: float | None = None  # when this process began (or resumed) the phase
+    start_step: int = 0  # the step it began at: those before were done by an earlier process
+    last_step_at: float | None = None
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left in the phase at the pace of the steps done in this process."""
+        if self.phase_started_at is None or self.last_step_at is None or not self.total:
+            return None
+        return eta_seconds(self.last_step_at - self.phase_started_at, self.step - self.start_step,
+                           self.total - self.step)
 
     @property
     def reward(self) -> float | None:
@@ -55,15 +72,17 @@ def _first(metrics: dict[str, float], keys: Sequence[str]) -> float | None:
     return None
 
 
-def apply_line(progress: TrainingProgress, line: str) -> None:
-    """Update `progress` from one line of the trainer's output."""
+def apply_line(progress: TrainingProgress, line: str, now: float | None = None) -> None:
+    """Update `progress` from one line of the trainer's output, read at time `now`
+    (time.monotonic() by default)."""
+    now = time.monotonic() if now is None else now
     # A line redrawn in place (a library's progress bar on stderr) counts as its last state.
     line = line.rstrip("\r\n").split("\r")[-1].replace("\x1b[2K", "")
     if not line.strip():
         return
     event = _parse_json(line)
     if event is not None:
-        _apply_event(progress, event)
+        _apply_event(progress, event, now)
     else:
         _append_log(progress, line)
 
@@ -78,12 +97,13 @@ def _parse_json(line: str) -> dict | None:
     return event if isinstance(event, dict) and "event" in event else None
 
 
-def _apply_event(progress: TrainingProgress, event: dict) -> None:
+def _apply_event(progress: TrainingProgress, event: dict, now: float) -> None:
     kind = event.get("event")
     if kind == "phase":
         progress.phase = str(event.get("phase", ""))
         progress.step, progress.total = 0, int(event.get("total") or 0)
         progress.metrics = {}
+        progress.phase_started_at, progress.start_step, progress.last_step_at = now, 0, None
         _append_log(progress, f"phase {progress.phase} ({progress.total} steps)")
     elif kind == "step":
         metrics = {k: float(v) for k, v in (event.get("metrics") or {}).items() if isinstance(v, (int, float))}
@@ -91,6 +111,12 @@ def _apply_event(progress: TrainingProgress, event: dict) -> None:
             progress, str(event.get("phase", progress.phase)), int(event.get("step", progress.step + 1)),
             int(event.get("total") or progress.total), metrics,
         )
+        if event.get("resumed"):
+            # Steps an earlier process did: the pace counts from here.
+            progress.phase_started_at, progress.start_step = now, progress.step
+            _append_log(progress, f"{progress.phase}: resumed at step {progress.step} of {progress.total}")
+        else:
+            progress.last_step_at = now
     elif kind == "message":
         _append_log(progress, str(event.get("text", "")))
     elif kind == "done":
@@ -102,6 +128,7 @@ def _apply_event(progress: TrainingProgress, event: dict) -> None:
 def _apply_step(progress: TrainingProgress, phase: str, step: int, total: int, metrics: dict[str, float]) -> None:
     if phase != progress.phase:
         progress.phase, progress.metrics = phase, {}
+        progress.phase_started_at, progress.start_step, progress.last_step_at = None, 0, None
     progress.step, progress.total = step, total
     progress.metrics.update(metrics)
     reward, kl = _first(metrics, REWARD_KEYS), _first(metrics, KL_KEYS)
@@ -149,10 +176,7 @@ class TrainingProcess:
         """A copy of the progress so far, safe to render while the reader keeps going."""
         with self._lock:
             p = self.progress
-            return TrainingProgress(
-                p.phase, p.step, p.total, dict(p.metrics), list(p.rewards), list(p.kls), list(p.log),
-                p.result_version_id, p.result_version,
-            )
+            return replace(p, metrics=dict(p.metrics), rewards=list(p.rewards), kls=list(p.kls), log=list(p.log))
 
     @property
     def returncode(self) -> int | None:

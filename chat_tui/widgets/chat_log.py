@@ -1,9 +1,10 @@
 """The scrolling list of turns, and the feedback keys that act on the focused reply.
 
-The keys here are active while a reply has focus (focus moves here from the prompt with
-Up, or with a click). Each key posts a `ReplyCommand` naming the command and the reply;
-the chat screen does the work and writes the store. Up/Down move between replies;
-Escape or i goes back to the prompt.
+The keys here are active while a turn has focus (focus moves here from the prompt with
+Up, or with a click): the feedback keys on a reply, e (edit and resend) on a message of
+yours. Each key posts a `ReplyCommand` naming the command and the turn; the chat screen
+does the work and writes the store. Up/Down move between turns; Escape or i goes back to
+the prompt.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ REPLY_COMMANDS: dict[str, str] = {
     "teach": "Teach: edit into the reply you wanted",
     "copy_reply": "Copy reply",
     "copy_code": "Copy code block (again for the next)",
+    "edit": "Edit your message and send it again (a new branch)",
 }
+# The commands on a message of yours (edit it, or move between its edited versions); every
+# command but edit acts on a reply.
+USER_COMMANDS = ("edit", "previous_sibling", "next_sibling")
 
 
 SIBLINGS = Binding.Group("Siblings", compact=True)
@@ -43,10 +48,11 @@ class ChatLog(VerticalScroll):
         Binding("right,l", "command('next_sibling')", "▶", id="reply.next_sibling", group=SIBLINGS),
         Binding("c", "command('compare')", "Compare", id="reply.compare"),
         Binding("e", "command('teach')", "Teach", id="reply.teach"),
+        Binding("e", "command('edit')", "Edit & resend", id="message.edit"),
         Binding("y", "command('copy_reply')", "Copy", id="reply.copy"),
         Binding("Y", "command('copy_code')", "Copy code", id="reply.copy_code", show=False),
-        Binding("up,k", "move(-1)", "Previous reply", id="reply.up", show=False),
-        Binding("down,j", "move(1)", "Next reply", id="reply.down", show=False),
+        Binding("up,k", "move(-1)", "Previous message", id="reply.up", show=False),
+        Binding("down,j", "move(1)", "Next message", id="reply.down", show=False),
         Binding("escape,i", "back_to_prompt", "Write", id="reply.to_prompt"),
     ]
 
@@ -62,14 +68,23 @@ class ChatLog(VerticalScroll):
         """The user wants to write again."""
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # Reply keys show in the footer (and run) only while a reply has focus.
-        if action in ("command", "move", "back_to_prompt"):
-            return isinstance(self.screen.focused, MessageView)
+        # Reply keys show in the footer (and run) only while a reply has focus; on your own
+        # message only its own command does.
+        focused = self.screen.focused
+        if not isinstance(focused, MessageView):
+            return False if action in ("command", "move", "back_to_prompt") else True
+        if action == "command":
+            return parameters[0] != "edit" if focused.turn.is_reply else parameters[0] in USER_COMMANDS
         return True
 
     @property
     def replies(self) -> list[MessageView]:
         return [view for view in self.query(MessageView) if view.turn.is_reply]
+
+    @property
+    def turns(self) -> list[MessageView]:
+        """Every turn that can take focus, in order."""
+        return [view for view in self.query(MessageView) if view.can_focus]
 
     @property
     def latest_reply(self) -> MessageView | None:
@@ -92,13 +107,13 @@ class ChatLog(VerticalScroll):
             self.notify("This reply is still being written.", severity="warning")
 
     def action_move(self, step: int) -> None:
-        replies = self.replies
+        turns = self.turns
         focused = self.screen.focused
-        if focused not in replies:
+        if focused not in turns:
             return
-        index = min(max(replies.index(focused) + step, 0), len(replies) - 1)
-        replies[index].focus()
-        replies[index].scroll_visible()
+        index = min(max(turns.index(focused) + step, 0), len(turns) - 1)
+        turns[index].focus()
+        turns[index].scroll_visible()
 
     def action_back_to_prompt(self) -> None:
         self.post_message(self.BackToPrompt())

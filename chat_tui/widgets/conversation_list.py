@@ -82,9 +82,14 @@ class ConversationList(Vertical):
         options.add_options(
             [Option(option_text(title, detail), id=str(cid)) for cid, title, detail in items]
         )
-        self.query_one("#conversations-title", Static).update(
-            Text(f"Matches for “{self.search_query}”") if self.search_query else "Conversations"
-        )
+        query = self.search_query
+        if query and not items:
+            title = Text(f"No conversation matches “{query}”.")
+        elif query:
+            title = Text(f"Matches for “{query}”")
+        else:
+            title = Text("Conversations" if items else "No conversations yet.")
+        self.query_one("#conversations-title", Static).update(title)
         if options.option_count:
             try:
                 options.highlighted = options.get_option_index(str(current_id))

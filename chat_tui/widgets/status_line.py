@@ -1,4 +1,5 @@
-"""The status line above the footer: which model version answers, its state, its speed.
+"""The status line above the footer: which model version answers, its state, its speed,
+and whether the arena is on or a training run is slowing replies down.
 
 States: "none", "loading" (with a spinner, the window is usable meanwhile), "ready",
 "generating", "failed" (the reason stays visible until the next load). Pure display:
@@ -15,11 +16,14 @@ SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 
 class StatusLine(Static):
-    model_label: reactive[str] = reactive("")
-    state: reactive[str] = reactive("loading")
-    detail: reactive[str] = reactive("")  # a failure reason, or what is loading
-    tokens_per_s: reactive[float | None] = reactive(None)
+    # layout=True: the line wraps in a narrow window, so a change of text can change its height.
+    model_label: reactive[str] = reactive("", layout=True)
+    state: reactive[str] = reactive("loading", layout=True)
+    detail: reactive[str] = reactive("", layout=True)  # a failure reason, or what is loading
+    tokens_per_s: reactive[float | None] = reactive(None, layout=True)
     num_tokens: reactive[int] = reactive(0)
+    training: reactive[str] = reactive("", layout=True)  # e.g. "ppo 7/16" while a training run goes on
+    arena: reactive[str] = reactive("", layout=True)  # e.g. "3 chosen" while the arena is on
     _frame: reactive[int] = reactive(0)
 
     def on_mount(self) -> None:
@@ -38,6 +42,11 @@ class StatusLine(Static):
         self.set_class(state == "failed", "failed")
 
     def render(self) -> Text:
+        text = self._model_state()
+        self._append_modes(text)
+        return text
+
+    def _model_state(self) -> Text:
         spinner = SPINNER[self._frame]
         text = Text()
         if self.state == "loading":
@@ -60,3 +69,9 @@ class StatusLine(Static):
             text.append(f"  {self.tokens_per_s:.1f} tok/s", style="dim")
             text.append(f" ({self.num_tokens} tokens)", style="dim")
         return text
+
+    def _append_modes(self, text: Text) -> None:
+        if self.arena:
+            text.append(f"  ⚔ arena, blind: {self.arena}", style="bold magenta")
+        if self.training:
+            text.append(f"  ⚙ training {self.training}: replies are slower meanwhile", style="yellow")

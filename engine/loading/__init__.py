@@ -3,11 +3,12 @@
 `load_model` is the one entry point the engine, the app and the trainer use. It takes a
 store name, a model directory or a .gguf file (None or "default" for the default model)
 and returns a `LoadedModel` on the requested device. `import_model` copies a directory, a
-GGUF file or a model of Ollama's store (`ollama:NAME[:TAG]`) into the store; `discover`
-(engine/loading/discover.py) finds the models already on the machine. Every failure a
-user can cause is a one-line `ModelLoadError` naming the file and what is wrong with it;
-every size and count a file states is checked (validation.py) before anything is built
-from it.
+GGUF file or a model of Ollama's store (`ollama:NAME[:TAG]`) into the store; `save_model`
+writes a trained one, whole or (given its base) as the changes to that base
+(engine/loading/delta.py); `discover` (engine/loading/discover.py) finds the models
+already on the machine. Every failure a user can cause is a one-line `ModelLoadError`
+naming the file and what is wrong with it; every size and count a file states is checked
+(validation.py) before anything is built from it.
 
 The engine does not know where the store is: a caller that names a stored model (or the
 default one) passes the store's folder as `store_root`; a path needs none.
@@ -100,7 +101,10 @@ def save_model(
     source: str = "trained",
     info: dict | None = None,
     state_dict: dict | None = None,
+    base: str | Path | None = None,
+    low_rank: dict | None = None,
 ) -> Path:
     """Write a model into the store at `store_root` as a new directory (see
     `ModelStore.save_model`)."""
-    return ModelStore(store_root).save_model(model, name, source=source, info=info, state_dict=state_dict)
+    return ModelStore(store_root).save_model(model, name, source=source, info=info, state_dict=state_dict, base=base,
+                                             low_rank=low_rank)

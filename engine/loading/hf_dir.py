@@ -4,7 +4,9 @@ A directory holds `config.json`, `model.safetensors` (or shards with
 `model.safetensors.index.json`), a tokenizer (`tokenizer.json` or `tokenizer.model`) with
 `tokenizer_config.json`, optionally `chat_template.jinja` and `generation_config.json`
 (whose eos ids win over config.json's, as in transformers' generate). The model store's
-directories are of this same layout. Other weight formats (.bin, .pt) are refused.
+directories are of this same layout, or hold `delta.safetensors` (changes to a base model
+in the same store, read together with it: engine/loading/delta.py) in place of the
+weights. Other weight formats (.bin, .pt) are refused.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from engine.config import ModelConfig
 from engine.errors import ModelLoadError
 from engine.loading.checkpoint import Checkpoint
+from engine.loading.delta import DELTA_FILE, MAX_CHAIN, apply_delta, base_directory, is_delta_directory
 from engine.loading.safetensors_files import read_tensors, tensor_shapes, weight_files
 from engine.loading.tokenizer_files import read_json, read_tokenizer
 from engine.loading.validation import check_against_tensors, check_config, check_hf_values, check_token_ids
@@ -60,19 +63,32 @@ def check_vocabulary(tokenizer: Tokenizer, config: ModelConfig, source: Path) ->
         )
 
 
-def read_hf_directory(directory: Path, device: str = "cpu", dtype: torch.dtype | None = None) -> Checkpoint:
-    """Config, weights (cast to `dtype` while reading, if given), tokenizer and template."""
+def read_hf_directory(directory: Path, device: str = "cpu", dtype: torch.dtype | None = None,
+                      _chain: tuple[Path, ...] = ()) -> Checkpoint:
+    """Config, weights (cast to `dtype` while reading, if given), tokenizer and template.
+    A model stored as changes to a base (engine/loading/delta.py) is read with its base."""
     config = read_hf_config(directory)
-    files = weight_files(directory)
-    check_against_tensors(config, tensor_shapes(files), directory / "config.json")
+    info_file = directory / STORE_INFO_FILE
+    info = read_json(info_file) if info_file.is_file() else {}
+    is_delta = is_delta_directory(directory)
+    files = [] if is_delta else weight_files(directory)
+    if files:  # a delta's base is checked when it is read
+        check_against_tensors(config, tensor_shapes(files), directory / "config.json")
     tokenizer, template = read_tokenizer(directory)
     _fill_special_tokens(tokenizer, config)
     check_vocabulary(tokenizer, config, directory)
-    tensors = read_tensors(files, device=device, dtype=dtype)
+    if is_delta:
+        base_dir = base_directory(directory, info)
+        if base_dir.resolve() in _chain or len(_chain) >= MAX_CHAIN:
+            raise ModelLoadError(f"{directory}: its chain of base models loops back to {base_dir.name!r}")
+        base = read_hf_directory(base_dir, device=device, dtype=dtype, _chain=(*_chain, directory.resolve()))
+        delta = read_tensors([directory / DELTA_FILE], device=device)
+        tensors = apply_delta(base.tensors, delta, directory / DELTA_FILE)
+    else:
+        tensors = read_tensors(files, device=device, dtype=dtype)
     for name in [n for n in tensors if n.endswith("rotary_emb.inv_freq")]:
         del tensors[name]  # older checkpoints saved this derived buffer; it is recomputed
-    info_file = directory / STORE_INFO_FILE
     metadata = {"format": "hf"}
     if info_file.is_file():
-        metadata["store"] = read_json(info_file)
+        metadata["store"] = info
     return Checkpoint(config, tensors, tokenizer, template, directory, metadata)

@@ -4,12 +4,14 @@ Models come in as HF-layout directories, GGUF files, or models of Ollama's store
 (`ollama:NAME[:TAG]`, found by engine/loading/ollama.py). Each entry `ROOT/NAME/` holds
 config.json, model.safetensors, the tokenizer (tokenizer.json or tokenizer.model),
 tokenizer_config.json with special tokens and the chat template, chat_template.jinja, and
-`chat_tui_model.json` (where the model came from and when). A model is written into a
-hidden staging folder beside its final place (`.NAME.PID-XXXX.partial`, PID the writing
-process) and renamed there only when complete, so the store never shows a half-written
-model. A staging folder whose process is gone (killed mid-import) is abandoned: the next
-write removes it, as does `remove_abandoned_staging` (the app's start and `chat-tui clean`
-call it).
+`chat_tui_model.json` (where the model came from and when). A trained model saved with
+its base holds `delta.safetensors` instead of the weights: only what changed
+(engine/loading/delta.py); its base cannot be removed while it is there. A model is
+written into a hidden staging folder beside its final place (`.NAME.PID-XXXX.partial`,
+PID the writing process) and renamed there only when complete, so the store never shows
+a half-written model. A staging folder whose process is gone (killed mid-import) is
+abandoned: the next write removes it, as does `remove_abandoned_staging` (the app's start
+and `chat-tui clean` call it).
 
 The store does not decide where ROOT is: every caller passes it (the app and the CLI
 pass the model folder of their data directory).
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import ModelLoadError, write_error
 from engine.loading.checkpoint import Checkpoint, check_tensors, stored_tensors
+from engine.loading.delta import DELTA_FILE, LowRank, apply_delta, is_delta_directory, split_delta
 from engine.loading.gguf_config import config_from_gguf
 from engine.loading.gguf_file import open_gguf, read_gguf
 from engine.loading.gguf_file import tensor_shapes as gguf_tensor_shapes
@@ -101,7 +104,13 @@ class StoredModel:
 
     @property
     def size_bytes(self) -> int:
+        """What its own folder holds (a delta's base not included)."""
         return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+
+    @property
+    def base(self) -> str | None:
+        """The store name of the model it is stored as changes to, or None when whole."""
+        return self.info.get("base") if is_delta_directory(self.path) else None
 
 
 def is_gguf_file(path: Path) -> bool:
@@ -151,7 +160,8 @@ def check_model(path: str | Path) -> Path:
     found = existing_path(path).resolve()
     if found.is_dir():
         config = read_hf_config(found)
-        check_against_tensors(config, tensor_shapes(weight_files(found)), found / "config.json")
+        if not is_delta_directory(found):  # a delta's base is checked when it is read
+            check_against_tensors(config, tensor_shapes(weight_files(found)), found / "config.json")
     elif is_gguf_file(found):
         file = open_gguf(found)
         check_gguf_metadata(file.fields, gguf_tensor_shapes(file), found)
@@ -254,16 +264,28 @@ class ModelStore:
         source: str = "trained",
         info: dict[str, Any] | None = None,
         state_dict: dict[str, Any] | None = None,
+        base: str | Path | None = None,
+        low_rank: dict[str, LowRank] | None = None,
     ) -> Path:
         """Write a model (e.g. a trainer's new version) into the store under `name`.
 
         state_dict: weights to write instead of the model's own (e.g. with a LoRA adapter
             merged in); config, tokenizer and chat template still come from `model`. A tied
             LM head in it is left out, as `stored_tensors` says.
+        base: the model it was trained from (a store name, or its store folder): it is then
+            stored as the tensors that differ from the base's plus `low_rank` updates
+            (engine/loading/delta.py), not whole. A base outside the store cannot be
+            referred to, so the model is then stored whole with its updates folded in.
+        low_rank: HF weight name -> (b, a): an update b @ a on top of `state_dict`'s weight
+            (a LoRA adapter, its scale folded into b).
         """
         if state_dict is None:
             state_dict = model.tensors if isinstance(model, Checkpoint) else model.model.state_dict()
         tensors = stored_tensors(state_dict, model.config)
+        base_name = self._base_name(base)
+        if base_name is None and low_rank:
+            tensors = apply_delta(dict(tensors), _factors(low_rank), Path(name))
+            low_rank = None
         if isinstance(model, Checkpoint):
             checkpoint = replace(model, tensors=tensors)
         else:
@@ -275,10 +297,54 @@ class ModelStore:
                 source=Path(model.path),
             )
         check_tensors(checkpoint.config, checkpoint.tensors, Path(name))
-        return self.write(checkpoint, name, {"source": source, **(info or {})})
+        if base_name is None:
+            return self.write(checkpoint, name, {"source": source, **(info or {})})
+        base_dir = self.path_of(base_name)
+        base_tensors = read_hf_directory(base_dir).tensors
+        delta = split_delta(checkpoint.tensors, base_tensors, low_rank)
+        # What a reader will rebuild must be a whole model of this config.
+        check_tensors(checkpoint.config, apply_delta(base_tensors, delta, Path(name)), Path(name))
+        base_info = json.loads((base_dir / STORE_INFO_FILE).read_text(encoding="utf-8"))
+        info = {"source": source, **(info or {}), "base": base_name, "base_created_at": base_info.get("created_at")}
+        return self.write(replace(checkpoint, tensors=delta), name, info, is_delta=True)
 
-    def write(self, checkpoint: Checkpoint, name: str, info: dict[str, Any]) -> Path:
-        """Write `checkpoint` as ROOT/name, atomically; refuses to replace an existing model."""
+    def _base_name(self, base: str | Path | None) -> str | None:
+        """The store name of `base` when it is a complete model in this store, else None."""
+        if base is None:
+            return None
+        if isinstance(base, Path) or os.sep in str(base):
+            path = Path(base).expanduser().resolve()
+            if path.parent != self.root.resolve():
+                return None
+            base = path.name
+        return base if self.has(base) else None
+
+    def dependents(self, name: str) -> list[str]:
+        """The stored models kept as changes to `name` (each needs it to load)."""
+        return [m.name for m in self.list_models() if m.base == name]
+
+    def remove(self, name: str) -> int:
+        """Delete model `name` from the store; returns the bytes freed. Refused while
+        another model is stored as changes to it."""
+        if not self.has(name):
+            raise ModelLoadError(f"{name!r} is not a model in the store")
+        dependents = self.dependents(name)
+        if dependents:
+            raise ModelLoadError(
+                f"{name!r} is the base of {', '.join(repr(d) for d in dependents)} (stored as changes to it); "
+                f"remove {'that' if len(dependents) == 1 else 'those'} first"
+            )
+        path = self.path_of(name)
+        size = StoredModel(name, path, {}).size_bytes
+        # Renamed away first, so a crash half way never leaves a half-deleted model listed.
+        doomed = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".removed", dir=self.root))
+        os.rename(path, doomed / name)
+        shutil.rmtree(doomed, ignore_errors=True)
+        return size
+
+    def write(self, checkpoint: Checkpoint, name: str, info: dict[str, Any], is_delta: bool = False) -> Path:
+        """Write `checkpoint` as ROOT/name, atomically; refuses to replace an existing model.
+        is_delta: its tensors are a delta on `info["base"]`, written as delta.safetensors."""
         if not VALID_NAME.match(name):
             raise ModelLoadError(
                 f"{name!r} is not a valid model name (letters, digits, '.', '_', '+', '-'; not starting with '.')"
@@ -293,7 +359,7 @@ class ModelStore:
         except OSError as exc:  # a read-only or full disk: said of the model's place in the store
             raise write_error(exc, final) from None
         try:
-            self._write_files(checkpoint, staging, {"name": name, **info})
+            self._write_files(checkpoint, staging, {"name": name, **info}, is_delta)
             try:
                 os.rename(staging, final)
             except OSError:
@@ -308,13 +374,18 @@ class ModelStore:
         return final
 
     @staticmethod
-    def _write_files(checkpoint: Checkpoint, directory: Path, info: dict[str, Any]) -> None:
+    def _write_files(checkpoint: Checkpoint, directory: Path, info: dict[str, Any], is_delta: bool = False) -> None:
         config = config_to_dict(checkpoint.config)
         (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        write_tensors(checkpoint.tensors, directory / SINGLE_FILE)
+        write_tensors(checkpoint.tensors, directory / (DELTA_FILE if is_delta else SINGLE_FILE))
         template = checkpoint.chat_template
         checkpoint.tokenizer.save(directory, extra_config={"chat_template": template} if template else None)
         if template:
             (directory / "chat_template.jinja").write_text(template, encoding="utf-8")
         info = {**info, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "format_version": 1}
         (directory / STORE_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _factors(low_rank: dict[str, LowRank]) -> dict[str, Any]:
+    """Low-rank updates in the delta file's naming, for apply_delta."""
+    return split_delta({}, {}, low_rank)
