@@ -20,7 +20,7 @@ from app_support import (
     trainer_transcript,
     wait_for,
 )
-from textual.widgets import Input, Sparkline
+from textual.widgets import Input, Select, Sparkline
 
 from chat_tui.screens.chat_screen import ChatScreen
 from chat_tui.screens.confirm_screen import ConfirmScreen
@@ -121,6 +121,7 @@ async def test_training_runs_in_the_background_with_live_progress_and_offers_the
         await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen), what="training screen")
         screen = app.screen
         assert "preference pairs 20" in str(screen.query_one("#feedback-counts").render())
+        screen.query_one("#method", Select).value = "ppo"  # the method with a reward curve to draw
         screen.query_one("#train-options", Input).value = "--steps 2 --top-layers 2"
         screen.query_one("#method").focus()
         await pilot.press("s")
@@ -180,7 +181,10 @@ async def test_cancel_asks_first_sends_sigterm_and_says_the_run_is_resumable(sto
         await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen), what="training screen")
         screen = app.screen
         needs = str(screen.query_one("#training-needs").render())
-        assert "needs at least 16 preference pairs ✓ (you have 20)" in needs and "4 prompts to practise on ✓" in needs
+        assert "DPO needs at least 16 preference pairs ✓ (you have 20)" in needs  # the default method
+        screen.query_one("#method", Select).value = "ppo"
+        await wait_for(pilot, lambda: "4 prompts to practise on ✓" in str(screen.query_one("#training-needs").render()),
+                       what="PPO's needs")
         process = TrainingProcess([sys.executable, "-c", SIGTERM_LIKE_THE_TRAINER])
         app.services.training = process
         await wait_for(pilot, lambda: process.snapshot().step == 1, what="the run under way")

@@ -118,4 +118,4 @@ def test_the_cpp_decode_step_leaves_gemma3_to_its_own_forward(tiny_gemma):
     """The C++ step computes the Llama block; a Gemma 3 must never be handed to it."""
     from engine.kernels import llama_decode
 
-    assert llama_decode.weight_addresses(tiny_gemma.model) is None
+    assert llama_decode.weight_table(tiny_gemma.model) is None

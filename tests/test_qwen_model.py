@@ -117,7 +117,7 @@ def test_batched_engine_decodes_each_row_as_alone(loaded):
     """Qwen2's q/k/v biases through the engine's C++ decode step: greedy replies to
     several questions at once equal each one decoded alone."""
     if llama_decode.available():
-        assert llama_decode.weight_addresses(loaded.model) is not None  # the step covers this model
+        assert llama_decode.weight_table(loaded.model) is not None  # the step covers this model
     questions = [QUESTION, "Write a Python function that adds two numbers.", "Name three colours."]
     prompts = [loaded.encode_chat([{"role": "user", "content": q}]) for q in questions]
     params = SamplingParams(temperature=0, max_new_tokens=16, ignore_eos=True)

@@ -69,7 +69,12 @@ def _sampling_options(func):
 
 def _model_path(requested: str | None) -> str:
     """What to load, chosen as the chat chooses: a version by name, else a store name or
-    path; with no --model the active version (the default model on a fresh install)."""
+    path; with no --model the active version (the default model on a fresh install). A path
+    is loaded as it is, and nothing is written to the data directory for it."""
+    import os
+
+    if requested is not None and os.path.exists(requested):
+        return requested
     from chat_tui.paths import database_path, ensure_data_dir
     from chat_tui.services.bootstrap import choose_model
     from feedback import Store
