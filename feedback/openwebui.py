@@ -76,6 +76,11 @@ def _text(message: dict, what: str) -> tuple[str, str]:
     role, content = message.get("role"), message.get("content")
     if role not in ROLES or not isinstance(content, str):
         raise _ItemError(f"{what} is not a message with a role and text content")
+    try:
+        content.encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON can spell a lone surrogate, which SQLite cannot store
+        raise _ItemError(f"{what} holds a lone surrogate \\u{ord(content[exc.start]):04x}, which is not valid "
+                         "Unicode text") from None
     return role, content
 
 
@@ -143,19 +148,27 @@ def parse_item(item: Any) -> ImportedPair | ImportedJudgment | list[ImportedPair
     return ImportedJudgment(context, text, value, tags, comment, model)
 
 
+# A whole export is parsed at once; this bounds the memory a hostile file can take.
+MAX_EXPORT_BYTES = 512 * 2**20
+
+
 def read_openwebui_file(path: str | os.PathLike[str]) -> ImportedItems:
     """Every item of an Open WebUI feedback export, keyed by its feedback id."""
     try:
         with open(path, "rb") as handle:
-            raw = handle.read()
+            raw = handle.read(MAX_EXPORT_BYTES + 1)
     except OSError as exc:
         raise ImportFormatError(f"cannot read import file {str(path)!r}: {exc.strerror}") from exc
+    if len(raw) > MAX_EXPORT_BYTES:
+        raise ImportFormatError(f"{path}: longer than {MAX_EXPORT_BYTES // 2**20} MiB, more than any feedback export")
     try:
         items = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ImportFormatError(f"{path}: not UTF-8 text ({exc.reason})") from exc
     except json.JSONDecodeError as exc:
         raise ImportFormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    except RecursionError:
+        raise ImportFormatError(f"{path}: JSON nested too deeply") from None
     if not isinstance(items, list):
         raise ImportFormatError(f"{path}: an Open WebUI feedback export is a JSON array, this is a {type(items).__name__}")
     parsed = ImportedItems()

@@ -114,9 +114,21 @@ def test_an_openwebui_item_of_the_wrong_shape_is_named_and_nothing_is_imported(s
     assert store.stats().counts["imported_conversations"] == 0
 
 
+def test_a_lone_surrogate_in_an_openwebui_message_is_named_and_nothing_is_imported(store, tmp_path):
+    text = json.dumps(openwebui_export())
+    first_reply = openwebui_export()[0]["snapshot"]["chat"]["chat"]["history"]["messages"]
+    content = next(m["content"] for m in first_reply.values() if m["role"] == "assistant")
+    path = tmp_path / "export.json"
+    path.write_text(text.replace(json.dumps(content)[1:-1], "\\udc80" + json.dumps(content)[1:-1], 1))
+    with pytest.raises(ImportFormatError, match="lone surrogate"):
+        store.import_openwebui(path)
+    assert store.stats().counts["imported_conversations"] == 0
+
+
 @pytest.mark.parametrize("content, message", [
     ('{"id": "fb-1"}', "an Open WebUI feedback export is a JSON array, this is a dict"),
     ("[{]", "not valid JSON"),
+    ("[" * 100_000 + "]" * 100_000, "JSON nested too deeply"),
 ])
 def test_a_file_that_is_not_an_openwebui_export_is_refused(store, tmp_path, content, message):
     path = tmp_path / "export.json"
