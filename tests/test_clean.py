@@ -104,6 +104,11 @@ def test_clean_removes_abandoned_leftovers_and_keeps_live_ones(tmp_path):
         folder = run_folder(home, run_id)
         folder.mkdir(parents=True)
         (folder / "policy.safetensors").write_bytes(b"\0" * 3 * 10**6)
+    killed_reward_model = home / "reward_models" / f".base-rm-run1.tmp-{dead_pid()}"
+    saving_reward_model = home / "reward_models" / f".base-rm-run2.tmp-{os.getpid()}"
+    for folder in (killed_reward_model, saving_reward_model):
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"\0" * 10**6)
 
     dry = run_cli("clean", "--dry-run", home=home)
     assert dry.returncode == 0, dry.stderr
@@ -115,7 +120,8 @@ def test_clean_removes_abandoned_leftovers_and_keeps_live_ones(tmp_path):
     assert not abandoned.exists() and not old_style.exists() and not run_folder(home, finished.id).exists()
     assert running.exists() and recent_old_style.exists()
     assert run_folder(home, live.id).exists() and run_folder(home, 99).exists()
-    assert "Freed 5.0 MB" in out and f"training run {finished.id} (failed)" in out
+    assert not killed_reward_model.exists() and saving_reward_model.exists()
+    assert "Freed 6.0 MB" in out and f"training run {finished.id} (failed)" in out
 
     again = run_cli("clean", home=home)
     assert "Nothing to clean." in again.stdout.decode()

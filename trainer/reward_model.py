@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,20 @@ class ScalarHeadModel(nn.Module):
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         last = hidden[rows, lengths - 1]  # (B, d)
         return self.head(last).squeeze(-1).float()
+
+
+TMP_FOLDER = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$")  # save_reward_model's staging name
+
+
+def abandoned_temp_folders(folder: Path) -> list[Path]:
+    """Staging folders in `folder` left by a save_reward_model whose process is gone (it
+    was killed mid-write; an ordinary failure removes its own)."""
+    from engine.loading.model_store import process_exists
+
+    if not folder.is_dir():
+        return []
+    return [entry for entry in sorted(folder.iterdir())
+            if entry.is_dir() and (match := TMP_FOLDER.match(entry.name)) and not process_exists(int(match["pid"]))]
 
 
 def save_reward_model(model: ScalarHeadModel, directory: Path, metadata: dict[str, Any] | None = None) -> Path:

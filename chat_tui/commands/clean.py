@@ -1,12 +1,13 @@
 """`chat-tui clean`: remove what interrupted work left in the data directory.
 
-Two kinds of leftovers, each removed only when nothing will come back for it:
+Three kinds of leftovers, each removed only when nothing will come back for it:
 
 - staging folders of model imports (`models/.NAME.PID-XXXX.partial`) whose process is
   gone: `engine.loading.ModelStore.abandoned_staging` decides;
 - checkpoint folders of training runs (`training/run-N`) whose run the feedback store
   records as finished (succeeded, failed, cancelled or abandoned): a running or
-  resumable run keeps its folder, and so does a folder no recorded run owns.
+  resumable run keeps its folder, and so does a folder no recorded run owns;
+- half-written reward models (`reward_models/.NAME.tmp-PID`) whose process is gone.
 
 It prints each removal and the space freed; `--dry-run` only lists them.
 """
@@ -61,6 +62,16 @@ def abandoned_imports(models: Path) -> list[Leftover]:
             for path in ModelStore(models).abandoned_staging()]
 
 
+def abandoned_reward_models(data_dir: Path) -> list[Leftover]:
+    """Reward models whose writing process was killed before it renamed them into place."""
+    from engine.loading.model_store import folder_size
+    from trainer.phases.reward import reward_models_root
+    from trainer.reward_model import abandoned_temp_folders
+
+    return [Leftover(path, folder_size(path), "a reward model whose saving was interrupted")
+            for path in abandoned_temp_folders(reward_models_root(data_dir))]
+
+
 @click.command(name="clean")
 @click.option("--dry-run", is_flag=True, help="List what would be removed, and remove nothing.")
 def clean(dry_run: bool) -> None:
@@ -74,7 +85,8 @@ def clean(dry_run: bool) -> None:
 
     from chat_tui.paths import data_dir, database_path, models_dir
 
-    leftovers = abandoned_imports(models_dir()) + finished_run_folders(data_dir(), database_path())
+    leftovers = (abandoned_imports(models_dir()) + finished_run_folders(data_dir(), database_path())
+                 + abandoned_reward_models(data_dir()))
     freed = 0
     for leftover in leftovers:
         if not dry_run:

@@ -28,7 +28,12 @@ from trainer.trunk import same_trunk
 
 
 def reward_models_folder(run: TrainingRun) -> Path:
-    return run.data_dir / "reward_models"
+    return reward_models_root(run.data_dir)
+
+
+def reward_models_root(data_dir: Path) -> Path:
+    """Where every run's reward model is kept."""
+    return data_dir / "reward_models"
 
 
 def starting_model(run: TrainingRun, loaded: Any, sets: TrainingSets, pad_id: int) -> tuple[ScalarHeadModel, dict[str, float]]:
