@@ -24,15 +24,20 @@ def rate_of(evaluation: dict[str, Any]) -> measures.Rate:
 
 def accuracy_metrics(metrics: Any, prefix: str = "") -> dict[str, float]:
     """Every number under a key containing "accuracy" in a run's metrics, nested keys
-    joined with dots (the trainer's metric names change; this reads whichever exist)."""
+    joined with dots (the trainer's metric names change; this reads whichever exist),
+    and the activation gate's `heldout_learned`. A nested value the trainer also reports
+    flat ("dpo.eval_accuracy" beside "dpo_eval_accuracy") is listed once."""
     found: dict[str, float] = {}
     if isinstance(metrics, dict):
         for key, value in metrics.items():
             path = f"{prefix}{key}"
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and "accuracy" in str(key).lower():
+            is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if is_number and ("accuracy" in str(key).lower() or path == "heldout_learned"):
                 found[path] = float(value)
             elif isinstance(value, dict):
                 found.update(accuracy_metrics(value, f"{path}."))
+    if not prefix:
+        found = {k: v for k, v in found.items() if "." not in k or k.replace(".", "_") not in found}
     return found
 
 
