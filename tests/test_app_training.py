@@ -140,7 +140,8 @@ async def test_training_runs_in_the_background_with_live_progress_and_offers_the
         # Pushed is not yet composed: wait until the dialog's widgets exist.
         await wait_for(
             pilot,
-            lambda: isinstance(app.screen, ConfirmScreen) and bool(app.screen.query(".dialog-title")),
+            lambda: isinstance(app.screen, ConfirmScreen) and bool(app.screen.query(".dialog-title"))
+            and bool(app.screen.query("#yes")),
             timeout=30,
             what="the arena offer",
         )
