@@ -157,16 +157,21 @@ def parse_pair(obj: Any) -> ImportedPair:
     return pair
 
 
-def _check_unicode(text: str, field: str) -> None:
-    """JSON can spell a lone surrogate ("\ud800"), which is not text and which SQLite
-    cannot store as UTF-8."""
+def lone_surrogate(text: str, field: str) -> str | None:
+    """What is wrong with `text` when it holds a lone surrogate (JSON can spell one,
+    "\ud800", which is not text and which SQLite cannot store as UTF-8); else None."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise _LineError(
-            f"{field} holds a lone surrogate \\u{ord(text[exc.start]):04x} at character {exc.start}, "
-            "which is not valid Unicode text"
-        ) from None
+        return (f"{field} holds a lone surrogate \\u{ord(text[exc.start]):04x} at character {exc.start}, "
+                "which is not valid Unicode text")
+    return None
+
+
+def _check_unicode(text: str, field: str) -> None:
+    problem = lone_surrogate(text, field)
+    if problem is not None:
+        raise _LineError(problem)
 
 
 def read_pairs_file(path: str | os.PathLike[str]) -> list[ImportedPair]:

@@ -31,7 +31,9 @@ import os
 from typing import Any
 
 from feedback.errors import ImportFormatError
-from feedback.importing import ImportedItems, ImportedJudgment, ImportedPair, content_key
+from feedback.importing import (
+    ImportedItems, ImportedJudgment, ImportedPair, content_key, lone_surrogate,
+)
 from feedback.records import ChatMessage
 
 ROLES = ("user", "assistant", "system")
@@ -76,11 +78,9 @@ def _text(message: dict, what: str) -> tuple[str, str]:
     role, content = message.get("role"), message.get("content")
     if role not in ROLES or not isinstance(content, str):
         raise _ItemError(f"{what} is not a message with a role and text content")
-    try:
-        content.encode("utf-8")
-    except UnicodeEncodeError as exc:  # JSON can spell a lone surrogate, which SQLite cannot store
-        raise _ItemError(f"{what} holds a lone surrogate \\u{ord(content[exc.start]):04x}, which is not valid "
-                         "Unicode text") from None
+    problem = lone_surrogate(content, what)
+    if problem is not None:
+        raise _ItemError(problem)
     return role, content
 
 
